@@ -1,0 +1,1 @@
+"""Algorithm registry: importing this package registers every built-in algorithm."""
