@@ -8,10 +8,10 @@ rejected and users can add algorithms without touching this file.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import tomllib
 import yaml
 from pydantic import (
     BaseModel,

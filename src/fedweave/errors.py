@@ -10,5 +10,5 @@ class DatasetMissingError(UserError):
     """A dataset's files are not on disk; the message names the path and how to get them."""
 
 
-class DivergenceError(Exception):
-    """Training produced NaN/inf: a failure during the run (exit code 1), with the round."""
+class DivergenceError(UserError):
+    """Training produced NaN/inf: names the round and the fix (lower the learning rate)."""

@@ -26,7 +26,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+            choices = ", ".join(self.names())
+            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {choices}")
         return self._items[name]
 
     def names(self) -> list[str]:

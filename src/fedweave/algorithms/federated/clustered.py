@@ -1,0 +1,114 @@
+"""Clustered FL by k-means on client models (seed 004, after "federated learning through
+distance-based clustering").
+
+Each round every participating client trains from its cluster's model; the server flattens the
+returned models, reduces them to ``pca_dim`` dimensions with PCA, clusters them with k-means
+(k-means++, RNG from (seed, "kmeans", round)) and keeps one model per cluster:
+x_c ← x_c + η·(Σ_{i∈c} n_i x_i / Σ_{i∈c} n_i − x_c).
+Fixes of the seed: members are weighted by their own n_i (the seed used the first client's
+share for everybody), and the seed's ``lambda`` multiplier is the general server learning rate
+η. New k-means labels are matched to the previous clusters (Hungarian, most shared members) so a
+cluster keeps its identity across rounds.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+
+from fedweave.algorithms.base import (
+    Algorithm,
+    RoundResult,
+    RunContext,
+    cohort_size,
+    register_algorithm,
+    sample_cohort,
+)
+from fedweave.algorithms.federated.server import CohortConfig
+from fedweave.config import AlgorithmConfig
+from fedweave.population import Buffers, mean_buffers, stack_buffers, weighted_mean
+from fedweave.rng import derive_seed
+
+
+class ClusteredConfig(CohortConfig):
+    name: Literal["clustered"] = "clustered"
+    k: int = Field(3, ge=1, description="number of clusters")
+    pca_dim: int = Field(2, ge=1)
+    server_lr: float = Field(1.0, gt=0, description="the seed's lambda, generalised")
+
+
+@register_algorithm("clustered", ClusteredConfig)
+class Clustered(Algorithm):
+    config: ClusteredConfig
+
+    def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
+        super().__init__(ctx, config)
+        k = self.config.k
+        self.x = ctx.init_params.unsqueeze(0).repeat(k, 1)
+        self.buffers = stack_buffers(ctx.init_buffers, k)
+        self.assign = torch.zeros(ctx.data.nodes, dtype=torch.int64)
+
+    def _cluster(self, models: torch.Tensor, r: int) -> np.ndarray:
+        k = min(self.config.k, len(models))
+        if k == 1:
+            return np.zeros(len(models), dtype=np.int64)
+        feats = models.double().cpu().numpy()
+        dim = min(self.config.pca_dim, len(models) - 1, feats.shape[1])
+        reduced = PCA(n_components=dim, random_state=0).fit_transform(feats)
+        km = KMeans(n_clusters=k, init="k-means++", n_init=10,
+                    random_state=derive_seed(self.ctx.seed, "kmeans", r) % 2**32)
+        return km.fit_predict(reduced)
+
+    def round(self, r: int) -> RoundResult:
+        ctx, cfg = self.ctx, self.config
+        n = ctx.data.nodes
+        cohort = sample_cohort(ctx.seed, r, n, cohort_size(n, cfg.clients_per_round,
+                                                           cfg.fraction))
+        before = self.assign[cohort]
+        local = ctx.trainer.train(cohort, self.x[before].clone(),
+                                  {k: v[before] for k, v in self.buffers.items()}, r, ctx.lr(r))
+        labels = self._cluster(local.params, r)
+        overlap = np.zeros((labels.max() + 1, cfg.k))
+        np.add.at(overlap, (labels, before.numpy()), 1)
+        rows, cols = linear_sum_assignment(-overlap)
+        mapping = dict(zip(rows.tolist(), cols.tolist(), strict=True))
+        after = torch.tensor([mapping[int(label)] for label in labels], dtype=torch.int64)
+        x = self.x.clone()
+        for c in after.unique().tolist():
+            members = after == c
+            avg = weighted_mean(local.params[members], local.num_samples[members])
+            x[c] = self.x[c] + cfg.server_lr * (avg - self.x[c])
+            for name, buf in mean_buffers({k: v[members] for k, v in local.buffers.items()},
+                                          local.num_samples[members]).items():
+                self.buffers[name][c] = buf
+        self.x = x
+        self.assign[cohort] = after
+        traffic = len(cohort) * ctx.model_bytes
+        return RoundResult(
+            train_loss=float(weighted_mean(local.loss[:, None], local.num_samples)),
+            train_acc=float(weighted_mean(local.acc[:, None], local.num_samples)),
+            bytes_up=traffic, bytes_down=traffic,
+            extras={"clusters_used": float(len(after.unique()))},
+        )
+
+    def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
+        return self.x, self.buffers, [f"cluster{c}" for c in range(self.config.k)]
+
+    def model_weights(self) -> torch.Tensor:
+        """Clusters weigh by the training samples of the clients assigned to them."""
+        sizes = self.ctx.data.sizes.to(torch.float64)
+        return torch.zeros(self.config.k, dtype=torch.float64).index_add_(0, self.assign, sizes)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"x": self.x, "assign": self.assign,
+                **{f"buffers.{k}": v for k, v in self.buffers.items()}}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.x, self.assign = state["x"], state["assign"]
+        self.buffers = {k[8:]: v for k, v in state.items() if k.startswith("buffers.")}

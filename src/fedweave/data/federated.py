@@ -1,0 +1,90 @@
+"""FederatedData: the whole dataset as tensors plus per-node index tensors (DESIGN §3).
+
+Batches are gathered by index (``x[idx]``), never through per-client DataLoaders, so one step of
+a whole cohort is one gather of shape [K, B, ...]. Images stay uint8 in memory and are converted
+(and optionally augmented) per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedweave.config import DataConfig
+from fedweave.data.augment import random_crop_flip
+from fedweave.data.partition import label_counts, partition, split_validation
+from fedweave.data.sources import Dataset, load_dataset, to_float
+from fedweave.rng import torch_generator
+
+
+@dataclass
+class FederatedData:
+    x: torch.Tensor
+    y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    train_idx: list[torch.Tensor]
+    val_idx: list[torch.Tensor]
+    augment: bool = False
+    seed: int = 0
+
+    @property
+    def nodes(self) -> int:
+        return len(self.train_idx)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """Training samples per node, int64 [N]."""
+        return torch.tensor([len(i) for i in self.train_idx], dtype=torch.int64)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input from stored samples: uint8 images → normalised float32."""
+        return to_float(x, self.mean, self.std)
+
+    def gather(self, idx: torch.Tensor, augment_key: tuple[int, ...] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float inputs and labels at ``idx`` (any shape); augmented when ``augment`` is on and
+        a key (round, node, step) is given, with randomness derived from the key."""
+        flat = idx.reshape(-1)
+        xb = self.x[flat]
+        if self.augment and augment_key is not None and xb.dim() == 4:
+            xb = random_crop_flip(xb, torch_generator(self.seed, "augment", *augment_key))
+        xb = self.features(xb)
+        return xb.reshape(*idx.shape, *xb.shape[1:]), self.y[flat].reshape(idx.shape)
+
+    def union_train(self) -> torch.Tensor:
+        """All nodes' training indices, sorted (the centralized reference's data)."""
+        return torch.cat(self.train_idx).sort().values
+
+    def union_val(self) -> torch.Tensor:
+        return torch.cat(self.val_idx).unique()
+
+    def label_counts(self) -> torch.Tensor:
+        return label_counts(self.y, self.train_idx, self.num_classes)
+
+    def to(self, device: torch.device) -> FederatedData:
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        self.test_x, self.test_y = self.test_x.to(device), self.test_y.to(device)
+        return self
+
+
+def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = None
+                         ) -> FederatedData:
+    """Load ``cfg.dataset``, partition it over ``cfg.nodes`` and split per-node validation."""
+    ds = dataset if dataset is not None else load_dataset(cfg, seed)
+    shards = partition(ds.train_y, cfg, seed, ds.train_groups)
+    train_idx, val_idx = split_validation(shards, cfg.val_fraction, seed, cfg.val_from_train)
+    return FederatedData(
+        x=ds.train_x, y=ds.train_y, test_x=ds.test_x, test_y=ds.test_y,
+        num_classes=ds.num_classes,
+        mean=ds.mean if cfg.normalize else None, std=ds.std if cfg.normalize else None,
+        train_idx=train_idx, val_idx=val_idx, augment=cfg.augment, seed=seed,
+    )

@@ -1,0 +1,162 @@
+"""Split a labelled training set among nodes.
+
+Every partitioner returns one sorted int64 index tensor per node; together they are disjoint and
+(except ``natural`` with fewer nodes than groups) cover the whole training set. Randomness comes
+from ``numpy_rng(seed, "partition")`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from fedweave.config import DataConfig
+from fedweave.errors import UserError
+from fedweave.registry import Registry
+from fedweave.rng import numpy_rng
+
+Partitioner = Callable[[np.ndarray, DataConfig, np.random.Generator, "np.ndarray | None"],
+                       list[np.ndarray]]
+PARTITIONERS: Registry[Partitioner] = Registry("partition")
+
+
+def partition(labels: torch.Tensor, cfg: DataConfig, seed: int,
+              groups: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Indices of each node's training samples (sorted), per ``cfg.partition``."""
+    n = len(labels)
+    if cfg.nodes * cfg.min_samples > n:
+        raise UserError(
+            f"data.nodes={cfg.nodes} needs at least {cfg.nodes * cfg.min_samples} training "
+            f"samples (data.min_samples={cfg.min_samples} each) but the dataset has {n}: "
+            "lower data.nodes or data.min_samples"
+        )
+    rng = numpy_rng(seed, "partition")
+    y = labels.cpu().numpy()
+    g = None if groups is None else groups.cpu().numpy()
+    shards = PARTITIONERS.get(cfg.partition)(y, cfg, rng, g)
+    return [torch.from_numpy(np.sort(s).astype(np.int64)) for s in shards]
+
+
+@PARTITIONERS.register("iid")
+def iid(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
+        groups: np.ndarray | None) -> list[np.ndarray]:
+    """Uniformly random, equal-sized shards."""
+    return list(np.array_split(rng.permutation(len(y)), cfg.nodes))
+
+
+@PARTITIONERS.register("dirichlet")
+def dirichlet(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
+              groups: np.ndarray | None) -> list[np.ndarray]:
+    """Label skew: each class is split among nodes with proportions p ~ Dir(alpha·1)
+    (Hsu et al. 2019). Redrawn until every node has ``min_samples`` (bounded tries)."""
+    classes = np.unique(y)
+    for _ in range(100):
+        shards: list[list[np.ndarray]] = [[] for _ in range(cfg.nodes)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(y == c))
+            p = rng.dirichlet(np.full(cfg.nodes, cfg.alpha))
+            cuts = (np.cumsum(p)[:-1] * len(idx)).astype(int)
+            for node, part in enumerate(np.split(idx, cuts)):
+                shards[node].append(part)
+        out = [np.concatenate(s) for s in shards]
+        if min(len(s) for s in out) >= cfg.min_samples:
+            return out
+    raise UserError(
+        f"data.partition=dirichlet with alpha={cfg.alpha} cannot give all {cfg.nodes} nodes "
+        f"data.min_samples={cfg.min_samples} samples: raise data.alpha or lower data.nodes"
+    )
+
+
+@PARTITIONERS.register("shards")
+def shards(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
+           groups: np.ndarray | None) -> list[np.ndarray]:
+    """McMahan et al. 2017: sort by label, cut into nodes·shards_per_node shards, deal them."""
+    count = cfg.nodes * cfg.shards_per_node
+    if count > len(y):
+        raise UserError(f"data.shards_per_node={cfg.shards_per_node} × data.nodes={cfg.nodes} "
+                        f"exceeds the {len(y)} training samples: lower one of them")
+    order = np.argsort(y, kind="stable")
+    pieces = np.array_split(order, count)
+    deal = rng.permutation(count).reshape(cfg.nodes, cfg.shards_per_node)
+    return [np.concatenate([pieces[k] for k in row]) for row in deal]
+
+
+@PARTITIONERS.register("classes")
+def classes(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
+            groups: np.ndarray | None) -> list[np.ndarray]:
+    """Seed 001's split: node i holds classes (i + j) mod C for j < classes_per_node (a window
+    shifted per node); each class is shared among its holders with weights ~ U(low, 1),
+    normalised over the holders."""
+    labels = np.unique(y)
+    c_total, k = len(labels), cfg.classes_per_node or len(labels)
+    if k > c_total:
+        raise UserError(f"data.classes_per_node={k} exceeds the {c_total} classes in the data")
+    holders: dict[int, list[int]] = {int(c): [] for c in labels}
+    for node in range(cfg.nodes):
+        for j in range(k):
+            holders[int(labels[(node + j) % c_total])].append(node)
+    out: list[list[np.ndarray]] = [[] for _ in range(cfg.nodes)]
+    share = rng.uniform(cfg.class_share_low, 1.0, size=(cfg.nodes, c_total))
+    for ci, c in enumerate(labels):
+        who = holders[int(c)]
+        if not who:
+            continue
+        idx = rng.permutation(np.flatnonzero(y == c))
+        w = share[who, ci] / share[who, ci].sum()
+        cuts = (np.cumsum(w)[:-1] * len(idx)).astype(int)
+        for node, part in zip(who, np.split(idx, cuts), strict=True):
+            out[node].append(part)
+    return [np.concatenate(parts) if parts else np.zeros(0, np.int64) for parts in out]
+
+
+@PARTITIONERS.register("quantity")
+def quantity(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
+             groups: np.ndarray | None) -> list[np.ndarray]:
+    """Quantity skew: IID labels, shard sizes ∝ LogNormal(0, sigma), at least min_samples."""
+    n = len(y)
+    w = rng.lognormal(0.0, cfg.sigma, size=cfg.nodes)
+    extra = n - cfg.nodes * cfg.min_samples
+    sizes = cfg.min_samples + np.floor(w / w.sum() * extra).astype(int)
+    sizes[: n - sizes.sum()] += 1  # hand out the rounding remainder
+    return list(np.split(rng.permutation(n), np.cumsum(sizes)[:-1]))
+
+
+@PARTITIONERS.register("natural")
+def natural(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
+            groups: np.ndarray | None) -> list[np.ndarray]:
+    """The dataset's own grouping (FEMNIST writers, synthetic devices): ``nodes`` groups drawn
+    at random, one per node."""
+    if groups is None:
+        raise UserError(f"data.partition=natural needs a dataset with natural groups "
+                        f"(femnist, synthetic); {cfg.dataset!r} has none")
+    ids = np.unique(groups)
+    if cfg.nodes > len(ids):
+        raise UserError(f"data.nodes={cfg.nodes} exceeds the {len(ids)} natural groups of "
+                        f"{cfg.dataset!r}: lower data.nodes")
+    chosen = ids if cfg.nodes == len(ids) else np.sort(rng.choice(ids, cfg.nodes, replace=False))
+    return [np.flatnonzero(groups == g) for g in chosen]
+
+
+def split_validation(shards: list[torch.Tensor], fraction: float, seed: int,
+                     from_train: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per node: hold out ``fraction`` of its shard as validation (at least one sample stays
+    for training). With ``from_train`` (seed 001) validation is the whole training shard."""
+    train, val = [], []
+    for node, shard in enumerate(shards):
+        if from_train:
+            train.append(shard)
+            val.append(shard)
+            continue
+        n_val = min(round(fraction * len(shard)), max(len(shard) - 1, 0))
+        perm = torch.from_numpy(numpy_rng(seed, "validation", node).permutation(len(shard)))
+        train.append(shard[perm[n_val:]].sort().values)
+        val.append(shard[perm[:n_val]].sort().values)
+    return train, val
+
+
+def label_counts(labels: torch.Tensor, shards: list[torch.Tensor],
+                 num_classes: int) -> torch.Tensor:
+    """[nodes, classes] sample counts, for tables and the partition heatmap."""
+    return torch.stack([torch.bincount(labels[s], minlength=num_classes) for s in shards])
