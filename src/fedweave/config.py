@@ -118,10 +118,7 @@ def register_algorithm_config(name: str):  # type: ignore[no-untyped-def]
 
 
 class TopologyConfig(Section):
-    name: Literal[
-        "ring", "double_ring", "torus", "complete", "star", "exponential", "random_regular",
-        "erdos_renyi", "edges", "line",
-    ] = "ring"
+    name: str = Field("ring", description="a registered topology (fedweave.topology)")
     mixing: Literal["metropolis", "uniform", "max_degree"] = "metropolis"
     degree: int = Field(3, ge=1)
     p: float = Field(0.3, gt=0, le=1)

@@ -17,6 +17,7 @@ from fedweave.algorithms import ALGORITHMS
 from fedweave.algorithms.base import Algorithm, RoundResult, RunContext
 from fedweave.config import Config, load_config
 from fedweave.data.federated import FederatedData, build_federated_data
+from fedweave.engine import distribute, is_writer
 from fedweave.errors import DivergenceError, UserError
 from fedweave.models import build_model
 from fedweave.population import ParamLayout, flat_params, model_buffers
@@ -50,9 +51,10 @@ def build_context(config: Config, data: FederatedData | None = None) -> RunConte
     def make_engine(d: FederatedData):  # type: ignore[no-untyped-def]
         return make_gradient_engine(config.engine, model, layout, d, config.seed)
 
-    return RunContext(config=config, data=data, model=model, layout=layout,
-                      engine=make_engine(data), init_params=flat_params(model),
-                      init_buffers=model_buffers(model), make_engine=make_engine)
+    ctx = RunContext(config=config, data=data, model=model, layout=layout,
+                     engine=make_engine(data), init_params=flat_params(model),
+                     init_buffers=model_buffers(model), make_engine=make_engine)
+    return distribute(ctx)
 
 
 def build_algorithm(ctx: RunContext) -> Algorithm:
@@ -162,6 +164,7 @@ class Runner:
         t0 = time.perf_counter() - self.totals["wall_s"]
         if self.run_dir is not None and self.start_round == 0 and cfg.output.plots:
             plot_partition(self.ctx.data.label_counts(), self.run_dir.plots_dir / "partition.png")
+            self.algo.write_artifacts(self.run_dir.plots_dir)
         for r in range(self.start_round, cfg.rounds):
             res = self.algo.round(r)
             self.totals["bytes_up"] += res.bytes_up
@@ -199,6 +202,7 @@ class Runner:
             "wall_s": self.totals["wall_s"], "sim_time_s": self.totals["sim_time_s"],
             "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
             "algorithm": self.config.algorithm.name, "engine": self.ctx.engine.name,
+            "engine_calibration": getattr(self.ctx.engine, "calibration", None),
             "version": __version__, "seed": self.config.seed,
         }
         if self.run_dir is not None:
@@ -223,10 +227,12 @@ def run(config: Config | str | Path | None = None, *, resume: str | Path | None 
         run_dir = RunDirectory.open(Path(resume))
         cfg = load_config(run_dir.path / "config.yaml")
         runner = Runner(cfg, run_dir, progress)
+        if not is_writer():
+            runner.run_dir = None  # other ranks read the checkpoint but never write
         runner.resume()
         return runner.run()
     cfg = config if isinstance(config, Config) else load_config(config)
     runner = Runner(cfg, None, progress)  # validates data and model before creating files
-    if write:
+    if write and is_writer():
         runner.run_dir = RunDirectory.create(cfg)
     return runner.run()

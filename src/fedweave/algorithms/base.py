@@ -13,6 +13,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -81,6 +82,7 @@ class Algorithm(ABC):
     """Base class; subclasses set ``config_class`` and implement the round."""
 
     config_class: ClassVar[type[AlgorithmConfig]]
+    per_node_models: ClassVar[bool] = False  # True: models() are the N nodes (decentralized)
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         self.ctx, self.config = ctx, config
@@ -97,6 +99,9 @@ class Algorithm(ABC):
     def model_weights(self) -> torch.Tensor | None:
         """Weights for averaging the evaluated models' metrics (None = equal)."""
         return None
+
+    def write_artifacts(self, plots_dir: Path) -> None:  # noqa: B027 (optional hook)
+        """Extra files for a new run directory (e.g. the communication graph)."""
 
     @abstractmethod
     def state(self) -> dict[str, torch.Tensor]:

@@ -1,0 +1,29 @@
+"""Execution engines: *local* (one process, the default) and *distributed* (torch.distributed,
+launched by torchrun). ``distribute`` adapts a run context to the engine in use."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedweave.algorithms.base import RunContext
+
+
+def under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def distribute(ctx: RunContext) -> RunContext:
+    """Return ``ctx`` unchanged for the local engine; under torch.distributed, a context whose
+    local training and gradients are split across ranks."""
+    if ctx.config.engine.name == "local" and not under_torchrun():
+        return ctx
+    from fedweave.engine.distributed import make_distributed
+
+    return make_distributed(ctx)
+
+
+def is_writer() -> bool:
+    """Only rank 0 writes the run directory."""
+    return int(os.environ.get("RANK", "0")) == 0
