@@ -193,7 +193,8 @@ class Config(Section):
 def _algorithm_config(value: dict[str, Any]) -> AlgorithmConfig:
     import fedweave.algorithms  # noqa: F401  (registers the built-in algorithm configs)
 
-    name = value.get("name")
+    value = {"name": "fedavg", **value}
+    name = value["name"]
     if name not in ALGORITHM_CONFIGS:
         raise ValueError(
             f"unknown algorithm {name!r}; choose one of: {', '.join(sorted(ALGORITHM_CONFIGS))}"

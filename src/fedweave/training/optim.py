@@ -35,26 +35,30 @@ class FunctionalOptimizer:
              ) -> torch.Tensor:
         """One update. ``mask`` (same shape as params, 0/1) keeps pruned weights at zero."""
         cfg = self.cfg
+        every = active is None or bool(active.all())
         act = (torch.ones(params.shape[0], dtype=torch.bool, device=params.device)
                if active is None else active)
         rows = act.view(-1, 1)
+
+        def keep(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+            return new if every else torch.where(rows, new, old)
+
         g = grads + cfg.weight_decay * params if cfg.weight_decay else grads
         state["step"] = state["step"] + act.to(params.dtype)
         if cfg.optimizer == "adam":
             b1, b2, eps = 0.9, 0.999, 1e-8
-            m = torch.where(rows, b1 * state["exp_avg"] + (1 - b1) * g, state["exp_avg"])
-            v = torch.where(rows, b2 * state["exp_avg_sq"] + (1 - b2) * g * g,
-                            state["exp_avg_sq"])
+            m = keep(b1 * state["exp_avg"] + (1 - b1) * g, state["exp_avg"])
+            v = keep(b2 * state["exp_avg_sq"] + (1 - b2) * g * g, state["exp_avg_sq"])
             state["exp_avg"], state["exp_avg_sq"] = m, v
             t = state["step"].clamp(min=1).view(-1, 1)
             update = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
         elif cfg.momentum > 0:
-            buf = torch.where(rows, cfg.momentum * state["momentum"] + g, state["momentum"])
+            buf = keep(cfg.momentum * state["momentum"] + g, state["momentum"])
             state["momentum"] = buf
             update = g + cfg.momentum * buf if cfg.nesterov else buf
         else:
             update = g
-        new = torch.where(rows, params - lr * update, params)
+        new = keep(params - lr * update, params)
         return new * mask if mask is not None else new
 
 

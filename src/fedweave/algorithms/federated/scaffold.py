@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
 
 from fedweave.algorithms.base import RoundResult, register_algorithm
 from fedweave.algorithms.federated.fedavg import FederatedAlgorithm
-from fedweave.algorithms.federated.server import CohortConfig
+from fedweave.algorithms.federated.server import ServerOptConfig
 from fedweave.population import mean_buffers, stack_buffers, weighted_mean
 
 
-class ScaffoldConfig(CohortConfig):
+class ScaffoldConfig(ServerOptConfig):
+    """``server_lr`` is the global step size η_g; other server optimizers apply to the same
+    pseudo-gradient x − mean_i y_i."""
+
     name: Literal["scaffold"] = "scaffold"
-    server_lr: float = Field(1.0, gt=0, description="global step size η_g")
 
 
 @register_algorithm("scaffold", ScaffoldConfig)
@@ -44,8 +45,7 @@ class Scaffold(FederatedAlgorithm):
                                   correction=self.c - c_i)
         steps = local.steps.to(x.dtype).view(-1, 1)
         c_new = c_i - self.c + (x - local.params) / (steps * lr)
-        with torch.no_grad():
-            self.server.x += self.config.server_lr * (local.params - x).mean(0)
+        self.server.step(x - local.params.mean(0))
         self.c = self.c + (k / ctx.data.nodes) * (c_new - c_i).mean(0)
         for j, node in enumerate(cohort.tolist()):
             self.c_i[node] = c_new[j]
