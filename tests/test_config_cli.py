@@ -68,3 +68,8 @@ def test_every_shipped_config_loads():
     configs = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
     for path in configs:
         load_config(path)
+
+
+def test_configs_default_yaml_is_the_builtin_default():
+    path = Path(__file__).parents[1] / "configs" / "default.yaml"
+    assert load_config(path) == load_config(None)

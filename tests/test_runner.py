@@ -69,7 +69,7 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path, algorithm):
 
 
 def test_divergence_is_reported_with_the_fix(tmp_out):
-    with pytest.raises(DivergenceError, match="lower train.lr"):
+    with pytest.raises(DivergenceError, match=r"lower train\.lr"):
         run(small_config(tmp_out, "train.lr=1e12"))
 
 
@@ -90,3 +90,11 @@ def test_fedavg_on_real_fashion_mnist():
         "output.plots=false"])
     res = run(cfg, write=False)
     assert res.summary["final"]["test_acc"] >= 0.80, res.summary["final"]
+
+
+def test_python_api_matches_cli_defaults():
+    import fedweave
+
+    res = fedweave.run(fedweave.load_config(None, ["rounds=1", "output.plots=false"]),
+                       write=False)
+    assert isinstance(res, fedweave.Result) and res.summary["rounds"] == 1

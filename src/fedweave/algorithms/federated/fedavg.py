@@ -16,8 +16,10 @@ from fedweave.algorithms.base import (
     sample_cohort,
 )
 from fedweave.algorithms.federated.server import ServerOptConfig, ServerOptimizer
+from fedweave.clock import job_time, node_profiles
 from fedweave.config import AlgorithmConfig
 from fedweave.population import Buffers, mean_buffers, stack_buffers, weighted_mean
+from fedweave.training.local import LocalResult
 
 
 class FedAvgConfig(ServerOptConfig):
@@ -39,6 +41,16 @@ class FederatedAlgorithm(Algorithm):
         super().__init__(ctx, config)
         self.server = ServerOptimizer(ctx.init_params, self.config)
         self.buffers: Buffers = dict(ctx.init_buffers)
+        self.profile = node_profiles(ctx.config.clock, ctx.data.nodes, ctx.seed)
+
+    def round_time(self, cohort: torch.Tensor, local: LocalResult, messages: int = 1) -> float:
+        """Virtual seconds of a synchronous round: the slowest client's download + compute
+        (steps · min(B, n_i) samples) + upload of ``messages`` models each way."""
+        samples = local.steps * local.num_samples.clamp(max=self.ctx.config.train.batch_size)
+        nbytes = messages * self.ctx.model_bytes
+        times = job_time(self.profile, cohort.cpu(), samples.cpu().double(), nbytes, nbytes,
+                         self.ctx.config.clock.latency_s)
+        return float(torch.as_tensor(times).max())
 
     def cohort(self, r: int) -> torch.Tensor:
         n = self.ctx.data.nodes
@@ -77,7 +89,7 @@ class FedAvg(FederatedAlgorithm):
         return RoundResult(
             train_loss=float(weighted_mean(local.loss[:, None], local.num_samples)),
             train_acc=float(weighted_mean(local.acc[:, None], local.num_samples)),
-            bytes_up=traffic, bytes_down=traffic,
+            bytes_up=traffic, bytes_down=traffic, sim_time=self.round_time(cohort, local),
         )
 
 

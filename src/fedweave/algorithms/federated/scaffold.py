@@ -55,6 +55,7 @@ class Scaffold(FederatedAlgorithm):
             train_loss=float(weighted_mean(local.loss[:, None], local.num_samples)),
             train_acc=float(weighted_mean(local.acc[:, None], local.num_samples)),
             bytes_up=traffic, bytes_down=traffic,
+            sim_time=self.round_time(cohort, local, messages=2),
         )
 
     def state(self) -> dict[str, torch.Tensor]:
