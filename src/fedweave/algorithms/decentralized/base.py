@@ -1,0 +1,461 @@
+"""Shared machinery of the decentralized (peer-to-peer) algorithms (REFERENCE §3).
+
+State is stacked: node models ``x[N, P]`` (+ stacked buffers), and everything that lives on an
+edge is a tensor over the 2E *directed slots* of the edge list: slot ``s`` belongs to node
+``own[s]`` and faces neighbour ``nbr[s]``; slots ``s`` and ``rev[s]`` are the two ends of one
+undirected edge; ``sign[s] = A_{own|nbr}`` is +1 when own < nbr, else −1. Duals are ``z[2E, P]``
+and the last copy of a neighbour's message is ``copies[name][2E, P]`` (slot s holds what
+``nbr[s]`` last sent to ``own[s]``). Sums over neighbours are ``index_add`` over ``own``.
+
+One round is one epoch: every node takes S = max_i ⌈n_i/b_i⌉ steps; node i's batches of its
+epoch e come from ``batch_schedule(..., key=(e,))`` (stream (seed, "batches", e, i)), so one node
+running D-SGD is exactly the centralized reference. A step of a set of nodes is
+
+1. gradients ``g = engine.grads(x) + λx`` (``train.l2_lambda``: ½λ‖x‖² in the loss);
+2. ``local_update`` (the algorithm's primal/tracker update of those rows);
+3. sends on every due slot (edge e is due at the owner's global step k when
+   ``k mod K == offset[e]``, ``exchange_schedule``; K = ``algorithm.exchange_period``) and
+   delivery to the other end (``receive``), after the transfer time;
+4. ``combine`` (mixing with the copies received so far).
+
+Synchronous (default): all nodes step together, messages arrive at once. Asynchronous
+(``clock.asynchronous``): node i's k-th step finishes at virtual time (k+1)·τ_i,
+τ_i = seconds_per_sample_i · b; nodes finishing at the same time step together; a message
+sent at T arrives at T + latency + bytes / min(up_i, down_j) and is used by the receiver from
+its next combine on (stale copies). A round ends at virtual time (r+1)·S·max_i τ_i. With equal
+speeds and zero transfer time this is the synchronous run.
+
+Faults (``fedweave.clock``): an exchange lost with probability ``clock.link_drop`` is not
+delivered (the receiver keeps its stale copy); an edge whose exchange misses
+``clock.swap_timeout`` is dropped for the rest of the run, W is recomputed on the live graph
+and the edge's duals leave the sums (seed 001 stops the node instead; we keep training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import networkx as nx
+import torch
+from pydantic import Field
+
+from fedweave.algorithms.base import Algorithm, RoundResult, RunContext
+from fedweave.clock import exchange_late, link_dropped, node_profiles, transfer_time
+from fedweave.config import AlgorithmConfig
+from fedweave.population import Buffers, stack_buffers
+from fedweave.topology import (
+    build_graph,
+    edge_list,
+    exchange_schedule,
+    mixing_matrix,
+    plot_graph,
+)
+from fedweave.training.local import Batches, batch_schedule, local_steps
+from fedweave.training.optim import FunctionalOptimizer
+
+EPS = 1e-9
+
+
+class DecentralizedConfig(AlgorithmConfig):
+    """Keys shared by every decentralized algorithm."""
+
+    kind: ClassVar[Literal["federated", "decentralized", "async", "centralized"]] = (
+        "decentralized"
+    )
+    exchange_period: int = Field(
+        1, ge=1, description="K: each edge exchanges once every K steps, at its offset"
+    )
+
+
+@dataclass
+class _Pending:
+    time: float
+    seq: int
+    slot: int
+    msg: dict[str, torch.Tensor]
+
+
+class DecentralizedAlgorithm(Algorithm):
+    """Base class: subclasses define the per-step update rule (see the module docstring)."""
+
+    config: DecentralizedConfig
+    per_node_models: ClassVar[bool] = True
+    #: names of the [P] tensors a node sends on a slot (bytes = len · P · element size)
+    message_keys: ClassVar[tuple[str, ...]] = ("x",)
+    #: True: combine is a mixing ``Σ_j W_ij m_j`` that may use W @ m when every edge is fresh
+    mixes: ClassVar[bool] = False
+
+    def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
+        super().__init__(ctx, config)
+        cfg = ctx.config
+        self.n = n = ctx.data.nodes
+        self.nodes = torch.arange(n, device=ctx.device)
+        self.graph = build_graph(cfg.topology, n, cfg.seed)
+        self.edges = edge_list(self.graph)
+        e = len(self.edges)
+        dev = ctx.device
+        ends = self.edges.to(dev)
+        self.own = torch.cat([ends[:, 0], ends[:, 1]])
+        self.nbr = torch.cat([ends[:, 1], ends[:, 0]])
+        ar = torch.arange(e, device=dev)
+        self.rev = torch.cat([ar + e, ar])
+        self.slot_edge = torch.cat([ar, ar])
+        dtype = ctx.init_params.dtype
+        self.sign = torch.cat([torch.ones(e), -torch.ones(e)]).to(dev, dtype).view(-1, 1)
+        self.offset = self.schedule_offsets().to(dev).repeat(2)
+        self.alive = torch.ones(e, dtype=torch.bool, device=dev)
+        self.W_config = mixing_matrix(self.graph, cfg.topology.mixing)
+        self._set_mixing()
+        self.x = ctx.init_params.unsqueeze(0).repeat(n, 1)
+        self.buffers: Buffers = stack_buffers(ctx.init_buffers, n)
+        self.steps_done = torch.zeros(n, dtype=torch.int64)
+        self.vtime = torch.zeros((), dtype=torch.float64)
+        self.everyone = False
+        self.optimizer = FunctionalOptimizer(cfg.train)  # local optimizer (dsgd, gossip, cadmm)
+        self.opt_state: dict[str, torch.Tensor] = {}
+        self.edges_dropped = 0
+        self.profile = node_profiles(cfg.clock, n, cfg.seed)
+        self.S = int(local_steps(cfg.train, ctx.data.sizes).max())
+        self.b = torch.minimum(ctx.data.sizes, torch.tensor(cfg.train.batch_size))
+        self.tau = self.profile.seconds_per_sample * self.b.to(torch.float64)
+        self.async_ = cfg.clock.asynchronous
+        self.msg_bytes = len(self.message_keys) * ctx.layout.total * ctx.init_params.element_size()
+        clock = cfg.clock
+        self.late = torch.tensor(
+            [exchange_late(clock, self.profile, 0, int(i), int(j), self.msg_bytes)
+             for i, j in self.edges.tolist()], dtype=torch.bool)
+        self.fast = (self.mixes and not self.async_ and self.config.exchange_period == 1
+                     and clock.link_drop == 0 and not bool(self.late.any()))
+        self.copies: dict[str, torch.Tensor] = {}
+        self.pending: list[_Pending] = []
+        self._seq = 0
+        self._batches: dict[int, Batches] = {}
+        self.init_state()
+
+    # ------------------------------------------------------------------ hooks
+
+    def schedule_offsets(self) -> torch.Tensor:
+        """Per undirected edge offset of its exchanges (``exchange_schedule``)."""
+        return exchange_schedule(self.edges, self.n, self.config.exchange_period)
+
+    def init_state(self) -> None:
+        """Allocate algorithm state (duals, trackers, copies)."""
+
+    def due(self, k: torch.Tensor) -> torch.Tensor:
+        """bool [2E]: slots whose owner, at its global step ``k[own]``, exchanges now."""
+        return (k[self.own] % self.config.exchange_period) == self.offset
+
+    def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
+        """Update the ``active`` rows from gradients ``g[N, P]`` (zero elsewhere), ``lr[N, 1]``."""
+        raise NotImplementedError
+
+    def message(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What ``own[slots]`` send on ``slots``: {key: [len(slots), P]}. Default: the model."""
+        return {"x": self.x[self.own[slots]]}
+
+    def receive(self, slots: torch.Tensor, msg: dict[str, torch.Tensor]) -> None:
+        """Slots (receiver side) get the messages. Default: keep copies."""
+        for key, value in msg.items():
+            self.copies[key][slots] = value
+
+    def combine(self, active: torch.Tensor, due: torch.Tensor, lr: torch.Tensor,
+                fresh: bool) -> None:
+        """After the exchange: ``due`` slots of the active nodes; ``fresh`` when every live
+        slot was just refreshed synchronously (so W @ m may replace the copies)."""
+
+    def algorithm_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_algorithm_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of ``algorithm_state``."""
+
+    # ------------------------------------------------------------------ helpers
+
+    def _set_mixing(self) -> None:
+        live = nx.empty_graph(self.n)
+        live.add_edges_from(self.edges[self.alive.cpu()].tolist())
+        w = mixing_matrix(live, self.ctx.config.topology.mixing)
+        self.W = w.to(self.ctx.device, self.ctx.init_params.dtype)
+        self.W_sparse = self.W.to_sparse() if self.n > 1 else self.W
+        self.w_diag = torch.diagonal(self.W).reshape(-1, 1).clone()
+        self.w_slot = (self.W[self.own, self.nbr] * self.alive[self.slot_edge]).view(-1, 1)
+        self.slot_alive = self.alive[self.slot_edge].to(self.W.dtype).view(-1, 1)
+        self.degree = torch.zeros(self.n, dtype=self.W.dtype, device=self.W.device).index_add_(
+            0, self.own, self.slot_alive.view(-1)).view(-1, 1)
+
+    def select(self, active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """Rows of ``new`` for active nodes, of ``old`` elsewhere."""
+        return new if self.everyone else torch.where(active.view(-1, 1), new, old)
+
+    def sgd_step(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
+        """x ← local optimizer step; plain SGD / momentum inline when every node steps (same
+        arithmetic as ``FunctionalOptimizer``, without the row masks), else the optimizer."""
+        train = self.ctx.config.train
+        if not self.everyone or train.optimizer != "sgd":
+            self.x = self.optimizer_step(active, g, lr)
+            return
+        if train.weight_decay:
+            g = g + train.weight_decay * self.x
+        self.opt_state["step"] = self.opt_state["step"] + 1
+        if train.momentum > 0:
+            buf = train.momentum * self.opt_state["momentum"] + g
+            self.opt_state["momentum"] = buf
+            g = g + train.momentum * buf if train.nesterov else buf
+        self.x = self.x - lr * g
+
+    def optimizer_step(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor
+                       ) -> torch.Tensor:
+        """``FunctionalOptimizer.step`` with a per-node learning rate ``lr[N, 1]``."""
+        return self.optimizer.step(self.x, g, self.opt_state, lr, active)  # type: ignore[arg-type]
+
+    def neighbour_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """[N, P]: Σ over live slots of each node of ``values[2E, P]``."""
+        out = torch.zeros(self.n, values.shape[1], dtype=values.dtype, device=values.device)
+        return out.index_add_(0, self.own, values * self.slot_alive)
+
+    def mix(self, own_value: torch.Tensor, key: str, fresh: bool) -> torch.Tensor:
+        """Σ_j W_ij m_j: ``W @ m`` when fresh, else W_ii m_i + Σ_j W_ij (copy of m_j)."""
+        if fresh:
+            return self.W_sparse @ own_value if self.n > 1 else own_value
+        out = self.w_diag * own_value
+        return out.index_add_(0, self.own, self.w_slot * self.copies[key])
+
+    def new_copies(self, key: str, init: torch.Tensor) -> None:
+        """Slot copies of ``key`` starting at the neighbours' initial values ``init[N, P]``."""
+        if not self.fast:
+            self.copies[key] = init[self.nbr].clone()
+
+    def batches(self, epoch: int) -> Batches:
+        if epoch not in self._batches:
+            data = self.ctx.data
+            self._batches = {k: v for k, v in self._batches.items() if k >= epoch - 1}
+            self._batches[epoch] = batch_schedule(
+                data, self.nodes.cpu(), torch.full((self.n,), self.S), self.ctx.config.train
+                .batch_size, (epoch,))
+        return self._batches[epoch]
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self, groups: list[tuple[torch.Tensor, int, int]], now: float,
+              stats: dict[str, torch.Tensor]) -> float:
+        """Step the nodes of ``groups`` [(active mask, epoch, step in epoch)] at time ``now``;
+        returns the longest transfer time of the sends (for the synchronous clock)."""
+        cfg = self.ctx.config
+        dtype = self.x.dtype
+        g = torch.zeros_like(self.x)
+        lr = torch.zeros(self.n, 1, dtype=dtype, device=self.x.device)
+        active = torch.zeros(self.n, dtype=torch.bool, device=self.x.device)
+        for mask, epoch, t in groups:
+            bt = self.batches(epoch)
+            out = self.ctx.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                        mask, (epoch, t), self.nodes)
+            everyone = len(groups) == 1 and bool(mask.all())
+            g = out.grads if everyone else torch.where(mask.view(-1, 1), out.grads, g)
+            self.buffers = out.buffers
+            lr[mask] = self.ctx.lr(epoch)
+            act = mask.to(dtype)
+            stats["loss"] += out.loss.to(dtype) * out.count * act
+            stats["correct"] += out.correct.to(dtype) * act
+            stats["seen"] += out.count.to(dtype) * act
+            active |= mask
+        self.everyone = bool(active.all())
+        if cfg.train.l2_lambda:
+            g = g + cfg.train.l2_lambda * (self.x if self.everyone else self.x * active.view(-1, 1))
+        self.local_update(active, g, lr)
+        k = self.steps_done.to(self.x.device)
+        due = self.due(k) & active[self.own] & self.alive[self.slot_edge]
+        self.steps_done = self.steps_done + active.to(torch.int64).cpu()
+        longest, fresh = self._exchange(due, k, now)
+        self.combine(active, due & self.alive[self.slot_edge], lr, fresh)
+        return longest
+
+    def _exchange(self, due: torch.Tensor, k: torch.Tensor, now: float) -> tuple[float, bool]:
+        clock = self.ctx.config.clock
+        slots = torch.nonzero(due).flatten()
+        if len(slots) == 0:
+            return 0.0, self.fast and bool(self.alive.sum() == 0)
+        self.bytes_up += len(slots) * self.msg_bytes
+        if self.fast:  # sync, every edge each step, no faults: messages are the current rows
+            self.bytes_down += len(slots) * self.msg_bytes
+            return self._transfer_max(slots), True
+        late = self.late.to(slots.device)[self.slot_edge[slots]]
+        keep = ~late
+        newly = self.slot_edge[slots][late & self.alive[self.slot_edge[slots]]].unique()
+        dropped = len(newly) > 0
+        if dropped:  # swap_timeout: the edge is gone for the rest of the run
+            self.alive[newly] = False
+            self.edges_dropped += len(newly)
+        if clock.link_drop:  # Bernoulli draws keyed by (seed, step, edge): a few per step
+            for n_, s in enumerate(slots.tolist()):
+                i, j = int(self.own[s]), int(self.nbr[s])
+                if bool(keep[n_]) and link_dropped(clock, self.ctx.seed, int(k[i]), i, j):
+                    keep[n_] = False
+                    self.exchanges_lost += 1
+        if dropped:
+            self._set_mixing()
+        longest = self._transfer_max(slots)
+        slots = slots[keep]
+        if len(slots) == 0:
+            return longest, False
+        msg = self.message(slots)
+        self.bytes_down += len(slots) * self.msg_bytes
+        if not self.async_:
+            self.receive(self.rev[slots], msg)
+            return longest, False
+        arrive = now + self._transfer(slots)
+        for n_, s in enumerate(slots.tolist()):
+            self.pending.append(_Pending(float(arrive[n_]), self._seq, int(self.rev[s]),
+                                         {k_: v[n_] for k_, v in msg.items()}))
+            self._seq += 1
+        self._deliver(now)
+        return longest, False
+
+    def _transfer(self, slots: torch.Tensor) -> torch.Tensor:
+        clock = self.ctx.config.clock
+        own, nbr = self.own[slots].cpu(), self.nbr[slots].cpu()
+        bw = torch.minimum(self.profile.bandwidth_up[own], self.profile.bandwidth_down[nbr])
+        return transfer_time(self.msg_bytes, bw, clock.latency_s)
+
+    def _transfer_max(self, slots: torch.Tensor) -> float:
+        clock = self.ctx.config.clock
+        if clock.latency_s == 0 and self.msg_bytes == 0:
+            return 0.0
+        return float(self._transfer(slots).max())
+
+    def _deliver(self, now: float) -> None:
+        """Deliver pending messages with arrival ≤ now, in (time, send) order; a slot that
+        receives twice is updated twice, in order (waves of distinct slots)."""
+        ready = sorted((p for p in self.pending if p.time <= now + EPS),
+                       key=lambda p: (p.time, p.seq))
+        if not ready:
+            return
+        self.pending = [p for p in self.pending if p.time > now + EPS]
+        while ready:
+            seen: set[int] = set()
+            wave: list[_Pending] = []
+            rest: list[_Pending] = []
+            for p in ready:
+                (rest if p.slot in seen else wave).append(p)
+                seen.add(p.slot)
+            slots = torch.tensor([p.slot for p in wave], device=self.x.device)
+            msg = {k: torch.stack([p.msg[k] for p in wave]) for k in wave[0].msg}
+            alive = self.alive[self.slot_edge[slots]]
+            if bool(alive.any()):
+                self.receive(slots[alive], {k: v[alive] for k, v in msg.items()})
+            ready = rest
+
+    # ------------------------------------------------------------------ rounds
+
+    def round(self, r: int) -> RoundResult:
+        dtype = self.x.dtype
+        stats = {k: torch.zeros(self.n, dtype=dtype, device=self.x.device)
+                 for k in ("loss", "correct", "seen")}
+        self.bytes_up = self.bytes_down = 0
+        self.exchanges_lost = 0
+        dropped_before = self.edges_dropped
+        sim = self._round_async(r, stats) if self.async_ else self._round_sync(r, stats)
+        seen = stats["seen"].clamp(min=1)
+        loss, acc = stats["loss"] / seen, stats["correct"] / seen
+        weights = stats["seen"] / stats["seen"].sum().clamp(min=1)
+        xbar = self.x.mean(0, keepdim=True)
+        extras = {
+            "consensus_distance": float(((self.x - xbar) ** 2).sum(1).mean()),
+            "edges_dropped": float(self.edges_dropped),
+            "edges_dropped_round": float(self.edges_dropped - dropped_before),
+            "exchanges_lost": float(self.exchanges_lost),
+            "live_edges": float(self.alive.sum()),
+        }
+        return RoundResult(
+            train_loss=float((loss * weights).sum()), train_acc=float((acc * weights).sum()),
+            bytes_up=self.bytes_up, bytes_down=self.bytes_down, sim_time=sim,
+            node_train={"loss": loss.cpu(), "acc": acc.cpu()}, extras=extras)
+
+    def _round_sync(self, r: int, stats: dict[str, torch.Tensor]) -> float:
+        everyone = torch.ones(self.n, dtype=torch.bool, device=self.x.device)
+        sim = 0.0
+        compute = float(self.tau.max())
+        for t in range(self.S):
+            sim += compute + self._step([(everyone, r, t)], 0.0, stats)
+        self.vtime = self.vtime + sim
+        return sim
+
+    def _round_async(self, r: int, stats: dict[str, torch.Tensor]) -> float:
+        """Event-driven: node i's k-th step (0-based) finishes at (k+1)·τ_i."""
+        end = (r + 1) * self.S * float(self.tau.max())
+        start = float(self.vtime)
+        while True:
+            nxt = (self.steps_done + 1).to(torch.float64) * self.tau
+            now = float(nxt.min())
+            if now > end * (1 + EPS):
+                break
+            self._deliver(now)
+            at_now = nxt <= now * (1 + EPS)
+            groups: dict[tuple[int, int], torch.Tensor] = {}
+            for i in torch.nonzero(at_now).flatten().tolist():
+                k = int(self.steps_done[i])
+                key = (k // self.S, k % self.S)
+                groups.setdefault(key, torch.zeros(self.n, dtype=torch.bool))
+                groups[key][i] = True
+            self._step([(m.to(self.x.device), e, t) for (e, t), m in sorted(groups.items())],
+                       now, stats)
+        self.vtime = torch.tensor(end, dtype=torch.float64)
+        return end - start
+
+    # ------------------------------------------------------------------ API
+
+    def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
+        return self.x, self.buffers, [str(i) for i in range(self.n)]
+
+    def write_artifacts(self, plots_dir: Path) -> None:
+        plot_graph(self.graph, self.W_config, plots_dir / "topology.png")
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out = {"x": self.x, "steps_done": self.steps_done, "vtime": self.vtime,
+               "alive": self.alive, "edges_dropped": torch.tensor(self.edges_dropped)}
+        out.update({f"buffers.{k}": v for k, v in self.buffers.items()})
+        out.update({f"copies.{k}": v for k, v in self.copies.items()})
+        out.update({f"algo.{k}": v for k, v in self.algorithm_state().items()})
+        if self.pending:
+            out["pending.time"] = torch.tensor([p.time for p in self.pending],
+                                               dtype=torch.float64)
+            out["pending.slot"] = torch.tensor([p.slot for p in self.pending])
+            for key in self.pending[0].msg:
+                out[f"pending.msg.{key}"] = torch.stack([p.msg[key] for p in self.pending])
+        return {k: v.contiguous() for k, v in out.items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        dev = self.x.device
+        self.x = state["x"].to(dev)
+        self.steps_done = state["steps_done"].cpu()
+        self.vtime = state["vtime"].cpu()
+        self.alive = state["alive"].to(dev)
+        self.edges_dropped = int(state["edges_dropped"])
+        self._set_mixing()
+
+        def sub(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v.to(dev) for k, v in state.items() if k.startswith(prefix)}
+
+        self.buffers = sub("buffers.")
+        self.copies = sub("copies.")
+        self.load_algorithm_state(sub("algo."))
+        self.pending = []
+        if "pending.time" in state:
+            msgs = sub("pending.msg.")
+            for n_, (t, s) in enumerate(zip(state["pending.time"].tolist(),
+                                            state["pending.slot"].tolist(), strict=True)):
+                self.pending.append(_Pending(t, n_, int(s), {k: v[n_] for k, v in msgs.items()}))
+            self._seq = len(self.pending)
+
+
+def optimizer_state(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+def take(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+
+
+__all__ = ["DecentralizedAlgorithm", "DecentralizedConfig", "FunctionalOptimizer",
+           "optimizer_state", "take"]
