@@ -13,6 +13,7 @@ from fedweave.algorithms.base import (
     RoundResult,
     RunContext,
     register_algorithm,
+    tensors_with_prefix,
 )
 from fedweave.config import AlgorithmConfig
 from fedweave.population import Buffers, stack_buffers
@@ -48,4 +49,4 @@ class Centralized(Algorithm):
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.x = state["x"]
-        self.buffers = {k[8:]: v for k, v in state.items() if k.startswith("buffers.")}
+        self.buffers = tensors_with_prefix(state, "buffers")

@@ -29,6 +29,7 @@ from fedweave.algorithms.base import (
     cohort_size,
     register_algorithm,
     sample_cohort,
+    tensors_with_prefix,
 )
 from fedweave.algorithms.federated.server import CohortConfig
 from fedweave.config import AlgorithmConfig
@@ -111,4 +112,4 @@ class Clustered(Algorithm):
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.x, self.assign = state["x"], state["assign"]
-        self.buffers = {k[8:]: v for k, v in state.items() if k.startswith("buffers.")}
+        self.buffers = tensors_with_prefix(state, "buffers")

@@ -14,6 +14,7 @@ from fedweave.algorithms.base import (
     cohort_size,
     register_algorithm,
     sample_cohort,
+    tensors_with_prefix,
 )
 from fedweave.algorithms.federated.server import ServerOptConfig, ServerOptimizer
 from fedweave.clock import job_time, node_profiles
@@ -66,8 +67,8 @@ class FederatedAlgorithm(Algorithm):
         return out
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.server.load_state({k[7:]: v for k, v in state.items() if k.startswith("server.")})
-        self.buffers = {k[8:]: v for k, v in state.items() if k.startswith("buffers.")}
+        self.server.load_state(tensors_with_prefix(state, "server"))
+        self.buffers = tensors_with_prefix(state, "buffers")
 
 
 class FedAvg(FederatedAlgorithm):

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from fedweave.algorithms.base import RoundResult, register_algorithm
+from fedweave.algorithms.base import RoundResult, register_algorithm, tensors_with_prefix
 from fedweave.algorithms.federated.fedavg import FederatedAlgorithm
 from fedweave.algorithms.federated.server import ServerOptConfig
 from fedweave.population import mean_buffers, stack_buffers, weighted_mean
@@ -67,4 +67,4 @@ class Scaffold(FederatedAlgorithm):
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         super().load_state(state)
         self.c = state["c"]
-        self.c_i = {int(k[4:]): v for k, v in state.items() if k.startswith("c_i.")}
+        self.c_i = {int(k): v for k, v in tensors_with_prefix(state, "c_i").items()}
