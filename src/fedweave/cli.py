@@ -58,24 +58,56 @@ def run_cmd(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="parent folder of run dirs")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="continue a run dir")] = None,
+    procs: Annotated[int | None, typer.Option(
+        "--procs", min=1, help="start N local processes (torchrun --standalone) running the "
+                               "distributed engine")] = None,
 ) -> None:
     """Run an experiment (the default: FedAvg on the built-in digits data)."""
     from fedweave.config import load_config
+    from fedweave.engine import is_writer, under_torchrun
 
+    if procs is not None and procs > 1 and not under_torchrun():
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", str(procs), "-m", "fedweave", "run"]
+        if config is not None:
+            cmd.append(str(config))
+        for item in set_ or []:
+            cmd += ["--set", item]
+        if out is not None:
+            cmd += ["--out", str(out)]
+        if resume is not None:
+            cmd += ["--resume", str(resume)]
+        console.print("launching: " + " ".join(cmd), highlight=False, soft_wrap=True)
+        raise typer.Exit(subprocess.call(cmd))
+    writer = is_writer()
     try:
         if resume is not None:
-            result = _run_with_progress(resume=resume)
+            kwargs: dict[str, Any] = {"resume": resume}
         else:
             overrides = list(set_ or [])
             if out is not None:
                 overrides.append(f"output.dir={out}")
-            result = _run_with_progress(config=load_config(config, overrides))
+            kwargs = {"config": load_config(config, overrides)}
+        if writer:
+            result = _run_with_progress(**kwargs)
+        else:  # other ranks of a distributed run stay quiet
+            from fedweave.runner import run
+
+            result = run(**kwargs)
     except UserError as exc:
         _fail(str(exc), 2)
         return
-    final = result.summary["final"]
-    console.print(f"test accuracy {final['test_acc']:.4f}  test loss {final['test_loss']:.4f}  "
-                  f"({result.summary['wall_s']:.1f} s)  →  {result.run_dir}", highlight=False)
+    if writer:
+        final = result.summary["final"]
+        console.print(f"test accuracy {final['test_acc']:.4f}  test loss "
+                      f"{final['test_loss']:.4f}  ({result.summary['wall_s']:.1f} s)  →  "
+                      f"{result.run_dir}", highlight=False)
+    if under_torchrun():
+        from fedweave.engine.distributed import finish_process
+
+        finish_process(0)
 
 
 @app.command("sweep")

@@ -24,7 +24,7 @@ from fedweave.population import ParamLayout, flat_params, model_buffers
 from fedweave.records.plots import plot_curves, plot_partition
 from fedweave.records.rundir import RunDirectory
 from fedweave.rng import derive_seed
-from fedweave.training.engines import make_gradient_engine, resolve_device
+from fedweave.training.engines import make_gradient_engine, resolve_device, typical_cohort
 
 
 @dataclass
@@ -49,7 +49,9 @@ def build_context(config: Config, data: FederatedData | None = None) -> RunConte
     layout = ParamLayout.of(model)
 
     def make_engine(d: FederatedData):  # type: ignore[no-untyped-def]
-        return make_gradient_engine(config.engine, model, layout, d, config.seed)
+        return make_gradient_engine(config.engine, model, layout, d, config.seed,
+                                    cohort_size=typical_cohort(config, d.nodes),
+                                    batch_size=config.train.batch_size)
 
     ctx = RunContext(config=config, data=data, model=model, layout=layout,
                      engine=make_engine(data), init_params=flat_params(model),
@@ -136,7 +138,8 @@ class Runner:
         self.totals.update(meta["totals"])
         self.best = meta["best"]
         self.history = meta["history"]
-        self.run_dir.truncate(done)
+        if is_writer():
+            self.run_dir.truncate(done)
 
     def _record(self, r: int, res: RoundResult, rows: dict[str, dict[str, float]],
                 wall: float) -> dict[str, float]:
@@ -227,9 +230,9 @@ def run(config: Config | str | Path | None = None, *, resume: str | Path | None 
         run_dir = RunDirectory.open(Path(resume))
         cfg = load_config(run_dir.path / "config.yaml")
         runner = Runner(cfg, run_dir, progress)
+        runner.resume()
         if not is_writer():
             runner.run_dir = None  # other ranks read the checkpoint but never write
-        runner.resume()
         return runner.run()
     cfg = config if isinstance(config, Config) else load_config(config)
     runner = Runner(cfg, None, progress)  # validates data and model before creating files

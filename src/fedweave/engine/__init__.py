@@ -14,6 +14,19 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def pin_local_device() -> None:
+    """Under torchrun with CUDA, make ``cuda`` mean this rank's GPU (``cuda:<LOCAL_RANK>``)
+    before any tensor is created, so data never lands on GPU 0 of every rank first."""
+    if under_torchrun() and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+
+
+pin_local_device()
+
+
 def distribute(ctx: RunContext) -> RunContext:
     """Return ``ctx`` unchanged for the local engine; under torch.distributed, a context whose
     local training and gradients are split across ranks."""

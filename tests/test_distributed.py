@@ -1,0 +1,189 @@
+"""The distributed engine (torch.distributed, gloo on localhost, launched like users do with
+``python -m torch.distributed.run --standalone``): results equal the single-process run for any
+number of processes, rank 0 alone writes, a dead or hung rank ends the run with one clear line,
+and a distributed resume reaches the same final numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from fedweave.engine.distributed import KILL_ENV, contiguous_assignment, greedy_assignment
+
+FEDERATED = {
+    "name": "dist", "seed": 5, "rounds": 3,
+    "data": {"dataset": "digits", "nodes": 8, "partition": "dirichlet", "alpha": 0.5},
+    "model": {"name": "mlp", "hidden": [32]},
+    "train": {"lr": 0.1, "batch_size": 16, "local_epochs": 1},
+    "algorithm": {"name": "fedavg", "clients_per_round": 5},
+    "engine": {"backend": "loop", "threads": 1, "timeout_s": 30},
+    "output": {"plots": False},
+}
+DECENTRALIZED = {
+    **FEDERATED, "rounds": 2,
+    "data": {"dataset": "digits", "nodes": 5, "partition": "iid"},
+    "model": {"name": "logistic"},
+    "train": {"lr": 0.05, "batch_size": 32, "local_epochs": 1},
+    "algorithm": {"name": "dsgd"},
+    "topology": {"name": "ring"},
+}
+
+
+def _config(tmp: Path, base: dict, algo: str, out: str, **extra: object) -> Path:
+    cfg = json.loads(json.dumps(base))
+    cfg["algorithm"] = {"name": algo} if algo == "centralized" else {**cfg["algorithm"],
+                                                                    "name": algo}
+    cfg["output"] = {**cfg["output"], "dir": str(tmp / out)}
+    for key, value in extra.items():
+        section, field = key.split("__")
+        cfg[section][field] = value
+    path = tmp / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _torchrun(procs: int, *args: str, env: dict[str, str] | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc-per-node", str(procs), "-m", "fedweave", "run", *args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full_env.pop(KILL_ENV, None)
+    full_env.update(env or {})
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def _single(config: Path) -> Path:
+    """The reference: the local engine in this process."""
+    from fedweave.runner import run
+
+    assert run(config).run_dir is not None
+    return _only_run_dir(config)
+
+
+def _only_run_dir(config: Path) -> Path:
+    out = Path(yaml.safe_load(config.read_text())["output"]["dir"])
+    dirs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(dirs) == 1, f"expected exactly one run directory (rank 0 only), got {dirs}"
+    return dirs[0]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    fa = json.loads((a / "summary.json").read_text())["final"]
+    fb = json.loads((b / "summary.json").read_text())["final"]
+    for key in ("test_acc", "test_loss", "train_loss", "val_acc"):
+        assert fb[key] == pytest.approx(fa[key], rel=1e-6, abs=1e-9), key
+    ta = load_file(str(next((a / "checkpoints").glob("state-*.safetensors"))))
+    tb = load_file(str(next((b / "checkpoints").glob("state-*.safetensors"))))
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        torch.testing.assert_close(tb[key], ta[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+# ----------------------------------------------------------------------------- placement
+def test_greedy_assignment_balances_steps_and_is_deterministic() -> None:
+    work = [5, 1, 9, 3, 3, 7, 2]
+    rows = greedy_assignment(work, 3)
+    assert sorted(i for r in rows for i in r) == list(range(7))
+    loads = [sum(work[i] for i in r) for r in rows]
+    assert max(loads) - min(loads) <= max(work) and max(loads) == 10
+    assert rows == greedy_assignment(work, 3)
+    assert greedy_assignment([4, 4], 3) == [[0], [1], []]  # more ranks than rows
+
+
+def test_contiguous_assignment() -> None:
+    assert contiguous_assignment(5, 2) == [[0, 1, 2], [3, 4]]
+    assert contiguous_assignment(2, 3) == [[0], [1], []]
+
+
+# ----------------------------------------------------------------------------- equivalence
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Single-process runs (local engine) of every configuration below."""
+    tmp = tmp_path_factory.mktemp("reference")
+    from fedweave.algorithms import ALGORITHMS
+
+    runs = {algo: _single(_config(tmp, FEDERATED, algo, f"single-{algo}"))
+            for algo in ("fedavg", "scaffold", "centralized")}
+    for algo in ("dsgd", "pdmm_isvr"):
+        if algo in ALGORITHMS.names():
+            runs[algo] = _single(_config(tmp, DECENTRALIZED, algo, f"single-{algo}"))
+    return runs
+
+
+@pytest.mark.parametrize(("algo", "procs"), [
+    ("fedavg", 2), pytest.param("fedavg", 3, marks=pytest.mark.slow),
+    pytest.param("scaffold", 2, marks=pytest.mark.slow), ("scaffold", 3),
+    ("centralized", 2)])  # centralized: one row, so rank 1 trains nothing and only receives
+def test_federated_equals_single_process(reference: dict[str, Path], tmp_path: Path, algo: str,
+                                         procs: int) -> None:
+    config = _config(tmp_path, FEDERATED, algo, "dist")
+    proc = _torchrun(procs, str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = _only_run_dir(config)  # rank 0 alone wrote
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["engine"].startswith("distributed")
+    _assert_same_run(reference[algo], run_dir)
+
+
+@pytest.mark.parametrize(("algo", "procs"), [("dsgd", 2), ("pdmm_isvr", 3)])
+def test_decentralized_equals_single_process(reference: dict[str, Path], tmp_path: Path,
+                                             algo: str, procs: int) -> None:
+    if algo not in reference:
+        pytest.skip(f"{algo} is not registered (algorithms/decentralized not available)")
+    config = _config(tmp_path, DECENTRALIZED, algo, "dist")
+    proc = _torchrun(procs, str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_run(reference[algo], _only_run_dir(config))
+
+
+# ----------------------------------------------------------------------------- faults, resume
+MESSAGE = re.compile(r"error: distributed run stopped: (.*) \(rank (\d+) noticed .*\); "
+                     r"last completed round (\d+);")
+
+
+def test_killed_rank_stops_every_rank_and_resume_matches(reference: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """Rank 1 of 3 exits after round 1: ranks 0 and 2 stop at once with the one-line message
+    (naming rank 1 and round 1), exit 1; resuming with 2 processes gives the reference."""
+    config = _config(tmp_path, FEDERATED, "fedavg", "killed")
+    start = time.monotonic()
+    proc = _torchrun(3, str(config), env={KILL_ENV: "1:1"})
+    wall = time.monotonic() - start
+    assert proc.returncode != 0
+    lines = [m for m in map(MESSAGE.search, proc.stderr.splitlines()) if m]
+    assert {int(m.group(2)) for m in lines} == {0, 2}, proc.stderr[-3000:]
+    assert all(m.group(3) == "1" for m in lines)
+    assert any(m.group(1) == "rank 1 died or hung" for m in lines)
+    assert wall < 30 + 15  # engine.timeout_s + start-up margin; in practice ~ start-up + 1 round
+    run_dir = _only_run_dir(config)
+    assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["round"] == 1
+
+    resumed = _torchrun(2, "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _only_run_dir(config) == run_dir
+    _assert_same_run(reference["fedavg"], run_dir)
+
+
+def test_hung_rank_times_out(tmp_path: Path) -> None:
+    """Rank 1 hangs (alive, sockets open) in round 2: rank 0 gives up after engine.timeout_s."""
+    timeout = 4.0
+    config = _config(tmp_path, FEDERATED, "fedavg", "hung", engine__timeout_s=timeout)
+    start = time.monotonic()
+    proc = _torchrun(2, str(config), env={KILL_ENV: "1:1:hang"})
+    wall = time.monotonic() - start
+    assert proc.returncode != 0
+    lines = [m for m in map(MESSAGE.search, proc.stderr.splitlines()) if m]
+    rank0 = [m for m in lines if m.group(2) == "0"]
+    assert rank0 and rank0[0].group(1) == "rank 1 died or hung", proc.stderr[-3000:]
+    assert rank0[0].group(3) == "1"
+    assert wall < timeout + 25  # start-up (~10 s on 2 cores) + timeout + watchdog grace
