@@ -201,13 +201,13 @@ class LocalTrainer:
             active = steps_dev > s
             out = self.engine.grads(params, buffers, batches.idx[:, s], batches.weight[:, s],
                                     active, (round_index, s), nodes)
-            g = out.grads
+            g = out.grads  # a fresh tensor: the regularisers are added in place
             if self.cfg.l2_lambda:
-                g = g + self.cfg.l2_lambda * params
+                g.add_(params, alpha=self.cfg.l2_lambda)
             if prox_mu and center is not None:
-                g = g + prox_mu * (params - center)
+                g.add_(params - center, alpha=prox_mu)
             if correction is not None:
-                g = g + correction
+                g.add_(correction)
             params = self.optimizer.step(params, g, state, lr, active, mask)
             buffers = out.buffers
             act = active.to(params.dtype)

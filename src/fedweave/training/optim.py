@@ -30,36 +30,47 @@ class FunctionalOptimizer:
             state["momentum"] = torch.zeros_like(params)
         return state
 
-    def step(self, params: torch.Tensor, grads: torch.Tensor, state: State, lr: float,
-             active: torch.Tensor | None = None, mask: torch.Tensor | None = None
-             ) -> torch.Tensor:
-        """One update. ``mask`` (same shape as params, 0/1) keeps pruned weights at zero."""
+    def step(self, params: torch.Tensor, grads: torch.Tensor, state: State,
+             lr: float | torch.Tensor, active: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One update; returns the new ``params`` (the input is not modified). ``lr`` is a
+        float or a per-row tensor [K, 1]; ``mask`` (0/1, like params) keeps pruned weights at
+        zero. Optimizer state is updated in place when every row is active (no [K, P]
+        temporaries beyond the update itself)."""
         cfg = self.cfg
         every = active is None or bool(active.all())
         act = (torch.ones(params.shape[0], dtype=torch.bool, device=params.device)
                if active is None else active)
         rows = act.view(-1, 1)
-
-        def keep(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-            return new if every else torch.where(rows, new, old)
-
-        g = grads + cfg.weight_decay * params if cfg.weight_decay else grads
-        state["step"] = state["step"] + act.to(params.dtype)
+        g = torch.add(grads, params, alpha=cfg.weight_decay) if cfg.weight_decay else grads
+        state["step"] += act.to(params.dtype)
         if cfg.optimizer == "adam":
             b1, b2, eps = 0.9, 0.999, 1e-8
-            m = keep(b1 * state["exp_avg"] + (1 - b1) * g, state["exp_avg"])
-            v = keep(b2 * state["exp_avg_sq"] + (1 - b2) * g * g, state["exp_avg_sq"])
-            state["exp_avg"], state["exp_avg_sq"] = m, v
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            if every:
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            else:
+                m.copy_(torch.where(rows, b1 * m + (1 - b1) * g, m))
+                v.copy_(torch.where(rows, b2 * v + (1 - b2) * g * g, v))
             t = state["step"].clamp(min=1).view(-1, 1)
-            update = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+            update = (m / (1 - b1**t)).div_((v / (1 - b2**t)).sqrt_().add_(eps))
         elif cfg.momentum > 0:
-            buf = keep(cfg.momentum * state["momentum"] + g, state["momentum"])
-            state["momentum"] = buf
-            update = g + cfg.momentum * buf if cfg.nesterov else buf
+            buf = state["momentum"]
+            if every:
+                buf.mul_(cfg.momentum).add_(g)
+            else:
+                buf.copy_(torch.where(rows, cfg.momentum * buf + g, buf))
+            update = torch.add(g, buf, alpha=cfg.momentum) if cfg.nesterov else buf
         else:
             update = g
-        new = keep(params - lr * update, params)
-        return new * mask if mask is not None else new
+        if isinstance(lr, torch.Tensor):
+            new = torch.addcmul(params, lr, update, value=-1)
+        else:
+            new = torch.add(params, update, alpha=-lr)
+        if not every:
+            new = torch.where(rows, new, params)
+        return new.mul_(mask) if mask is not None else new
 
 
 def scheduled_lr(cfg: TrainConfig, round_index: int) -> float:

@@ -190,25 +190,8 @@ class DecentralizedAlgorithm(Algorithm):
         return new if self.everyone else torch.where(active.view(-1, 1), new, old)
 
     def sgd_step(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
-        """x ← local optimizer step; plain SGD / momentum inline when every node steps (same
-        arithmetic as ``FunctionalOptimizer``, without the row masks), else the optimizer."""
-        train = self.ctx.config.train
-        if not self.everyone or train.optimizer != "sgd":
-            self.x = self.optimizer_step(active, g, lr)
-            return
-        if train.weight_decay:
-            g = g + train.weight_decay * self.x
-        self.opt_state["step"] = self.opt_state["step"] + 1
-        if train.momentum > 0:
-            buf = train.momentum * self.opt_state["momentum"] + g
-            self.opt_state["momentum"] = buf
-            g = g + train.momentum * buf if train.nesterov else buf
-        self.x = self.x - lr * g
-
-    def optimizer_step(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor
-                       ) -> torch.Tensor:
-        """``FunctionalOptimizer.step`` with a per-node learning rate ``lr[N, 1]``."""
-        return self.optimizer.step(self.x, g, self.opt_state, lr, active)  # type: ignore[arg-type]
+        """x ← local optimizer step (``train.optimizer``; per-node ``lr[N, 1]``)."""
+        self.x = self.optimizer.step(self.x, g, self.opt_state, lr, active)
 
     def neighbour_sum(self, values: torch.Tensor) -> torch.Tensor:
         """[N, P]: Σ over live slots of each node of ``values[2E, P]``."""

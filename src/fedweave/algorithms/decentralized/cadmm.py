@@ -53,7 +53,7 @@ class CADMM(DecentralizedAlgorithm):
         pull = self.degree * (self.x - 0.5 * self.anchor) - 0.5 * self.neighbour_sum(
             self.copies["x"])
         g_aug = g + self.p + 2 * self.rho * pull
-        self.x = self.optimizer_step(active, g_aug, lr)
+        self.sgd_step(active, g_aug, lr)
 
     def combine(self, active: torch.Tensor, due: torch.Tensor, lr: torch.Tensor,
                 fresh: bool) -> None:
