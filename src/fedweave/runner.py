@@ -21,7 +21,6 @@ from fedweave.engine import distribute, is_writer
 from fedweave.errors import DivergenceError, UserError
 from fedweave.models import build_model
 from fedweave.population import ParamLayout, flat_params, model_buffers
-from fedweave.records.plots import plot_curves, plot_partition
 from fedweave.records.rundir import RunDirectory
 from fedweave.rng import derive_seed
 from fedweave.training.engines import make_gradient_engine, resolve_device, typical_cohort
@@ -165,9 +164,6 @@ class Runner:
     def run(self) -> Result:
         cfg = self.config
         t0 = time.perf_counter() - self.totals["wall_s"]
-        if self.run_dir is not None and self.start_round == 0 and cfg.output.plots:
-            plot_partition(self.ctx.data.label_counts(), self.run_dir.plots_dir / "partition.png")
-            self.algo.write_artifacts(self.run_dir.plots_dir)
         for r in range(self.start_round, cfg.rounds):
             res = self.algo.round(r)
             self.totals["bytes_up"] += res.bytes_up
@@ -210,9 +206,13 @@ class Runner:
         }
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
-            if self.config.output.plots:
-                plot_curves({self.config.name: self.run_dir.read_metrics()},
-                            self.run_dir.plots_dir)
+            if self.config.output.plots:  # drawn at the end: matplotlib stays off start-up
+                from fedweave.records.plots import plot_curves, plot_partition
+
+                plots = self.run_dir.plots_dir
+                plot_curves({self.config.name: self.run_dir.read_metrics()}, plots)
+                plot_partition(self.ctx.data.label_counts(), plots / "partition.png")
+                self.algo.write_artifacts(plots)
         return Result(self.run_dir.path if self.run_dir else None, summary, self.history,
                       self.algo)
 

@@ -16,8 +16,6 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from fedweave.config import TopologyConfig
 from fedweave.errors import UserError
@@ -414,6 +412,9 @@ def _misra_gries(pairs: list[tuple[int, int]], n: int, ncol: int) -> dict[tuple[
 def plot_graph(graph: nx.Graph, w: torch.Tensor | None, path: Path) -> None:
     """Draw the graph to ``path``: circular layout for ring-like topologies, a seeded spring
     layout otherwise; edge width proportional to the mixing weight w_ij when ``w`` is given."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     name = graph.graph.get("topology")
     pos = nx.circular_layout(graph) if name in _CIRCULAR else nx.spring_layout(graph, seed=0)
     widths = [1.5] * graph.number_of_edges()

@@ -18,9 +18,6 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field
-from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
 
 from fedweave.algorithms.base import (
     Algorithm,
@@ -56,6 +53,9 @@ class Clustered(Algorithm):
         self.assign = torch.zeros(ctx.data.nodes, dtype=torch.int64)
 
     def _cluster(self, models: torch.Tensor, r: int) -> np.ndarray:
+        from sklearn.cluster import KMeans  # imported on use: keeps start-up light
+        from sklearn.decomposition import PCA
+
         k = min(self.config.k, len(models))
         if k == 1:
             return np.zeros(len(models), dtype=np.int64)
@@ -75,6 +75,8 @@ class Clustered(Algorithm):
         local = ctx.trainer.train(cohort, self.x[before].clone(),
                                   {k: v[before] for k, v in self.buffers.items()}, r, ctx.lr(r))
         labels = self._cluster(local.params, r)
+        from scipy.optimize import linear_sum_assignment
+
         overlap = np.zeros((labels.max() + 1, cfg.k))
         np.add.at(overlap, (labels, before.numpy()), 1)
         rows, cols = linear_sum_assignment(-overlap)
