@@ -184,7 +184,8 @@ class LocalTrainer:
               round_index: int, lr: float, *, prox_mu: float = 0.0,
               center: torch.Tensor | None = None, correction: torch.Tensor | None = None,
               mask: torch.Tensor | None = None) -> LocalResult:
-        """Train ``params[K]`` (one row per node in ``nodes``) for the round.
+        """Train ``params[K]`` (one row per node in ``nodes``; not modified: training runs on
+        one working copy, updated in place) for the round. ``center`` may be ``[P]``.
 
         Per step: g ← ∇CE + λ·x (l2_lambda) + μ(x − center) (FedProx) + correction (SCAFFOLD's
         c − c_i); x ← optimizer(x, g).
@@ -192,6 +193,7 @@ class LocalTrainer:
         sizes = self.data.sizes[nodes]
         steps = local_steps(self.cfg, sizes)
         batches = batch_schedule(self.data, nodes, steps, self.cfg.batch_size, (round_index,))
+        params = params.clone()
         state = self.optimizer.init(params)
         loss_sum = torch.zeros(len(nodes), dtype=params.dtype, device=params.device)
         correct = torch.zeros_like(loss_sum)
@@ -208,7 +210,7 @@ class LocalTrainer:
                 g.add_(params - center, alpha=prox_mu)
             if correction is not None:
                 g.add_(correction)
-            params = self.optimizer.step(params, g, state, lr, active, mask)
+            params = self.optimizer.step(params, g, state, lr, active, mask, inplace=True)
             buffers = out.buffers
             act = active.to(params.dtype)
             loss_sum += out.loss * out.count * act

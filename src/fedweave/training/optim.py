@@ -32,17 +32,21 @@ class FunctionalOptimizer:
 
     def step(self, params: torch.Tensor, grads: torch.Tensor, state: State,
              lr: float | torch.Tensor, active: torch.Tensor | None = None,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
-        """One update; returns the new ``params`` (the input is not modified). ``lr`` is a
-        float or a per-row tensor [K, 1]; ``mask`` (0/1, like params) keeps pruned weights at
-        zero. Optimizer state is updated in place when every row is active (no [K, P]
-        temporaries beyond the update itself)."""
+             mask: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
+        """One update; returns the new ``params``. ``lr`` is a float or a per-row tensor
+        [K, 1]; ``mask`` (0/1, like params) keeps pruned weights at zero. Optimizer state is
+        updated in place. With ``inplace`` the caller hands over ``params`` and ``grads`` (both
+        are overwritten): no [K, P] tensor is allocated per step, which on a CPU is most of the
+        cost of a step for a large stack (fresh allocations page-fault)."""
         cfg = self.cfg
         every = active is None or bool(active.all())
         act = (torch.ones(params.shape[0], dtype=torch.bool, device=params.device)
                if active is None else active)
         rows = act.view(-1, 1)
-        g = torch.add(grads, params, alpha=cfg.weight_decay) if cfg.weight_decay else grads
+        g = grads
+        if cfg.weight_decay:
+            g = (grads.add_(params, alpha=cfg.weight_decay) if inplace
+                 else torch.add(grads, params, alpha=cfg.weight_decay))
         state["step"] += act.to(params.dtype)
         if cfg.optimizer == "adam":
             b1, b2, eps = 0.9, 0.999, 1e-8
@@ -64,12 +68,18 @@ class FunctionalOptimizer:
             update = torch.add(g, buf, alpha=cfg.momentum) if cfg.nesterov else buf
         else:
             update = g
-        if isinstance(lr, torch.Tensor):
-            new = torch.addcmul(params, lr, update, value=-1)
+        if inplace:  # inactive rows get a zero step size instead of a torch.where pass
+            if every and not isinstance(lr, torch.Tensor):
+                new = params.add_(update, alpha=-lr)
+            else:
+                new = params.addcmul_(rows.to(params.dtype) * lr, update, value=-1)
         else:
-            new = torch.add(params, update, alpha=-lr)
-        if not every:
-            new = torch.where(rows, new, params)
+            if isinstance(lr, torch.Tensor):
+                new = torch.addcmul(params, lr, update, value=-1)
+            else:
+                new = torch.add(params, update, alpha=-lr)
+            if not every:
+                new = torch.where(rows, new, params)
         return new.mul_(mask) if mask is not None else new
 
 

@@ -72,7 +72,7 @@ class Clustered(Algorithm):
         cohort = sample_cohort(ctx.seed, r, n, cohort_size(n, cfg.clients_per_round,
                                                            cfg.fraction))
         before = self.assign[cohort]
-        local = ctx.trainer.train(cohort, self.x[before].clone(),
+        local = ctx.trainer.train(cohort, self.x[before],
                                   {k: v[before] for k, v in self.buffers.items()}, r, ctx.lr(r))
         labels = self._cluster(local.params, r)
         from scipy.optimize import linear_sum_assignment

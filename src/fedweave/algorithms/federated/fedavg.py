@@ -81,9 +81,9 @@ class FedAvg(FederatedAlgorithm):
         ctx = self.ctx
         cohort = self.cohort(r)
         x = self.server.x.detach()
-        start = x.expand(len(cohort), -1).clone()
-        local = ctx.trainer.train(cohort, start, stack_buffers(self.buffers, len(cohort)), r,
-                                  ctx.lr(r), prox_mu=self.config.prox_mu, center=start)
+        local = ctx.trainer.train(cohort, x.expand(len(cohort), -1),
+                                  stack_buffers(self.buffers, len(cohort)), r, ctx.lr(r),
+                                  prox_mu=self.config.prox_mu, center=x)
         self.server.step(x - weighted_mean(local.params, local.num_samples))
         self.buffers = mean_buffers(local.buffers, local.num_samples)
         traffic = len(cohort) * ctx.model_bytes

@@ -40,7 +40,7 @@ class Scaffold(FederatedAlgorithm):
         zero = torch.zeros_like(x)
         c_i = torch.stack([self.c_i.get(int(i), zero) for i in cohort])
         lr = ctx.lr(r)
-        local = ctx.trainer.train(cohort, x.expand(k, -1).clone(),
+        local = ctx.trainer.train(cohort, x.expand(k, -1),
                                   stack_buffers(self.buffers, k), r, lr,
                                   correction=self.c - c_i)
         steps = local.steps.to(x.dtype).view(-1, 1)
