@@ -152,7 +152,7 @@ def make_gradient_engine(cfg: EngineConfig, model: nn.Module, layout: ParamLayou
                     "using the loop engine (set model.norm=group for the vectorized engine)",
                     backend)
         engine = LoopEngine(model, layout, data, seed)
-        engine.calibration = {"chosen": "loop",  # type: ignore[attr-defined]
+        engine.calibration = {"chosen": "loop",
                               "rule": "BatchNorm model: loop engine (vmap-unsafe)"}
         return engine
     if backend == "auto":
@@ -163,5 +163,5 @@ def make_gradient_engine(cfg: EngineConfig, model: nn.Module, layout: ParamLayou
         chosen, record = backend, {"chosen": backend, "rule": f"engine.backend={backend}"}
     cls = VectorizedEngine if chosen == "vectorized" else LoopEngine
     engine = cls(model, layout, data, seed)
-    engine.calibration = record  # type: ignore[attr-defined]
+    engine.calibration = record
     return engine

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,7 @@ class LoopEngine:
     """Plain autograd, one node model at a time."""
 
     name = "loop"
+    calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.backend)
 
     def __init__(self, model: nn.Module, layout: ParamLayout, data: FederatedData,
                  seed: int, eval_batch: int = 2048) -> None:

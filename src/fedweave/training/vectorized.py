@@ -21,6 +21,8 @@ buffer write) use the loop engine instead; ``make_gradient_engine`` does that sw
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +41,7 @@ class VectorizedEngine:
     """``vmap(grad)`` over the node stack; same protocol and semantics as ``LoopEngine``."""
 
     name = "vectorized"
+    calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.backend)
 
     def __init__(self, model: nn.Module, layout: ParamLayout, data: FederatedData,
                  seed: int, eval_batch: int = 2048, eval_samples: int = EVAL_SAMPLES) -> None:

@@ -7,6 +7,7 @@ with lr 1 is FedAvg (McMahan et al. 2017), momentum is FedAvgM, Adam/Yogi/Adagra
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -40,7 +41,7 @@ class ServerOptConfig(CohortConfig):
 class Yogi(torch.optim.Optimizer):
     """Yogi (Zaheer et al. 2018) as used by FedYogi: v ← v − (1−β2)·g²·sign(v − g²)."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas: tuple[float, float],
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, betas: tuple[float, float],
                  eps: float) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
 
