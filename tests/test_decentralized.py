@@ -349,3 +349,16 @@ def test_isvr_ends_within_two_points_of_centralized_on_noniid_fashion_mnist(fash
 def test_dsgd_ends_clearly_below_isvr_on_noniid_fashion_mnist(fashion_table):
     isvr = min(fashion_table["pdmm_isvr"]["mean"], fashion_table["admm_isvr"]["mean"])
     assert fashion_table["dsgd"]["mean"] <= isvr - 0.02, fashion_table
+
+
+def test_run_directory_reports_the_graph_and_its_spectral_gap(tmp_path):
+    from fedweave.topology import spectral_gap as gap_of
+
+    res = run(load_config(None, ["algorithm.name=dsgd", "data.nodes=6", "rounds=1",
+                                 "model.name=logistic", f"output.dir={tmp_path}"]))
+    info = json.loads((res.run_dir / "topology.json").read_text())
+    assert info["topology"] == "ring" and info["degrees"] == [2] * 6
+    graph = build_graph(load_config(None, ["data.nodes=6"]).topology, 6, 0)
+    assert abs(info["spectral_gap"] - gap_of(mixing_matrix(graph, "metropolis"))) < 1e-12
+    assert 0 < info["spectral_gap"] < 1
+    assert (res.run_dir / "plots" / "topology.png").is_file()

@@ -425,6 +425,7 @@ def plot_graph(graph: nx.Graph, w: torch.Tensor | None, path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     nx.draw_networkx(graph, pos, ax=ax, width=widths, node_color="#8ecae6", font_size=8)
-    ax.set_title(f"{name or 'graph'}: {graph.number_of_nodes()} nodes")
+    gap = f", spectral gap {spectral_gap(w):.3f}" if w is not None else ""
+    ax.set_title(f"{name or 'graph'}: {graph.number_of_nodes()} nodes{gap}")
     ax.set_axis_off()
     fig.savefig(path, dpi=120, bbox_inches="tight")

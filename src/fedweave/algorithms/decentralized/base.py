@@ -33,6 +33,7 @@ and the edge's duals leave the sums (seed 001 stops the node instead; we keep tr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -51,6 +52,7 @@ from fedweave.topology import (
     exchange_schedule,
     mixing_matrix,
     plot_graph,
+    spectral_gap,
 )
 from fedweave.training.local import Batches, batch_schedule, local_steps
 from fedweave.training.optim import FunctionalOptimizer
@@ -392,7 +394,14 @@ class DecentralizedAlgorithm(Algorithm):
         return self.x, self.buffers, [str(i) for i in range(self.n)]
 
     def write_artifacts(self, plots_dir: Path) -> None:
+        """plots/topology.png and topology.json (edges, degrees, mixing, spectral gap)."""
         plot_graph(self.graph, self.W_config, plots_dir / "topology.png")
+        topo = self.ctx.config.topology
+        info = {"topology": topo.name, "mixing": topo.mixing, "nodes": self.n,
+                "edges": [list(map(int, e)) for e in self.graph.edges],
+                "degrees": [int(d) for _, d in sorted(self.graph.degree)],
+                "spectral_gap": spectral_gap(self.W_config)}
+        (plots_dir.parent / "topology.json").write_text(json.dumps(info, indent=2))
 
     def state(self) -> dict[str, torch.Tensor]:
         out = {"x": self.x, "steps_done": self.steps_done, "vtime": self.vtime,
