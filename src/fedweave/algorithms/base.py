@@ -141,6 +141,13 @@ def sample_cohort(seed: int, round_index: int, nodes: int, size: int) -> torch.T
     return torch.from_numpy(pick).sort().values
 
 
+def draw_cohort(ctx: RunContext, clients_per_round: int | None, fraction: float | None,
+                round_index: int) -> torch.Tensor:
+    """The round's cohort of ``ctx.data.nodes`` clients (on the CPU), by count or fraction."""
+    n = ctx.data.nodes
+    return sample_cohort(ctx.seed, round_index, n, cohort_size(n, clients_per_round, fraction))
+
+
 def state_to_tensors(prefix: str, obj: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Flatten a nested dict of tensors/numbers into ``{prefix.key: tensor}``."""
     out: dict[str, torch.Tensor] = {}

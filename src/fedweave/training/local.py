@@ -63,6 +63,11 @@ class LocalResult:
     acc: torch.Tensor          # [K]
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def mean_train(self) -> tuple[float, float]:
+        """Training loss and accuracy of the cohort, weighted by shard size n_i."""
+        w = self.num_samples / self.num_samples.sum()
+        return float(w @ self.loss), float(w @ self.acc)
+
 
 class GradientEngine(Protocol):
     name: str

@@ -23,9 +23,8 @@ from fedweave.algorithms.base import (
     Algorithm,
     RoundResult,
     RunContext,
-    cohort_size,
+    draw_cohort,
     register_algorithm,
-    sample_cohort,
     tensors_with_prefix,
 )
 from fedweave.algorithms.federated.server import CohortConfig
@@ -68,9 +67,7 @@ class Clustered(Algorithm):
 
     def round(self, r: int) -> RoundResult:
         ctx, cfg = self.ctx, self.config
-        n = ctx.data.nodes
-        cohort = sample_cohort(ctx.seed, r, n, cohort_size(n, cfg.clients_per_round,
-                                                           cfg.fraction))
+        cohort = draw_cohort(ctx, cfg.clients_per_round, cfg.fraction, r)
         before = self.assign[cohort]
         local = ctx.trainer.train(cohort, self.x[before],
                                   {k: v[before] for k, v in self.buffers.items()}, r, ctx.lr(r))
@@ -94,8 +91,7 @@ class Clustered(Algorithm):
         self.assign[cohort] = after
         traffic = len(cohort) * ctx.model_bytes
         return RoundResult(
-            train_loss=float(weighted_mean(local.loss[:, None], local.num_samples)),
-            train_acc=float(weighted_mean(local.acc[:, None], local.num_samples)),
+            *local.mean_train(),
             bytes_up=traffic, bytes_down=traffic,
             extras={"clusters_used": float(len(after.unique()))},
         )

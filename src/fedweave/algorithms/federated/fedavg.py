@@ -11,9 +11,8 @@ from fedweave.algorithms.base import (
     Algorithm,
     RoundResult,
     RunContext,
-    cohort_size,
+    draw_cohort,
     register_algorithm,
-    sample_cohort,
     tensors_with_prefix,
 )
 from fedweave.algorithms.federated.server import ServerOptConfig, ServerOptimizer
@@ -54,9 +53,8 @@ class FederatedAlgorithm(Algorithm):
         return float(torch.as_tensor(times).max())
 
     def cohort(self, r: int) -> torch.Tensor:
-        n = self.ctx.data.nodes
-        size = cohort_size(n, self.config.clients_per_round, self.config.fraction)
-        return sample_cohort(self.ctx.seed, r, n, size).to(self.ctx.device)
+        cfg = self.config
+        return draw_cohort(self.ctx, cfg.clients_per_round, cfg.fraction, r).to(self.ctx.device)
 
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
         return self.server.x.detach().unsqueeze(0), stack_buffers(self.buffers, 1), ["global"]
@@ -88,8 +86,7 @@ class FedAvg(FederatedAlgorithm):
         self.buffers = mean_buffers(local.buffers, local.num_samples)
         traffic = len(cohort) * ctx.model_bytes
         return RoundResult(
-            train_loss=float(weighted_mean(local.loss[:, None], local.num_samples)),
-            train_acc=float(weighted_mean(local.acc[:, None], local.num_samples)),
+            *local.mean_train(),
             bytes_up=traffic, bytes_down=traffic, sim_time=self.round_time(cohort, local),
         )
 

@@ -9,7 +9,7 @@ import torch
 from fedweave.algorithms.base import RoundResult, register_algorithm, tensors_with_prefix
 from fedweave.algorithms.federated.fedavg import FederatedAlgorithm
 from fedweave.algorithms.federated.server import ServerOptConfig
-from fedweave.population import mean_buffers, stack_buffers, weighted_mean
+from fedweave.population import mean_buffers, stack_buffers
 
 
 class ScaffoldConfig(ServerOptConfig):
@@ -52,8 +52,7 @@ class Scaffold(FederatedAlgorithm):
         self.buffers = mean_buffers(local.buffers, local.num_samples)
         traffic = 2 * k * ctx.model_bytes
         return RoundResult(
-            train_loss=float(weighted_mean(local.loss[:, None], local.num_samples)),
-            train_acc=float(weighted_mean(local.acc[:, None], local.num_samples)),
+            *local.mean_train(),
             bytes_up=traffic, bytes_down=traffic,
             sim_time=self.round_time(cohort, local, messages=2),
         )
