@@ -147,7 +147,7 @@ def test_decentralized_equals_single_process(reference: dict[str, Path], tmp_pat
 
 
 # ----------------------------------------------------------------------------- faults, resume
-MESSAGE = re.compile(r"error: distributed run stopped: (.*) \(rank (\d+) noticed .*\); "
+MESSAGE = re.compile(r"error: distributed run stopped: (.*?) \(rank (\d+) noticed .*?\); "
                      r"last completed round (\d+);")
 
 
@@ -160,7 +160,7 @@ def test_killed_rank_stops_every_rank_and_resume_matches(reference: dict[str, Pa
     proc = _torchrun(3, str(config), env={KILL_ENV: "1:1"})
     wall = time.monotonic() - start
     assert proc.returncode != 0
-    lines = [m for m in map(MESSAGE.search, proc.stderr.splitlines()) if m]
+    lines = list(MESSAGE.finditer(proc.stderr))
     assert {int(m.group(2)) for m in lines} == {0, 2}, proc.stderr[-3000:]
     assert all(m.group(3) == "1" for m in lines)
     assert any(m.group(1) == "rank 1 died or hung" for m in lines)
@@ -182,7 +182,7 @@ def test_hung_rank_times_out(tmp_path: Path) -> None:
     proc = _torchrun(2, str(config), env={KILL_ENV: "1:1:hang"})
     wall = time.monotonic() - start
     assert proc.returncode != 0
-    lines = [m for m in map(MESSAGE.search, proc.stderr.splitlines()) if m]
+    lines = list(MESSAGE.finditer(proc.stderr))
     rank0 = [m for m in lines if m.group(2) == "0"]
     assert rank0 and rank0[0].group(1) == "rank 1 died or hung", proc.stderr[-3000:]
     assert rank0[0].group(3) == "1"

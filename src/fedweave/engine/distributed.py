@@ -195,7 +195,10 @@ class Comm:
                "resume from the run directory's checkpoint with fedweave run --resume RUN_DIR")
         try:
             sys.stdout.flush()
-            print(msg, file=sys.stderr, flush=True)
+            sys.stderr.flush()
+            # one write(2) of a short line (< PIPE_BUF) starting on a fresh line: ranks sharing
+            # a terminal or pipe can never splice their messages together
+            os.write(2, f"\n{msg}\n".encode())
         finally:
             os._exit(1)
 
