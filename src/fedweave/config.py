@@ -149,6 +149,9 @@ class EngineConfig(Section):
     device: str = "auto"
     threads: int | None = Field(None, ge=1)
     timeout_s: float = Field(300.0, gt=0, description="distributed: peer timeout")
+    exchange: Literal["auto", "all_gather", "point_to_point"] = Field(
+        "auto", description="distributed decentralized runs: all-gather every node's "
+        "gradients, or split the nodes and send neighbour messages point to point")
 
 
 class OutputConfig(Section):

@@ -17,7 +17,7 @@ from fedweave.algorithms import ALGORITHMS
 from fedweave.algorithms.base import Algorithm, RoundResult, RunContext
 from fedweave.config import Config, load_config
 from fedweave.data.federated import FederatedData, build_federated_data
-from fedweave.engine import distribute, is_writer
+from fedweave.engine import distribute, is_writer, under_torchrun
 from fedweave.errors import DivergenceError, UserError
 from fedweave.models import build_model
 from fedweave.population import ParamLayout, flat_params, model_buffers
@@ -187,10 +187,14 @@ class Runner:
                     self.progress(r + 1, cfg.rounds, summary)
             self.totals["wall_s"] = time.perf_counter() - t0
             every = cfg.output.checkpoint_every
-            if self.run_dir is not None and every and ((r + 1) % every == 0 or last):
-                self.run_dir.save_checkpoint(
-                    r + 1, self.algo.state(),
-                    {"totals": self.totals, "best": self.best, "history": self.history})
+            # every rank takes part in state() (it gathers split node states); rank 0 writes
+            if (self.run_dir is not None or under_torchrun()) and every and (
+                    (r + 1) % every == 0 or last):
+                state = self.algo.state()
+                if self.run_dir is not None:
+                    self.run_dir.save_checkpoint(
+                        r + 1, state,
+                        {"totals": self.totals, "best": self.best, "history": self.history})
         return self.finish()
 
     def finish(self) -> Result:
@@ -204,6 +208,9 @@ class Runner:
             "engine_calibration": getattr(self.ctx.engine, "calibration", None),
             "version": __version__, "seed": self.config.seed,
         }
+        exchange = getattr(self.algo, "exchange_mode", None)  # decentralized runs
+        if exchange is not None:
+            summary["neighbour_exchange"] = exchange
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
             if self.config.output.plots:  # drawn at the end: matplotlib stays off start-up

@@ -61,6 +61,7 @@ import torch.distributed as dist
 
 from fedweave.algorithms.base import RunContext
 from fedweave.data.federated import FederatedData
+from fedweave.engine.partition import contiguous_assignment
 from fedweave.population import Buffers
 from fedweave.training.local import (
     GradientEngine,
@@ -89,17 +90,6 @@ def greedy_assignment(work: Sequence[int], world: int) -> list[list[int]]:
         rows[r].append(i)
         load[r] += max(int(work[i]), 1)
     return [sorted(x) for x in rows]
-
-
-def contiguous_assignment(n: int, world: int) -> list[list[int]]:
-    """Rows 0..n-1 in ``world`` contiguous blocks of sizes differing by at most one."""
-    base, extra = divmod(n, world)
-    out, start = [], 0
-    for r in range(world):
-        size = base + (1 if r < extra else 0)
-        out.append(list(range(start, start + size)))
-        start += size
-    return out
 
 
 # ---------------------------------------------------------------------------------- comms
@@ -175,6 +165,36 @@ class Comm:
         finally:
             self._inflight = None
         return out
+
+    def exchange(self, sends: dict[int, torch.Tensor], expect: dict[int, int], width: int,
+                 dtype: torch.dtype, what: str) -> dict[int, torch.Tensor]:
+        """Point-to-point: send ``sends[q]`` to rank q and receive ``expect[q]`` rows of
+        ``width`` from rank q, all in one ``batch_isend_irecv``. Every rank calls this at the
+        same points of the run (also with nothing to send), so the progress counters still
+        name the rank that did not arrive."""
+        self.seq += 1
+        self._publish()
+        received = {q: torch.empty(m, width, dtype=dtype, device=self.device)
+                    for q, m in expect.items()}
+        ops = []
+        for q in sorted(set(sends) | set(received)):
+            if q in sends:
+                ops.append(dist.P2POp(dist.isend, sends[q].to(self.device).contiguous(), q))
+            if q in received:
+                ops.append(dist.P2POp(dist.irecv, received[q], q))
+        if not ops:
+            return received
+        self._inflight = (time.monotonic(), what)
+        try:
+            for request in dist.batch_isend_irecv(ops):
+                request.wait()
+            if self.device.type == "cuda":
+                torch.cuda.current_stream().synchronize()
+        except Exception as exc:  # a neighbour rank died or closed its connection
+            self.fail(what, exc)
+        finally:
+            self._inflight = None
+        return received
 
     def fail(self, what: str, cause: BaseException | str, sigterm: bool = False) -> None:
         """Print one line naming the failed rank and the last completed round; exit 1."""

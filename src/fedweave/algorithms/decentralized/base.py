@@ -29,6 +29,15 @@ Faults (``fedweave.clock``): an exchange lost with probability ``clock.link_drop
 delivered (the receiver keeps its stale copy); an edge whose exchange misses
 ``clock.swap_timeout`` is dropped for the rest of the run, W is recomputed on the live graph
 and the edge's duals leave the sums (seed 001 stops the node instead; we keep training).
+
+Processes (``fedweave.engine.partition``): a process holds the nodes ``[lo, hi)`` of its
+``NodePartition`` — all of them under the local engine — and the slots they own. Node tensors
+have one row per held node, slot tensors one row per held slot; ``own`` indexes the held rows,
+``nbr`` is a global node id. The bookkeeping that decides who steps and which slots send
+(``steps_done``, ``alive``, ``slot_own``/``slot_nbr``/``slot_rev``/``slot_edge`` over all 2E
+slots) is replicated on every process, so all of them take the same decisions; ``models`` and
+``state`` gather the full ``[N, ...]``/``[2E, ...]`` tensors, so checkpoints do not depend on
+the number of processes.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from pydantic import Field
 from fedweave.algorithms.base import Algorithm, RoundResult, RunContext
 from fedweave.clock import exchange_late, link_dropped, node_profiles, transfer_time
 from fedweave.config import AlgorithmConfig
+from fedweave.engine.partition import node_partition
 from fedweave.population import Buffers, stack_buffers
 from fedweave.topology import (
     build_graph,
@@ -89,29 +99,40 @@ class DecentralizedAlgorithm(Algorithm):
     #: True: combine is a mixing ``Σ_j W_ij m_j`` that may use W @ m when every edge is fresh
     mixes: ClassVar[bool] = False
 
+    #: names of ``algorithm_state`` entries with one row per directed slot (else: per node)
+    slot_state: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
         cfg = ctx.config
         self.n = n = ctx.data.nodes
-        self.nodes = torch.arange(n, device=ctx.device)
         self.graph = build_graph(cfg.topology, n, cfg.seed)
         self.edges = edge_list(self.graph)
         e = len(self.edges)
-        dev = ctx.device
-        ends = self.edges.to(dev)
-        self.own = torch.cat([ends[:, 0], ends[:, 1]])
-        self.nbr = torch.cat([ends[:, 1], ends[:, 0]])
-        ar = torch.arange(e, device=dev)
-        self.rev = torch.cat([ar + e, ar])
+        # every directed slot, replicated on every process (CPU bookkeeping)
+        ends, ar = self.edges, torch.arange(e)
+        self.slot_own = torch.cat([ends[:, 0], ends[:, 1]])
+        self.slot_nbr = torch.cat([ends[:, 1], ends[:, 0]])
+        self.slot_rev = torch.cat([ar + e, ar])
         self.slot_edge = torch.cat([ar, ar])
+        self.offset = self.schedule_offsets().repeat(2)
+        self.alive = torch.ones(e, dtype=torch.bool)
+        self.part, self.engine, self.exchange_mode = node_partition(
+            ctx, self.slot_own, self.slot_nbr, len(self.message_keys))
+        # what this process holds
+        dev, lo = ctx.device, self.part.lo
+        self.rows = self.part.hi - lo
+        self.nodes = torch.arange(lo, self.part.hi, device=dev)
+        self.slots = self.part.slots
+        self.local_slot = torch.full((2 * e,), -1, dtype=torch.int64)
+        self.local_slot[self.slots] = torch.arange(len(self.slots))
+        self.own = (self.slot_own[self.slots] - lo).to(dev)
+        self.nbr = self.slot_nbr[self.slots].to(dev)
+        self.held_edge = self.slot_edge[self.slots]
         dtype = ctx.init_params.dtype
-        self.sign = torch.cat([torch.ones(e), -torch.ones(e)]).to(dev, dtype).view(-1, 1)
-        self.offset = self.schedule_offsets().to(dev).repeat(2)
-        self.alive = torch.ones(e, dtype=torch.bool, device=dev)
-        self.W_config = mixing_matrix(self.graph, cfg.topology.mixing)
-        self._set_mixing()
-        self.x = ctx.init_params.unsqueeze(0).repeat(n, 1)
-        self.buffers: Buffers = stack_buffers(ctx.init_buffers, n)
+        self.sign = torch.where(self.slots < e, 1.0, -1.0).to(dev, dtype).view(-1, 1)
+        self.x = ctx.init_params.unsqueeze(0).repeat(self.rows, 1)
+        self.buffers: Buffers = stack_buffers(ctx.init_buffers, self.rows)
         self.steps_done = torch.zeros(n, dtype=torch.int64)
         self.vtime = torch.zeros((), dtype=torch.float64)
         self.everyone = False
@@ -128,8 +149,12 @@ class DecentralizedAlgorithm(Algorithm):
         self.late = torch.tensor(
             [exchange_late(clock, self.profile, 0, int(i), int(j), self.msg_bytes)
              for i, j in self.edges.tolist()], dtype=torch.bool)
+        #: sync, every edge every step, no faults: mixing sees current rows (W @ x when one
+        #: process holds every node; split processes still route the rows as messages)
         self.fast = (self.mixes and not self.async_ and self.config.exchange_period == 1
                      and clock.link_drop == 0 and not bool(self.late.any()))
+        self.W_config = mixing_matrix(self.graph, cfg.topology.mixing)
+        self._set_mixing()
         self.copies: dict[str, torch.Tensor] = {}
         self.pending: list[_Pending] = []
         self._seq = 0
@@ -146,11 +171,13 @@ class DecentralizedAlgorithm(Algorithm):
         """Allocate algorithm state (duals, trackers, copies)."""
 
     def due(self, k: torch.Tensor) -> torch.Tensor:
-        """bool [2E]: slots whose owner, at its global step ``k[own]``, exchanges now."""
-        return (k[self.own] % self.config.exchange_period) == self.offset
+        """bool [2E], every slot (replicated): slots whose owner, at its global step
+        ``k[slot_own]`` (``k``: [N], CPU), exchanges now."""
+        return (k[self.slot_own] % self.config.exchange_period) == self.offset
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
-        """Update the ``active`` rows from gradients ``g[N, P]`` (zero elsewhere), ``lr[N, 1]``."""
+        """Update the ``active`` held rows from gradients ``g`` (zero elsewhere) and ``lr``
+        (one row per held node)."""
         raise NotImplementedError
 
     def message(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -164,8 +191,8 @@ class DecentralizedAlgorithm(Algorithm):
 
     def combine(self, active: torch.Tensor, due: torch.Tensor, lr: torch.Tensor,
                 fresh: bool) -> None:
-        """After the exchange: ``due`` slots of the active nodes; ``fresh`` when every live
-        slot was just refreshed synchronously (so W @ m may replace the copies)."""
+        """After the exchange: ``due`` held slots of the active nodes; ``fresh`` when every
+        live slot was just refreshed synchronously (so W @ m may replace the copies)."""
 
     def algorithm_state(self) -> dict[str, torch.Tensor]:
         return {}
@@ -177,14 +204,19 @@ class DecentralizedAlgorithm(Algorithm):
 
     def _set_mixing(self) -> None:
         live = nx.empty_graph(self.n)
-        live.add_edges_from(self.edges[self.alive.cpu()].tolist())
+        live.add_edges_from(self.edges[self.alive].tolist())
         w = mixing_matrix(live, self.ctx.config.topology.mixing)
-        self.W = w.to(self.ctx.device, self.ctx.init_params.dtype)
-        self.W_sparse = self.W.to_sparse() if self.n > 1 else self.W
-        self.w_diag = torch.diagonal(self.W).reshape(-1, 1).clone()
-        self.w_slot = (self.W[self.own, self.nbr] * self.alive[self.slot_edge]).view(-1, 1)
-        self.slot_alive = self.alive[self.slot_edge].to(self.W.dtype).view(-1, 1)
-        self.degree = torch.zeros(self.n, dtype=self.W.dtype, device=self.W.device).index_add_(
+        dev, dtype = self.ctx.device, self.ctx.init_params.dtype
+        alive = self.alive[self.slot_edge]
+        self.W = w.to(dev, dtype)
+        if not self.part.split:
+            self.W_sparse = self.W.to_sparse() if self.n > 1 else self.W
+        lo, hi = self.part.lo, self.part.hi
+        self.w_diag = torch.diagonal(w)[lo:hi].reshape(-1, 1).to(dev, dtype)
+        self.w_slot = (w[self.slot_own, self.slot_nbr] * alive)[self.slots].view(-1, 1) \
+            .to(dev, dtype)
+        self.slot_alive = alive[self.slots].to(dev, dtype).view(-1, 1)
+        self.degree = torch.zeros(self.rows, dtype=dtype, device=dev).index_add_(
             0, self.own, self.slot_alive.view(-1)).view(-1, 1)
 
     def select(self, active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -196,28 +228,31 @@ class DecentralizedAlgorithm(Algorithm):
         self.x = self.optimizer.step(self.x, g, self.opt_state, lr, active)
 
     def neighbour_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """[N, P]: Σ over live slots of each node of ``values[2E, P]``."""
-        out = torch.zeros(self.n, values.shape[1], dtype=values.dtype, device=values.device)
+        """Per held node: Σ over its live slots of ``values`` (one row per held slot)."""
+        out = torch.zeros(self.rows, values.shape[1], dtype=values.dtype, device=values.device)
         return out.index_add_(0, self.own, values * self.slot_alive)
 
     def mix(self, own_value: torch.Tensor, key: str, fresh: bool) -> torch.Tensor:
-        """Σ_j W_ij m_j: ``W @ m`` when fresh, else W_ii m_i + Σ_j W_ij (copy of m_j)."""
-        if fresh:
+        """Σ_j W_ij m_j: ``W @ m`` when fresh and one process holds every node, else
+        W_ii m_i + Σ_j W_ij (copy of m_j)."""
+        if fresh and not self.part.split:
             return self.W_sparse @ own_value if self.n > 1 else own_value
         out = self.w_diag * own_value
         return out.index_add_(0, self.own, self.w_slot * self.copies[key])
 
     def new_copies(self, key: str, init: torch.Tensor) -> None:
-        """Slot copies of ``key`` starting at the neighbours' initial values ``init[N, P]``."""
-        if not self.fast:
-            self.copies[key] = init[self.nbr].clone()
+        """Slot copies of ``key``, starting at the neighbours' initial value ``init[P]`` (every
+        node starts from the same seeded model, and trackers from zero). Not needed when W @ m
+        mixes current rows; split processes keep them as the inbox of ``fast`` exchanges."""
+        if not self.fast or self.part.split:
+            self.copies[key] = init.expand(len(self.slots), -1).clone()
 
     def batches(self, epoch: int) -> Batches:
         if epoch not in self._batches:
             data = self.ctx.data
             self._batches = {k: v for k, v in self._batches.items() if k >= epoch - 1}
             self._batches[epoch] = batch_schedule(
-                data, self.nodes.cpu(), torch.full((self.n,), self.S), self.ctx.config.train
+                data, self.nodes.cpu(), torch.full((self.rows,), self.S), self.ctx.config.train
                 .batch_size, (epoch,))
         return self._batches[epoch]
 
@@ -225,47 +260,59 @@ class DecentralizedAlgorithm(Algorithm):
 
     def _step(self, groups: list[tuple[torch.Tensor, int, int]], now: float,
               stats: dict[str, torch.Tensor]) -> float:
-        """Step the nodes of ``groups`` [(active mask, epoch, step in epoch)] at time ``now``;
-        returns the longest transfer time of the sends (for the synchronous clock)."""
+        """Step the nodes of ``groups`` [(stepping mask [N], epoch, step in epoch)] at time
+        ``now``; returns the longest transfer time of the sends (for the synchronous clock)."""
         cfg = self.ctx.config
-        dtype = self.x.dtype
+        dtype, dev = self.x.dtype, self.x.device
+        lo, hi = self.part.lo, self.part.hi
         g = torch.zeros_like(self.x)
-        lr = torch.zeros(self.n, 1, dtype=dtype, device=self.x.device)
-        active = torch.zeros(self.n, dtype=torch.bool, device=self.x.device)
+        lr = torch.zeros(self.rows, 1, dtype=dtype, device=dev)
+        active = torch.zeros(self.rows, dtype=torch.bool, device=dev)
+        stepping = torch.zeros(self.n, dtype=torch.bool)
         for mask, epoch, t in groups:
+            stepping |= mask
+            held = mask[lo:hi].to(dev)
+            if not bool(held.any()):
+                continue
             bt = self.batches(epoch)
-            out = self.ctx.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
-                                        mask, (epoch, t), self.nodes)
-            everyone = len(groups) == 1 and bool(mask.all())
-            g = out.grads if everyone else torch.where(mask.view(-1, 1), out.grads, g)
+            out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                    held, (epoch, t), self.nodes)
+            everyone = len(groups) == 1 and bool(held.all())
+            g = out.grads if everyone else torch.where(held.view(-1, 1), out.grads, g)
             self.buffers = out.buffers
-            lr[mask] = self.ctx.lr(epoch)
-            act = mask.to(dtype)
+            lr[held] = self.ctx.lr(epoch)
+            act = held.to(dtype)
             stats["loss"] += out.loss.to(dtype) * out.count * act
             stats["correct"] += out.correct.to(dtype) * act
             stats["seen"] += out.count.to(dtype) * act
-            active |= mask
+            active |= held
         self.everyone = bool(active.all())
-        if cfg.train.l2_lambda:
-            g = g + cfg.train.l2_lambda * (self.x if self.everyone else self.x * active.view(-1, 1))
-        self.local_update(active, g, lr)
-        k = self.steps_done.to(self.x.device)
-        due = self.due(k) & active[self.own] & self.alive[self.slot_edge]
-        self.steps_done = self.steps_done + active.to(torch.int64).cpu()
+        stepped = bool(active.any())
+        if stepped:
+            if cfg.train.l2_lambda:
+                decay = self.x if self.everyone else self.x * active.view(-1, 1)
+                g = g + cfg.train.l2_lambda * decay
+            self.local_update(active, g, lr)
+        k = self.steps_done
+        due = self.due(k) & stepping[self.slot_own] & self.alive[self.slot_edge]
+        self.steps_done = k + stepping.to(torch.int64)
         longest, fresh = self._exchange(due, k, now)
-        self.combine(active, due & self.alive[self.slot_edge], lr, fresh)
+        if stepped:
+            held_due = (due & self.alive[self.slot_edge])[self.slots].to(dev)
+            self.combine(active, held_due, lr, fresh)
         return longest
 
     def _exchange(self, due: torch.Tensor, k: torch.Tensor, now: float) -> tuple[float, bool]:
+        """Faults, byte counts and delivery of the ``due`` slots' messages (bool [2E])."""
         clock = self.ctx.config.clock
         slots = torch.nonzero(due).flatten()
         if len(slots) == 0:
             return 0.0, self.fast and bool(self.alive.sum() == 0)
         self.bytes_up += len(slots) * self.msg_bytes
-        if self.fast:  # sync, every edge each step, no faults: messages are the current rows
+        if self.fast and not self.part.split:  # W @ x mixes the current rows: no messages
             self.bytes_down += len(slots) * self.msg_bytes
             return self._transfer_max(slots), True
-        late = self.late.to(slots.device)[self.slot_edge[slots]]
+        late = self.late[self.slot_edge[slots]]
         keep = ~late
         newly = self.slot_edge[slots][late & self.alive[self.slot_edge[slots]]].unique()
         dropped = len(newly) > 0
@@ -274,7 +321,7 @@ class DecentralizedAlgorithm(Algorithm):
             self.edges_dropped += len(newly)
         if clock.link_drop:  # Bernoulli draws keyed by (seed, step, edge): a few per step
             for n_, s in enumerate(slots.tolist()):
-                i, j = int(self.own[s]), int(self.nbr[s])
+                i, j = int(self.slot_own[s]), int(self.slot_nbr[s])
                 if bool(keep[n_]) and link_dropped(clock, self.ctx.seed, int(k[i]), i, j):
                     keep[n_] = False
                     self.exchanges_lost += 1
@@ -284,22 +331,34 @@ class DecentralizedAlgorithm(Algorithm):
         slots = slots[keep]
         if len(slots) == 0:
             return longest, False
-        msg = self.message(slots)
         self.bytes_down += len(slots) * self.msg_bytes
+        self._send(slots, now)
+        return longest, self.fast
+
+    def _send(self, sent: torch.Tensor, now: float) -> None:
+        """Messages of the ``sent`` slots (global, sorted) to the slots ``rev`` at the other
+        end: received at once (synchronous) or queued until their arrival time."""
+        mine = sent[self.local_slot[sent] >= 0]
+        msg = self.message(self.local_slot[mine].to(self.x.device))
+        payload = torch.cat([msg[key] for key in self.message_keys], 1)
+        where = "neighbour exchange" + (f" at virtual time {now:.4g} s" if self.async_ else "")
+        src, rows = self.part.route(sent, payload, where)
+        dest = self.local_slot[self.slot_rev[src]]
+        p = self.x.shape[1]
+        msg = {key: rows[:, i * p:(i + 1) * p] for i, key in enumerate(self.message_keys)}
         if not self.async_:
-            self.receive(self.rev[slots], msg)
-            return longest, False
-        arrive = now + self._transfer(slots)
-        for n_, s in enumerate(slots.tolist()):
-            self.pending.append(_Pending(float(arrive[n_]), self._seq, int(self.rev[s]),
+            self.receive(dest.to(self.x.device), msg)
+            return
+        arrive = now + self._transfer(src)
+        for n_, slot in enumerate(dest.tolist()):
+            self.pending.append(_Pending(float(arrive[n_]), self._seq, slot,
                                          {k_: v[n_] for k_, v in msg.items()}))
             self._seq += 1
         self._deliver(now)
-        return longest, False
 
     def _transfer(self, slots: torch.Tensor) -> torch.Tensor:
         clock = self.ctx.config.clock
-        own, nbr = self.own[slots].cpu(), self.nbr[slots].cpu()
+        own, nbr = self.slot_own[slots], self.slot_nbr[slots]
         bw = torch.minimum(self.profile.bandwidth_up[own], self.profile.bandwidth_down[nbr])
         return transfer_time(self.msg_bytes, bw, clock.latency_s)
 
@@ -324,29 +383,33 @@ class DecentralizedAlgorithm(Algorithm):
             for p in ready:
                 (rest if p.slot in seen else wave).append(p)
                 seen.add(p.slot)
-            slots = torch.tensor([p.slot for p in wave], device=self.x.device)
+            slots = torch.tensor([p.slot for p in wave])
             msg = {k: torch.stack([p.msg[k] for p in wave]) for k in wave[0].msg}
-            alive = self.alive[self.slot_edge[slots]]
+            alive = self.alive[self.held_edge[slots]]
             if bool(alive.any()):
-                self.receive(slots[alive], {k: v[alive] for k, v in msg.items()})
+                self.receive(slots[alive].to(self.x.device),
+                             {k: v[alive.to(v.device)] for k, v in msg.items()})
             ready = rest
 
     # ------------------------------------------------------------------ rounds
 
     def round(self, r: int) -> RoundResult:
+        self.part.start_round(r)
         dtype = self.x.dtype
-        stats = {k: torch.zeros(self.n, dtype=dtype, device=self.x.device)
+        stats = {k: torch.zeros(self.rows, dtype=dtype, device=self.x.device)
                  for k in ("loss", "correct", "seen")}
         self.bytes_up = self.bytes_down = 0
         self.exchanges_lost = 0
         dropped_before = self.edges_dropped
         sim = self._round_async(r, stats) if self.async_ else self._round_sync(r, stats)
+        stats = self.part.gather_nodes(stats)
         seen = stats["seen"].clamp(min=1)
         loss, acc = stats["loss"] / seen, stats["correct"] / seen
         weights = stats["seen"] / stats["seen"].sum().clamp(min=1)
-        xbar = self.x.mean(0, keepdim=True)
+        xbar = self.part.total(self.x.sum(0)) / self.n
+        spread = self.part.total(((self.x - xbar) ** 2).sum()) / self.n
         extras = {
-            "consensus_distance": float(((self.x - xbar) ** 2).sum(1).mean()),
+            "consensus_distance": float(spread),
             "edges_dropped": float(self.edges_dropped),
             "edges_dropped_round": float(self.edges_dropped - dropped_before),
             "exchanges_lost": float(self.exchanges_lost),
@@ -358,7 +421,7 @@ class DecentralizedAlgorithm(Algorithm):
             node_train={"loss": loss.cpu(), "acc": acc.cpu()}, extras=extras)
 
     def _round_sync(self, r: int, stats: dict[str, torch.Tensor]) -> float:
-        everyone = torch.ones(self.n, dtype=torch.bool, device=self.x.device)
+        everyone = torch.ones(self.n, dtype=torch.bool)
         sim = 0.0
         compute = float(self.tau.max())
         for t in range(self.S):
@@ -383,15 +446,17 @@ class DecentralizedAlgorithm(Algorithm):
                 key = (k // self.S, k % self.S)
                 groups.setdefault(key, torch.zeros(self.n, dtype=torch.bool))
                 groups[key][i] = True
-            self._step([(m.to(self.x.device), e, t) for (e, t), m in sorted(groups.items())],
-                       now, stats)
+            self._step([(m, e, t) for (e, t), m in sorted(groups.items())], now, stats)
         self.vtime = torch.tensor(end, dtype=torch.float64)
         return end - start
 
     # ------------------------------------------------------------------ API
 
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
-        return self.x, self.buffers, [str(i) for i in range(self.n)]
+        full = self.part.gather_nodes({"x": self.x, **{f"buffers.{k}": v
+                                                        for k, v in self.buffers.items()}})
+        buffers = {k[8:]: v for k, v in full.items() if k.startswith("buffers.")}
+        return full["x"], buffers, [str(i) for i in range(self.n)]
 
     def write_artifacts(self, plots_dir: Path) -> None:
         """plots/topology.png and topology.json (edges, degrees, mixing, spectral gap)."""
@@ -404,41 +469,67 @@ class DecentralizedAlgorithm(Algorithm):
         (plots_dir.parent / "topology.json").write_text(json.dumps(info, indent=2))
 
     def state(self) -> dict[str, torch.Tensor]:
-        out = {"x": self.x, "steps_done": self.steps_done, "vtime": self.vtime,
-               "alive": self.alive, "edges_dropped": torch.tensor(self.edges_dropped)}
-        out.update({f"buffers.{k}": v for k, v in self.buffers.items()})
-        out.update({f"copies.{k}": v for k, v in self.copies.items()})
-        out.update({f"algo.{k}": v for k, v in self.algorithm_state().items()})
-        if self.pending:
-            out["pending.time"] = torch.tensor([p.time for p in self.pending],
-                                               dtype=torch.float64)
-            out["pending.slot"] = torch.tensor([p.slot for p in self.pending])
-            for key in self.pending[0].msg:
-                out[f"pending.msg.{key}"] = torch.stack([p.msg[key] for p in self.pending])
+        """The full state (every node and slot; a collective when processes are split)."""
+        node: dict[str, torch.Tensor] = {"x": self.x}
+        slot: dict[str, torch.Tensor] = {}
+        node.update({f"buffers.{k}": v for k, v in self.buffers.items()})
+        if not self.fast:  # fast exchanges refresh every copy before it is read
+            slot.update({f"copies.{k}": v for k, v in self.copies.items()})
+        out = {"steps_done": self.steps_done, "vtime": self.vtime, "alive": self.alive,
+               "edges_dropped": torch.tensor(self.edges_dropped)}
+        for k, v in self.algorithm_state().items():
+            target = slot if k in self.slot_state else node if v.dim() else out
+            target[f"algo.{k}"] = v
+        out.update(self.part.gather_nodes(node))
+        out.update(self.part.gather_slots(slot))
+        if self.async_:
+            out.update(self._pending_state())
         return {k: v.contiguous() for k, v in out.items()}
 
+    def _pending_state(self) -> dict[str, torch.Tensor]:
+        p = self.x.shape[1]
+        fields = {
+            "pending.time": torch.tensor([q.time for q in self.pending], dtype=torch.float64),
+            "pending.slot": self.slots[[q.slot for q in self.pending]].view(-1),
+            **{f"pending.msg.{key}": torch.stack([q.msg[key] for q in self.pending])
+               if self.pending else self.x.new_zeros(0, p) for key in self.message_keys},
+        }
+        fields = self.part.gather_lists(fields)
+        # canonical order (arrival time, slot): the same checkpoint for any number of
+        # processes; per slot it is the delivery order
+        order = torch.argsort(fields["pending.slot"], stable=True)
+        order = order[torch.argsort(fields["pending.time"][order], stable=True)]
+        return {k: v[order.to(v.device)] for k, v in fields.items()} if len(order) else {}
+
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of ``state``: this process takes its nodes' and slots' rows."""
         dev = self.x.device
-        self.x = state["x"].to(dev)
+        lo, hi = self.part.lo, self.part.hi
+        self.x = state["x"][lo:hi].to(dev)
         self.steps_done = state["steps_done"].cpu()
         self.vtime = state["vtime"].cpu()
-        self.alive = state["alive"].to(dev)
+        self.alive = state["alive"].cpu()
         self.edges_dropped = int(state["edges_dropped"])
         self._set_mixing()
 
         def sub(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix):]: v.to(dev) for k, v in state.items() if k.startswith(prefix)}
 
-        self.buffers = sub("buffers.")
-        self.copies = sub("copies.")
-        self.load_algorithm_state(sub("algo."))
+        self.buffers = {k: v[lo:hi] for k, v in sub("buffers.").items()}
+        self.copies.update({k: v[self.slots.to(dev)] for k, v in sub("copies.").items()})
+        algo = sub("algo.")
+        self.load_algorithm_state({
+            k: v[self.slots.to(dev)] if k in self.slot_state else v[lo:hi] if v.dim() else v
+            for k, v in algo.items()})
         self.pending = []
         if "pending.time" in state:
             msgs = sub("pending.msg.")
-            for n_, (t, s) in enumerate(zip(state["pending.time"].tolist(),
-                                            state["pending.slot"].tolist(), strict=True)):
-                self.pending.append(_Pending(t, n_, int(s), {k: v[n_] for k, v in msgs.items()}))
-            self._seq = len(self.pending)
+            held = self.local_slot[state["pending.slot"].cpu()]
+            for n_, (t, s) in enumerate(zip(state["pending.time"].tolist(), held.tolist(),
+                                            strict=True)):
+                if s >= 0:
+                    self.pending.append(_Pending(t, n_, s, {k: v[n_] for k, v in msgs.items()}))
+            self._seq = len(state["pending.time"])
 
 
 def optimizer_state(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

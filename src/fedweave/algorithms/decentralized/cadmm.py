@@ -39,14 +39,14 @@ class CADMM(DecentralizedAlgorithm):
     config: CADMMConfig
 
     def due(self, k: torch.Tensor) -> torch.Tensor:
-        return (k[self.own] + 1) % self.config.inner_steps == 0
+        return (k[self.slot_own] + 1) % self.config.inner_steps == 0
 
     def init_state(self) -> None:
         self.opt_state = self.optimizer.init(self.x)
-        self.copies["x"] = self.x[self.nbr].clone()
+        self.new_copies("x", self.ctx.init_params)
         self.p = torch.zeros_like(self.x)
         self.anchor = self.x.clone()
-        self.rho = torch.full((self.n, 1), self.config.rho, dtype=self.x.dtype,
+        self.rho = torch.full((self.rows, 1), self.config.rho, dtype=self.x.dtype,
                               device=self.x.device)
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
@@ -60,7 +60,7 @@ class CADMM(DecentralizedAlgorithm):
         slots = torch.nonzero(due).flatten()
         if len(slots) == 0:
             return
-        rows = torch.zeros(self.n, dtype=torch.bool, device=self.x.device)
+        rows = torch.zeros(self.rows, dtype=torch.bool, device=self.x.device)
         rows[self.own[slots]] = True
         r = rows.view(-1, 1)
         self.rho = torch.where(r, self.rho * self.config.rho_scaling, self.rho)

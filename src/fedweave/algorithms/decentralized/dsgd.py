@@ -36,7 +36,7 @@ class DSGD(DecentralizedAlgorithm):
 
     def init_state(self) -> None:
         self.opt_state = self.optimizer.init(self.x)
-        self.new_copies("x", self.x)
+        self.new_copies("x", self.ctx.init_params)
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         self.sgd_step(active, g, lr)

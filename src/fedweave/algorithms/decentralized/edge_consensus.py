@@ -41,12 +41,13 @@ class EdgeConsensus(DecentralizedAlgorithm):
 
     config: EdgeConsensusConfig
     message_keys = ("y", "x")
+    slot_state = ("z",)
     averaged: ClassVar[bool] = False
 
     def init_state(self) -> None:
         self.scale = self.ctx.layout.fan_in().sqrt().to(self.x.device, self.x.dtype)
         self.z = self.x[self.own].clone()
-        self.copies["x"] = self.x[self.nbr].clone()
+        self.new_copies("x", self.ctx.init_params)
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         c = self.config

@@ -47,13 +47,13 @@ class Gossip(DecentralizedAlgorithm):
         return offsets
 
     def due(self, k: torch.Tensor) -> torch.Tensor:
-        ko = k[self.own]
+        ko = k[self.slot_own]
         iv = self.config.interval
         return ((ko + 1) % iv == 0) & ((ko // iv) % self.colours == self.offset)
 
     def init_state(self) -> None:
         self.opt_state = self.optimizer.init(self.x)
-        self.copies["x"] = self.x[self.nbr].clone()
+        self.new_copies("x", self.ctx.init_params)
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         self.sgd_step(active, g, lr)

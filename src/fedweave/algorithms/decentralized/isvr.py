@@ -41,13 +41,14 @@ class AdmmISVRConfig(PdmmISVRConfig):
 class ISVR(DecentralizedAlgorithm):
     config: PdmmISVRConfig
     message_keys = ("y",)
+    slot_state = ("z",)
     averaged: ClassVar[bool] = False
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
         c = self.config
         k = c.exchange_period
-        deg = self.degree.view(-1)
+        deg = torch.tensor([d for _, d in sorted(self.graph.degree)])  # all N, held or not
         bad = (deg > 0) & (k * deg + k - c.piw * deg <= 0)
         if bool(bad.any()):
             raise UserError(

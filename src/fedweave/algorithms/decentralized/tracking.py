@@ -45,8 +45,8 @@ class GradientTracking(DecentralizedAlgorithm):
     def init_state(self) -> None:
         self.y = torch.zeros_like(self.x)       # Σ_j W_ij y_j from the last combine
         self.g_old = torch.zeros_like(self.x)
-        self.new_copies("x", self.x)
-        self.new_copies("y", self.y)
+        self.new_copies("x", self.ctx.init_params)
+        self.new_copies("y", torch.zeros_like(self.ctx.init_params))
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         g = _decayed(g, self.x, self.ctx.config.train.weight_decay)
@@ -81,8 +81,8 @@ class D2(DecentralizedAlgorithm):
     def init_state(self) -> None:
         self.x_prev = self.x.clone()
         self.g_prev = torch.zeros_like(self.x)
-        self.started = torch.zeros(self.n, 1, dtype=torch.bool, device=self.x.device)
-        self.new_copies("x", self.x)
+        self.started = torch.zeros(self.rows, 1, dtype=torch.bool, device=self.x.device)
+        self.new_copies("x", self.ctx.init_params)
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         g = _decayed(g, self.x, self.ctx.config.train.weight_decay)
