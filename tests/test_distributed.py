@@ -5,6 +5,7 @@ and a distributed resume reaches the same final numbers."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -36,6 +37,15 @@ DECENTRALIZED = {
     "train": {"lr": 0.05, "batch_size": 32, "local_epochs": 1},
     "algorithm": {"name": "dsgd"},
     "topology": {"name": "ring"},
+}
+# one node per rank on 3 processes, asynchronous, lossy links with latency: pending messages
+# cross processes and live in the checkpoint
+ASYNC_P2P = {
+    **DECENTRALIZED, "data": {"dataset": "digits", "nodes": 3, "partition": "iid"},
+    "algorithm": {"name": "admm_sgd"},
+    "clock": {"asynchronous": True, "speeds": [1.0, 2.0, 1.5], "latency_s": 0.01,
+              "link_drop": 0.2, "bandwidth_up": 1e5},
+    "engine": {**DECENTRALIZED["engine"], "exchange": "point_to_point"},
 }
 
 
@@ -117,6 +127,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for algo in ("dsgd", "pdmm_isvr"):
         if algo in ALGORITHMS.names():
             runs[algo] = _single(_config(tmp, DECENTRALIZED, algo, f"single-{algo}"))
+    runs["async"] = _single(_config(tmp, ASYNC_P2P, "admm_sgd", "single-async"))
     return runs
 
 
@@ -135,15 +146,33 @@ def test_federated_equals_single_process(reference: dict[str, Path], tmp_path: P
     _assert_same_run(reference[algo], run_dir)
 
 
-@pytest.mark.parametrize(("algo", "procs"), [("dsgd", 2), ("pdmm_isvr", 3)])
+@pytest.mark.parametrize(("algo", "procs", "exchange"), [
+    ("dsgd", 2, "all_gather"), ("dsgd", 2, "point_to_point"),
+    pytest.param("pdmm_isvr", 3, "all_gather", marks=pytest.mark.slow),
+    ("pdmm_isvr", 3, "point_to_point")])
 def test_decentralized_equals_single_process(reference: dict[str, Path], tmp_path: Path,
-                                             algo: str, procs: int) -> None:
-    if algo not in reference:
-        pytest.skip(f"{algo} is not registered (algorithms/decentralized not available)")
-    config = _config(tmp_path, DECENTRALIZED, algo, "dist")
+                                             algo: str, procs: int, exchange: str) -> None:
+    config = _config(tmp_path, DECENTRALIZED, algo, "dist", engine__exchange=exchange)
     proc = _torchrun(procs, str(config))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_same_run(reference[algo], _only_run_dir(config))
+    run_dir = _only_run_dir(config)
+    assert json.loads((run_dir / "summary.json").read_text())["neighbour_exchange"] == exchange
+    _assert_same_run(reference[algo], run_dir)
+
+
+def test_one_node_per_rank_async_lossy_point_to_point(reference: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """A real peer-to-peer run: 3 processes, one node each, asynchronous with latency and
+    lost exchanges; messages in flight at the end of a round are in the checkpoint."""
+    config = _config(tmp_path, ASYNC_P2P, "admm_sgd", "dist")
+    proc = _torchrun(3, str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = _only_run_dir(config)
+    _assert_same_run(reference["async"], run_dir)
+    state = load_file(str(next((run_dir / "checkpoints").glob("state-*.safetensors"))))
+    assert len(state["pending.time"]) > 0
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert any(r["metric"] == "exchanges_lost" and float(r["value"]) > 0 for r in rows)
 
 
 # ----------------------------------------------------------------------------- faults, resume
@@ -172,6 +201,24 @@ def test_killed_rank_stops_every_rank_and_resume_matches(reference: dict[str, Pa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _only_run_dir(config) == run_dir
     _assert_same_run(reference["fedavg"], run_dir)
+
+
+def test_killed_rank_in_point_to_point_exchange_and_resume_on_fewer_ranks(
+        reference: dict[str, Path], tmp_path: Path) -> None:
+    """Nodes split over 3 ranks: rank 1 exits after round 1, its neighbours notice in the
+    neighbour exchange and every survivor names rank 1; the full checkpoint resumes on 2
+    processes to the single-process result."""
+    config = _config(tmp_path, DECENTRALIZED, "pdmm_isvr", "killed",
+                     engine__exchange="point_to_point")
+    proc = _torchrun(3, str(config), env={KILL_ENV: "1:1"})
+    assert proc.returncode != 0
+    lines = list(MESSAGE.finditer(proc.stderr))
+    assert {int(m.group(2)) for m in lines} == {0, 2}, proc.stderr[-3000:]
+    assert all(m.group(1) == "rank 1 died or hung" and m.group(3) == "1" for m in lines)
+    run_dir = _only_run_dir(config)
+    resumed = _torchrun(2, "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_run(reference["pdmm_isvr"], run_dir)
 
 
 def test_hung_rank_times_out(tmp_path: Path) -> None:
