@@ -1,5 +1,6 @@
 """The data, sweep and report commands, run as a user would (typer's CliRunner)."""
 
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -67,3 +68,26 @@ def test_run_command_progress_and_summary(tmp_path):
     assert "test accuracy" in res.output
     assert len(list(Path(tmp_path).iterdir())) == 1
     assert run(small_config("rounds=1"), write=False).summary["rounds"] == 1
+
+
+def test_hosts_prints_one_torchrun_command_per_host_of_a_seed_hosts_file(tmp_path):
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps({"hosts": [
+        {"name": f"node{i}", "addr": f"10.0.0.{i + 1}", "port": str(10000 + i)}
+        for i in range(3)]}))
+    res = runner.invoke(app, ["hosts", str(hosts), "exp.yaml", "--port", "29500",
+                              "--run-id", "ring"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0::2] == ["# on 10.0.0.1", "# on 10.0.0.2", "# on 10.0.0.3"]
+    for i, cmd in enumerate(lines[1::2]):
+        assert cmd == (f"torchrun --nnodes 3 --node-rank {i} --nproc-per-node 1 "
+                       "--rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29500 --rdzv-id ring "
+                       "-m fedweave run exp.yaml")
+
+
+def test_hosts_with_a_malformed_file_exits_2(tmp_path):
+    bad = tmp_path / "hosts.json"
+    bad.write_text(json.dumps({"hosts": [{"name": "node0"}]}))
+    res = runner.invoke(app, ["hosts", str(bad), "exp.yaml"])
+    assert res.exit_code == 2 and "expected" in res.output

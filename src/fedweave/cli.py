@@ -110,6 +110,28 @@ def run_cmd(
         finish_process(0)
 
 
+@app.command("hosts")
+def hosts_cmd(
+    hosts: Annotated[Path, typer.Argument(help="seed 001 hosts.json (name, addr, port)")],
+    config: Annotated[Path, typer.Argument(help="the experiment's config, same path on all")],
+    port: Annotated[int, typer.Option("--port", help="rendezvous port on the first host")
+                    ] = 29400,
+    run_id: Annotated[str, typer.Option("--run-id", help="torchrun --rdzv-id")] = "fedweave",
+) -> None:
+    """Print the torchrun command to start on each host of a hosts.json: entry i (file order)
+    is node i and rank i, one process per host, rendezvous on the first host. With
+    ``data.nodes`` = number of hosts every host computes exactly its own node."""
+    from fedweave.engine.distributed import torchrun_commands
+
+    try:
+        commands = torchrun_commands(hosts, str(config), port, run_id)
+    except UserError as exc:
+        _fail(str(exc), 2)
+        return
+    for host, command in commands:
+        typer.echo(f"# on {host}\n{command}")
+
+
 @app.command("sweep")
 def sweep_cmd(
     config: Annotated[Path, typer.Argument(help="base config")],

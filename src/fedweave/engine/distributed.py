@@ -7,17 +7,20 @@ Launch (one process per rank; ``WORLD_SIZE > 1`` selects this engine automatical
     torchrun --nnodes 3 --node-rank I --nproc-per-node 1 --rdzv-backend c10d \\
              --rdzv-endpoint HOST0:29400 --rdzv-id RUN -m fedweave run CONFIG   # host I of 3
 
-Every rank holds the whole (small) algorithm state and runs the same round loop; only the
-expensive parts are split:
+Every rank runs the same round loop; the expensive parts are split:
 
 - **Federated cohorts** (``DistributedTrainer``): the K rows of a round's cohort are assigned
   to ranks greedily by work (longest step count first, to the least loaded rank; ties by row
   and rank, so every rank computes the same assignment without communicating). Each rank runs
   the ordinary ``LocalTrainer`` on its rows, then the trained rows (params, buffers, loss,
   accuracy) are all-gathered into the full ``LocalResult`` in cohort order.
-- **Decentralized nodes** (``DistributedGradientEngine``): ``grads(x[N, P], ...)`` computes the
-  gradients of a contiguous slice of the N nodes per rank and all-gathers the ``[N, P]`` result,
-  so mixing ``W @ X`` and every dual update run identically on all ranks.
+- **Decentralized nodes**, ``engine.exchange: all_gather`` (``DistributedGradientEngine``): every
+  rank holds all N node states; ``grads(x[N, P], ...)`` computes the gradients of a contiguous
+  slice of the nodes per rank and all-gathers the ``[N, P]`` result, so mixing ``W @ X`` and
+  every dual update run identically on all ranks.
+- **Decentralized nodes**, ``point_to_point`` (``fedweave.engine.partition``): each rank holds
+  only its block of nodes and their edge slots and swaps the messages that cross ranks with
+  ``Comm.exchange`` (one batched isend/irecv per neighbouring rank and step).
 - **Evaluation**: several models (``params[M]``, M > 1) are split by rows and the losses and
   accuracies all-gathered; a single model is evaluated by every rank (no communication).
 

@@ -209,15 +209,34 @@ class DecentralizedAlgorithm(Algorithm):
         dev, dtype = self.ctx.device, self.ctx.init_params.dtype
         alive = self.alive[self.slot_edge]
         self.W = w.to(dev, dtype)
+        lo, hi = self.part.lo, self.part.hi
         if not self.part.split:
             self.W_sparse = self.W.to_sparse() if self.n > 1 else self.W
-        lo, hi = self.part.lo, self.part.hi
+        elif self.fast:
+            self._set_halo(lo, hi)
         self.w_diag = torch.diagonal(w)[lo:hi].reshape(-1, 1).to(dev, dtype)
         self.w_slot = (w[self.slot_own, self.slot_nbr] * alive)[self.slots].view(-1, 1) \
             .to(dev, dtype)
         self.slot_alive = alive[self.slots].to(dev, dtype).view(-1, 1)
         self.degree = torch.zeros(self.rows, dtype=dtype, device=dev).index_add_(
             0, self.own, self.slot_alive.view(-1)).view(-1, 1)
+
+    def _set_halo(self, lo: int, hi: int) -> None:
+        """For ``fast`` mixing on split processes: the rows of W held here restricted to the
+        held nodes and their outside neighbours (the halo), columns in global node order, so
+        ``W_local @ [held rows; halo rows]`` sums exactly like the single process's ``W @ X``
+        (bit-identical results). A halo row is read from one slot facing that neighbour."""
+        outside = (self.nbr.cpu() < lo) | (self.nbr.cpu() >= hi)
+        halo: dict[int, int] = {}
+        for slot in torch.nonzero(outside).flatten().tolist():
+            halo.setdefault(int(self.nbr[slot]), slot)
+        cols = sorted([*range(lo, hi), *halo])
+        position = {c: c - lo for c in range(lo, hi)}
+        position.update({c: self.rows + i for i, c in enumerate(halo)})
+        dev = self.W.device
+        self.halo_slot = torch.tensor(list(halo.values()), dtype=torch.int64, device=dev)
+        self.halo_order = torch.tensor([position[c] for c in cols], device=dev)
+        self.W_local = self.W[lo:hi][:, torch.tensor(cols, device=dev)].to_sparse()
 
     def select(self, active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         """Rows of ``new`` for active nodes, of ``old`` elsewhere."""
@@ -233,10 +252,13 @@ class DecentralizedAlgorithm(Algorithm):
         return out.index_add_(0, self.own, values * self.slot_alive)
 
     def mix(self, own_value: torch.Tensor, key: str, fresh: bool) -> torch.Tensor:
-        """Σ_j W_ij m_j: ``W @ m`` when fresh and one process holds every node, else
-        W_ii m_i + Σ_j W_ij (copy of m_j)."""
+        """Σ_j W_ij m_j: ``W @ m`` when fresh (on split processes: the held rows of W times the
+        held rows and the copies just received), else W_ii m_i + Σ_j W_ij (copy of m_j)."""
         if fresh and not self.part.split:
             return self.W_sparse @ own_value if self.n > 1 else own_value
+        if fresh:
+            ext = torch.cat([own_value, self.copies[key][self.halo_slot]])[self.halo_order]
+            return self.W_local @ ext
         out = self.w_diag * own_value
         return out.index_add_(0, self.own, self.w_slot * self.copies[key])
 
