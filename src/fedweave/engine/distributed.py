@@ -71,6 +71,7 @@ from fedweave.training.local import (
     LocalResult,
     LocalTrainer,
     StepOutput,
+    batch_width,
     local_steps,
 )
 
@@ -309,7 +310,7 @@ class DistributedTrainer(LocalTrainer):
     def train(self, nodes: torch.Tensor, params: torch.Tensor, buffers: Buffers,
               round_index: int, lr: float, *, prox_mu: float = 0.0,
               center: torch.Tensor | None = None, correction: torch.Tensor | None = None,
-              mask: torch.Tensor | None = None) -> LocalResult:
+              mask: torch.Tensor | None = None, width: int | None = None) -> LocalResult:
         comm = self.comm
         comm.start_round(round_index)
         k = len(nodes)
@@ -325,7 +326,8 @@ class DistributedTrainer(LocalTrainer):
             sel = torch.tensor(mine, dtype=torch.int64, device=params.device)
             part = super().train(nodes[sel], params[sel], {n: b[sel] for n, b in buffers.items()},
                                  round_index, lr, prox_mu=prox_mu, center=_rows(center, mine, k),
-                                 correction=_rows(correction, mine, k), mask=_rows(mask, mine, k))
+                                 correction=_rows(correction, mine, k), mask=_rows(mask, mine, k),
+                                 width=width or batch_width(self.data, nodes, self.cfg.batch_size))
             fields = {"params": part.params, "loss": part.loss, "acc": part.acc,
                       **{f"buffers.{n}": b for n, b in part.buffers.items()},
                       **{f"extras.{n}": e for n, e in part.extras.items()}}

@@ -143,13 +143,6 @@ class NodePartition:
         layout = [list(range(s, s + c)) for s, c in zip(starts, counts, strict=True)]
         return gather_rows(self.comm, fields, layout, sum(counts), "message all_gather")
 
-    def total(self, value: torch.Tensor) -> torch.Tensor:
-        """Σ over ranks of ``value`` (summed in rank order: identical on every rank)."""
-        if not self.split:
-            return value
-        parts = self.comm.all_gather(value.reshape(1, -1), "sum all_gather")
-        return torch.cat(parts).to(value.device).sum(0).reshape(value.shape)
-
 
 def node_partition(ctx: RunContext, slot_own: torch.Tensor, slot_nbr: torch.Tensor,
                    message_rows: int) -> tuple[NodePartition, GradientEngine, str]:

@@ -151,12 +151,22 @@ class LoopEngine:
         return loss / n, correct / n
 
 
+def batch_width(data: FederatedData, nodes: torch.Tensor, batch_size: int) -> int:
+    """Padded batch width of a stack of ``nodes``: min(B, largest shard)."""
+    return min(batch_size, max(len(data.train_idx[int(n)]) for n in nodes))
+
+
 def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor,
-                   batch_size: int, key: tuple[int, ...], purpose: str = "batches") -> Batches:
+                   batch_size: int, key: tuple[int, ...], purpose: str = "batches",
+                   width: int | None = None) -> Batches:
     """Batches of each node for one round: step s of node i takes samples
-    [s·b_i, (s+1)·b_i) of a stream of random permutations of its shard, b_i = min(B, n_i)."""
+    [s·b_i, (s+1)·b_i) of a stream of random permutations of its shard, b_i = min(B, n_i).
+    ``width``: padded width (default ``batch_width``); a process computing part of a stack
+    passes the whole stack's width, because a batched engine's float reductions over the
+    batch depend on it."""
     k_count, s_max = len(nodes), int(steps.max()) if len(steps) else 0
-    width = min(batch_size, max(len(data.train_idx[int(n)]) for n in nodes))
+    if width is None:
+        width = batch_width(data, nodes, batch_size)
     idx = torch.zeros(k_count, s_max, width, dtype=torch.int64)
     weight = torch.zeros(k_count, s_max, width)
     for k, node in enumerate(nodes.tolist()):
@@ -189,7 +199,7 @@ class LocalTrainer:
     def train(self, nodes: torch.Tensor, params: torch.Tensor, buffers: Buffers,
               round_index: int, lr: float, *, prox_mu: float = 0.0,
               center: torch.Tensor | None = None, correction: torch.Tensor | None = None,
-              mask: torch.Tensor | None = None) -> LocalResult:
+              mask: torch.Tensor | None = None, width: int | None = None) -> LocalResult:
         """Train ``params[K]`` (one row per node in ``nodes``; not modified: training runs on
         one working copy, updated in place) for the round. ``center`` may be ``[P]``.
 
@@ -198,7 +208,8 @@ class LocalTrainer:
         """
         sizes = self.data.sizes[nodes]
         steps = local_steps(self.cfg, sizes)
-        batches = batch_schedule(self.data, nodes, steps, self.cfg.batch_size, (round_index,))
+        batches = batch_schedule(self.data, nodes, steps, self.cfg.batch_size, (round_index,),
+                                 width=width)
         params = params.clone()
         state = self.optimizer.init(params)
         loss_sum = torch.zeros(len(nodes), dtype=params.dtype, device=params.device)

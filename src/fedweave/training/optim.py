@@ -54,9 +54,10 @@ class FunctionalOptimizer:
             if every:
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            else:
-                m.copy_(torch.where(rows, b1 * m + (1 - b1) * g, m))
-                v.copy_(torch.where(rows, b2 * v + (1 - b2) * g * g, v))
+            else:  # the same float operations as above: a row's update never depends on
+                # which other rows step (engines and process counts agree bit for bit)
+                m.copy_(torch.where(rows, (m * b1).add_(g, alpha=1 - b1), m))
+                v.copy_(torch.where(rows, (v * b2).addcmul_(g, g, value=1 - b2), v))
             t = state["step"].clamp(min=1).view(-1, 1)
             update = (m / (1 - b1**t)).div_((v / (1 - b2**t)).sqrt_().add_(eps))
         elif cfg.momentum > 0:

@@ -64,7 +64,7 @@ from fedweave.topology import (
     plot_graph,
     spectral_gap,
 )
-from fedweave.training.local import Batches, batch_schedule, local_steps
+from fedweave.training.local import Batches, batch_schedule, batch_width, local_steps
 from fedweave.training.optim import FunctionalOptimizer
 
 EPS = 1e-9
@@ -159,6 +159,7 @@ class DecentralizedAlgorithm(Algorithm):
         self.pending: list[_Pending] = []
         self._seq = 0
         self._batches: dict[int, Batches] = {}
+        self._gathered: tuple[torch.Tensor, Buffers] | None = None
         self.init_state()
 
     # ------------------------------------------------------------------ hooks
@@ -273,9 +274,10 @@ class DecentralizedAlgorithm(Algorithm):
         if epoch not in self._batches:
             data = self.ctx.data
             self._batches = {k: v for k, v in self._batches.items() if k >= epoch - 1}
+            batch = self.ctx.config.train.batch_size
             self._batches[epoch] = batch_schedule(
-                data, self.nodes.cpu(), torch.full((self.rows,), self.S), self.ctx.config.train
-                .batch_size, (epoch,))
+                data, self.nodes.cpu(), torch.full((self.rows,), self.S), batch, (epoch,),
+                width=batch_width(data, torch.arange(self.n), batch))  # all N, held or not
         return self._batches[epoch]
 
     # ------------------------------------------------------------------ one step
@@ -417,6 +419,7 @@ class DecentralizedAlgorithm(Algorithm):
 
     def round(self, r: int) -> RoundResult:
         self.part.start_round(r)
+        self._gathered = None
         dtype = self.x.dtype
         stats = {k: torch.zeros(self.rows, dtype=dtype, device=self.x.device)
                  for k in ("loss", "correct", "seen")}
@@ -428,10 +431,10 @@ class DecentralizedAlgorithm(Algorithm):
         seen = stats["seen"].clamp(min=1)
         loss, acc = stats["loss"] / seen, stats["correct"] / seen
         weights = stats["seen"] / stats["seen"].sum().clamp(min=1)
-        xbar = self.part.total(self.x.sum(0)) / self.n
-        spread = self.part.total(((self.x - xbar) ** 2).sum()) / self.n
+        x, _ = self._all_models()
+        xbar = x.mean(0, keepdim=True)
         extras = {
-            "consensus_distance": float(spread),
+            "consensus_distance": float(((x - xbar) ** 2).sum(1).mean()),
             "edges_dropped": float(self.edges_dropped),
             "edges_dropped_round": float(self.edges_dropped - dropped_before),
             "exchanges_lost": float(self.exchanges_lost),
@@ -474,11 +477,21 @@ class DecentralizedAlgorithm(Algorithm):
 
     # ------------------------------------------------------------------ API
 
+    def _all_models(self) -> tuple[torch.Tensor, Buffers]:
+        """All N node models and buffers (gathered once per round when processes are split:
+        the round's metrics, evaluation and checkpoint share it)."""
+        if not self.part.split:
+            return self.x, self.buffers
+        if self._gathered is None:
+            full = self.part.gather_nodes({"x": self.x, **{f"buffers.{k}": v
+                                                            for k, v in self.buffers.items()}})
+            self._gathered = (full["x"], {k[8:]: v for k, v in full.items()
+                                          if k.startswith("buffers.")})
+        return self._gathered
+
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
-        full = self.part.gather_nodes({"x": self.x, **{f"buffers.{k}": v
-                                                        for k, v in self.buffers.items()}})
-        buffers = {k[8:]: v for k, v in full.items() if k.startswith("buffers.")}
-        return full["x"], buffers, [str(i) for i in range(self.n)]
+        x, buffers = self._all_models()
+        return x, buffers, [str(i) for i in range(self.n)]
 
     def write_artifacts(self, plots_dir: Path) -> None:
         """plots/topology.png and topology.json (edges, degrees, mixing, spectral gap)."""
@@ -492,12 +505,13 @@ class DecentralizedAlgorithm(Algorithm):
 
     def state(self) -> dict[str, torch.Tensor]:
         """The full state (every node and slot; a collective when processes are split)."""
-        node: dict[str, torch.Tensor] = {"x": self.x}
+        x, buffers = self._all_models()
+        node: dict[str, torch.Tensor] = {}
         slot: dict[str, torch.Tensor] = {}
-        node.update({f"buffers.{k}": v for k, v in self.buffers.items()})
         if not self.fast:  # fast exchanges refresh every copy before it is read
             slot.update({f"copies.{k}": v for k, v in self.copies.items()})
-        out = {"steps_done": self.steps_done, "vtime": self.vtime, "alive": self.alive,
+        out = {"x": x, **{f"buffers.{k}": v for k, v in buffers.items()},
+               "steps_done": self.steps_done, "vtime": self.vtime, "alive": self.alive,
                "edges_dropped": torch.tensor(self.edges_dropped)}
         for k, v in self.algorithm_state().items():
             target = slot if k in self.slot_state else node if v.dim() else out
@@ -527,6 +541,7 @@ class DecentralizedAlgorithm(Algorithm):
         """Inverse of ``state``: this process takes its nodes' and slots' rows."""
         dev = self.x.device
         lo, hi = self.part.lo, self.part.hi
+        self._gathered = None
         self.x = state["x"][lo:hi].to(dev)
         self.steps_done = state["steps_done"].cpu()
         self.vtime = state["vtime"].cpu()
