@@ -75,15 +75,14 @@ def test_hosts_prints_one_torchrun_command_per_host_of_a_seed_hosts_file(tmp_pat
     hosts.write_text(json.dumps({"hosts": [
         {"name": f"node{i}", "addr": f"10.0.0.{i + 1}", "port": str(10000 + i)}
         for i in range(3)]}))
-    res = runner.invoke(app, ["hosts", str(hosts), "exp.yaml", "--port", "29500",
-                              "--run-id", "ring"])
+    res = runner.invoke(app, ["hosts", str(hosts), "exp.yaml", "--port", "29500"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     assert lines[0::2] == ["# on 10.0.0.1", "# on 10.0.0.2", "# on 10.0.0.3"]
     for i, cmd in enumerate(lines[1::2]):
+        # static rendezvous: the c10d one would ignore --node-rank and order hosts by name
         assert cmd == (f"torchrun --nnodes 3 --node-rank {i} --nproc-per-node 1 "
-                       "--rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29500 --rdzv-id ring "
-                       "-m fedweave run exp.yaml")
+                       "--master-addr 10.0.0.1 --master-port 29500 -m fedweave run exp.yaml")
 
 
 def test_hosts_with_a_malformed_file_exits_2(tmp_path):

@@ -269,3 +269,25 @@ def test_hung_rank_times_out(tmp_path: Path) -> None:
     assert rank0 and rank0[0].group(1) == "rank 1 died or hung", proc.stderr[-3000:]
     assert rank0[0].group(3) == "1"
     assert wall < timeout + 25  # start-up (~10 s on 2 cores) + timeout + watchdog grace
+
+
+def test_hosts_commands_start_a_peer_to_peer_run(reference: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    """The commands `fedweave hosts` prints for a 3-host hosts.json, started side by side on
+    this machine as if on 3 hosts: one node per host, the single-process result."""
+    from fedweave.engine.distributed import torchrun_commands
+
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps({"hosts": [
+        {"name": f"node{i}", "addr": "127.0.0.1", "port": 10000 + i} for i in range(3)]}))
+    config = _config(tmp_path, ASYNC_P2P, "admm_sgd", "hosts")
+    port = 29000 + os.getpid() % 1000
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(KILL_ENV, None)
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run",
+                               *cmd.split()[1:]], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for _, cmd in torchrun_commands(hosts, str(config), port)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-2000:] for o in outs]
+    _assert_same_run(reference["async"], _only_run_dir(config))

@@ -114,17 +114,15 @@ def run_cmd(
 def hosts_cmd(
     hosts: Annotated[Path, typer.Argument(help="seed 001 hosts.json (name, addr, port)")],
     config: Annotated[Path, typer.Argument(help="the experiment's config, same path on all")],
-    port: Annotated[int, typer.Option("--port", help="rendezvous port on the first host")
-                    ] = 29400,
-    run_id: Annotated[str, typer.Option("--run-id", help="torchrun --rdzv-id")] = "fedweave",
+    port: Annotated[int, typer.Option("--port", help="store port on the first host")] = 29400,
 ) -> None:
     """Print the torchrun command to start on each host of a hosts.json: entry i (file order)
-    is node i and rank i, one process per host, rendezvous on the first host. With
-    ``data.nodes`` = number of hosts every host computes exactly its own node."""
+    is rank i, one process per host, the store on the first host (static rendezvous, so the
+    ranks follow the file). With ``data.nodes`` = number of hosts host i computes node i."""
     from fedweave.engine.distributed import torchrun_commands
 
     try:
-        commands = torchrun_commands(hosts, str(config), port, run_id)
+        commands = torchrun_commands(hosts, str(config), port)
     except UserError as exc:
         _fail(str(exc), 2)
         return

@@ -4,8 +4,8 @@ Launch (one process per rank; ``WORLD_SIZE > 1`` selects this engine automatical
 
     torchrun --standalone --nproc-per-node 2 -m fedweave run CONFIG        # one host
     fedweave run CONFIG --procs 2                                          # the same
-    torchrun --nnodes 3 --node-rank I --nproc-per-node 1 --rdzv-backend c10d \\
-             --rdzv-endpoint HOST0:29400 --rdzv-id RUN -m fedweave run CONFIG   # host I of 3
+    torchrun --nnodes 3 --nproc-per-node 1 --rdzv-backend c10d \\
+             --rdzv-endpoint HOST0:29400 --rdzv-id RUN -m fedweave run CONFIG   # on each of 3
 
 Every rank runs the same round loop; the expensive parts are split:
 
@@ -529,20 +529,19 @@ def make_distributed(ctx: RunContext) -> RunContext:
         init_buffers=ctx.init_buffers, make_engine=make_engine, comm=comm)
 
 
-def torchrun_commands(hosts: Path, config: str, port: int = 29400, run_id: str = "fedweave"
-                      ) -> list[tuple[str, str]]:
-    """One ``(host, command)`` per entry of seed 001's ``hosts.json``: node i of the file is
-    rank i (``--node-rank i``, one process per host), the rendezvous runs on the first host.
-    With ``data.nodes`` = number of hosts (and ``topology.file``/``hosts`` in ``config``) each
-    rank computes exactly its own node."""
+def torchrun_commands(hosts: Path, config: str, port: int = 29400) -> list[tuple[str, str]]:
+    """One ``(host, command)`` per entry of seed 001's ``hosts.json``: entry i of the file is
+    rank i, one process per host, the store on the first host. The commands use torchrun's
+    *static* rendezvous (``--node-rank`` with ``--master-addr``/``--master-port``): the c10d
+    rendezvous ignores ``--node-rank`` and orders hosts by name. With ``data.nodes`` = number of
+    hosts (and ``topology.file``/``hosts`` in ``config``) host i computes exactly node i."""
     from fedweave.topology import _read_hosts
 
     addrs = list(_read_hosts(hosts).values())
     head = addrs[0].rsplit(":", 1)[0]
     return [(addr.rsplit(":", 1)[0],
              f"torchrun --nnodes {len(addrs)} --node-rank {i} --nproc-per-node 1 "
-             f"--rdzv-backend c10d --rdzv-endpoint {head}:{port} --rdzv-id {run_id} "
-             f"-m fedweave run {config}")
+             f"--master-addr {head} --master-port {port} -m fedweave run {config}")
             for i, addr in enumerate(addrs)]
 
 

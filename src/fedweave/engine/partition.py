@@ -12,10 +12,12 @@ between the two ranks of that step (``Comm.exchange``), rows in sending-slot ord
 send in a step follows from bookkeeping every rank replicates (step counters, live edges,
 seeded link faults), so sender and receiver agree on every message count without a handshake.
 
-``auto`` picks point-to-point when it moves fewer rows per step than the all-gather of the
+``auto`` picks point-to-point when it moves no more rows per step than the all-gather of the
 gradients: max over ranks of (slots arriving from other ranks · message rows per slot) ≤
-N − (smallest block), i.e. for sparse graphs (rings, k-regular graphs, grids, one node per
-host) and not for dense ones, where every rank needs nearly every row anyway.
+N − (smallest block), i.e. for graphs whose contiguous node blocks have few outside
+neighbours (rings, paths, grids, one node per host) and not for dense ones, where every rank
+needs nearly every row anyway. Blocks follow node ids, not the graph: a random regular graph
+cuts most of its edges and usually stays on the all-gather.
 """
 
 from __future__ import annotations
