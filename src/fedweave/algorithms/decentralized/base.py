@@ -569,13 +569,23 @@ class DecentralizedAlgorithm(Algorithm):
             self._seq = len(state["pending.time"])
 
 
-def optimizer_state(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
+class LocalOptimizerAlgorithm(DecentralizedAlgorithm):
+    """Algorithms whose local step is the optimizer ``train.optimizer`` (state kept across
+    epochs) and whose messages are the models: D-SGD, gossip, CADMM."""
 
+    def init_state(self) -> None:
+        self.opt_state = self.optimizer.init(self.x)
+        self.new_copies("x", self.ctx.init_params)
 
-def take(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+    def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
+        self.sgd_step(active, g, lr)
+
+    def algorithm_state(self) -> dict[str, torch.Tensor]:
+        return {f"opt.{k}": v for k, v in self.opt_state.items()}
+
+    def load_algorithm_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.opt_state = {k[4:]: v for k, v in state.items() if k.startswith("opt.")}
 
 
 __all__ = ["DecentralizedAlgorithm", "DecentralizedConfig", "FunctionalOptimizer",
-           "optimizer_state", "take"]
+           "LocalOptimizerAlgorithm"]

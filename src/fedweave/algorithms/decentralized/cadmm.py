@@ -19,12 +19,7 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import (
-    DecentralizedAlgorithm,
-    DecentralizedConfig,
-    optimizer_state,
-    take,
-)
+from fedweave.algorithms.decentralized.base import DecentralizedConfig, LocalOptimizerAlgorithm
 
 
 class CADMMConfig(DecentralizedConfig):
@@ -35,15 +30,14 @@ class CADMMConfig(DecentralizedConfig):
 
 
 @register_algorithm("cadmm", CADMMConfig)
-class CADMM(DecentralizedAlgorithm):
+class CADMM(LocalOptimizerAlgorithm):
     config: CADMMConfig
 
     def due(self, k: torch.Tensor) -> torch.Tensor:
         return (k[self.slot_own] + 1) % self.config.inner_steps == 0
 
     def init_state(self) -> None:
-        self.opt_state = self.optimizer.init(self.x)
-        self.new_copies("x", self.ctx.init_params)
+        super().init_state()
         self.p = torch.zeros_like(self.x)
         self.anchor = self.x.clone()
         self.rho = torch.full((self.rows, 1), self.config.rho, dtype=self.x.dtype,
@@ -70,8 +64,8 @@ class CADMM(DecentralizedAlgorithm):
 
     def algorithm_state(self) -> dict[str, torch.Tensor]:
         return {"p": self.p, "anchor": self.anchor, "rho": self.rho,
-                **optimizer_state("opt", self.opt_state)}
+                **super().algorithm_state()}
 
     def load_algorithm_state(self, state: dict[str, torch.Tensor]) -> None:
         self.p, self.anchor, self.rho = state["p"], state["anchor"], state["rho"]
-        self.opt_state = take("opt", state)
+        super().load_algorithm_state(state)

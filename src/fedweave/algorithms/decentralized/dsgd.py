@@ -16,12 +16,7 @@ from typing import Literal
 import torch
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import (
-    DecentralizedAlgorithm,
-    DecentralizedConfig,
-    optimizer_state,
-    take,
-)
+from fedweave.algorithms.decentralized.base import DecentralizedConfig, LocalOptimizerAlgorithm
 
 
 class DSGDConfig(DecentralizedConfig):
@@ -29,24 +24,12 @@ class DSGDConfig(DecentralizedConfig):
 
 
 @register_algorithm("dsgd", DSGDConfig)
-class DSGD(DecentralizedAlgorithm):
+class DSGD(LocalOptimizerAlgorithm):
     """Adapt (local optimizer step) then combine (x ← W x)."""
 
     mixes = True
-
-    def init_state(self) -> None:
-        self.opt_state = self.optimizer.init(self.x)
-        self.new_copies("x", self.ctx.init_params)
-
-    def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
-        self.sgd_step(active, g, lr)
 
     def combine(self, active: torch.Tensor, due: torch.Tensor, lr: torch.Tensor,
                 fresh: bool) -> None:
         self.x = self.select(active, self.mix(self.x, "x", fresh), self.x)
 
-    def algorithm_state(self) -> dict[str, torch.Tensor]:
-        return optimizer_state("opt", self.opt_state)
-
-    def load_algorithm_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.opt_state = take("opt", state)

@@ -19,12 +19,7 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import (
-    DecentralizedAlgorithm,
-    DecentralizedConfig,
-    optimizer_state,
-    take,
-)
+from fedweave.algorithms.decentralized.base import DecentralizedConfig, LocalOptimizerAlgorithm
 from fedweave.topology import exchange_schedule
 
 
@@ -34,7 +29,7 @@ class GossipConfig(DecentralizedConfig):
 
 
 @register_algorithm("gossip", GossipConfig)
-class Gossip(DecentralizedAlgorithm):
+class Gossip(LocalOptimizerAlgorithm):
     """Local steps; pairwise averaging over a round-robin matching."""
 
     config: GossipConfig
@@ -51,13 +46,6 @@ class Gossip(DecentralizedAlgorithm):
         iv = self.config.interval
         return ((ko + 1) % iv == 0) & ((ko // iv) % self.colours == self.offset)
 
-    def init_state(self) -> None:
-        self.opt_state = self.optimizer.init(self.x)
-        self.new_copies("x", self.ctx.init_params)
-
-    def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
-        self.sgd_step(active, g, lr)
-
     def combine(self, active: torch.Tensor, due: torch.Tensor, lr: torch.Tensor,
                 fresh: bool) -> None:
         slots = torch.nonzero(due).flatten()  # a matching: one slot per node at most
@@ -65,8 +53,3 @@ class Gossip(DecentralizedAlgorithm):
             own = self.own[slots]
             self.x = self.x.index_copy(0, own, (self.x[own] + self.copies["x"][slots]) / 2)
 
-    def algorithm_state(self) -> dict[str, torch.Tensor]:
-        return optimizer_state("opt", self.opt_state)
-
-    def load_algorithm_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.opt_state = take("opt", state)
