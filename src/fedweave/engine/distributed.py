@@ -545,10 +545,6 @@ def torchrun_commands(hosts: Path, config: str, port: int = 29400) -> list[tuple
             for i, addr in enumerate(addrs)]
 
 
-def current_comm() -> Comm | None:
-    return _COMM
-
-
 def finish_process(code: int = 0) -> None:
     """End a distributed CLI process: a final barrier (so no rank leaves while a peer still
     exchanges), then ``os._exit`` — skipping interpreter teardown, where gloo's threads can
