@@ -22,7 +22,7 @@ import torch
 from fedweave.config import load_config
 from fedweave.data.sources import dataset_status
 from fedweave.runner import Runner
-from fedweave.training.local import batch_schedule
+from fedweave.training.batches import batch_schedule
 
 
 def _config(model: str, nodes: int, batch: int, backend: str, algorithm: str):

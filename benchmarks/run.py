@@ -176,8 +176,8 @@ def _model(cfg, data, device: str):  # type: ignore[no-untyped-def]
 
 def _fed_steps(cfg, data) -> tuple[list[list[int]], int]:  # type: ignore[no-untyped-def]
     """Cohorts per round (fedweave's sampler) and the total number of local SGD steps."""
-    from fedweave.algorithms.base import cohort_size, sample_cohort
-    from fedweave.training.local import local_steps
+    from fedweave.algorithms.federated.sampling import cohort_size, sample_cohort
+    from fedweave.training.batches import local_steps
 
     n = data.nodes
     size = cohort_size(n, cfg.algorithm.clients_per_round, None)
@@ -213,7 +213,7 @@ def _plain(w: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 def _dec_steps(cfg, data) -> int:  # type: ignore[no-untyped-def]
-    from fedweave.training.local import local_steps
+    from fedweave.training.batches import local_steps
 
     return int(local_steps(cfg.train, data.sizes).max()) * cfg.rounds
 

@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from fedweave.config import Config, load_config
+from fedweave.plugins import load_builtins
+
+load_builtins()
 
 torch.set_num_threads(int(os.environ.get("FEDWEAVE_TEST_THREADS", "2")))
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -28,3 +31,13 @@ def tmp_out(tmp_path: Path) -> str:
 
 needs_fashion = pytest.mark.skipif(not FASHION_DIR.is_dir(),
                                    reason="apt-get install dataset-fashion-mnist")
+
+
+def latest_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a run directory's newest checkpoint (the file latest.json names)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    latest = json.loads((Path(run_dir) / "checkpoints" / "latest.json").read_text())
+    return load_file(str(Path(run_dir) / "checkpoints" / latest["file"]))

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from fedweave.clock import (
+from fedweave.config import ClockConfig
+from fedweave.errors import UserError
+from fedweave.sim.clock import (
     MB,
     PRFL_DOWNLOAD,
     PRFL_UPLOAD,
-    EventQueue,
     NodeProfile,
     client_dropped,
     exchange_late,
@@ -19,8 +20,7 @@ from fedweave.clock import (
     prfl_profiles,
     transfer_time,
 )
-from fedweave.config import ClockConfig
-from fedweave.errors import UserError
+from fedweave.sim.scheduler import Scheduler
 
 
 def test_constant_profiles():
@@ -116,22 +116,25 @@ def test_job_time_arithmetic():
     assert transfer_time(1000, 250.0, latency_s=1.0) == 5.0
 
 
-def test_event_queue_order_and_ties():
-    q = EventQueue()
-    q.push(2.0, 5, "late")
-    q.push(1.0, 3, "a")
-    q.push(1.0, 1, "b")
-    q.push(0.5, 9, {"unorderable": object()})
-    q.push(1.0, 0, {"x": 1})
-    assert len(q) == 5 and q.peek_time() == 0.5
-    out = [q.pop() for _ in range(5)]
-    assert [(t, n) for t, n, _ in out] == [(0.5, 9), (1.0, 3), (1.0, 1), (1.0, 0), (2.0, 5)]
-    assert out[-1][2] == "late"
-    assert len(q) == 0
+def test_scheduler_order_ties_and_state_round_trip():
+    q = Scheduler(("a", "b"))
+    q.at(2.0, "a", 5)
+    q.at(1.0, "b", 3, tag=7)
+    q.at(1.0, "a", 1, value=0.25)
+    q.at(0.5, "b", 9)
+    q.at(1.0 + 1e-12, "a", 0)
+    assert len(q) == 5 and q.peek().time == 0.5
+    assert q.pop().node == 9 and q.now == 0.5
+    copy = Scheduler(("a", "b"))
+    copy.load_state(q.state())
+    together = q.pop_together()  # the three at t = 1 (within the relative tolerance), in order
+    assert [(e.node, e.tag, e.value) for e in together] == [(3, 7, 0.0), (1, 0, 0.25), (0, 0, 0.0)]
+    assert [e.node for e in copy.pop_together()] == [3, 1, 0]
+    assert q.pop().node == 5 and q.now == 2.0 and len(q) == 0
     with pytest.raises(IndexError):
         q.pop()
-    with pytest.raises(IndexError):
-        q.peek_time()
+    with pytest.raises(ValueError):
+        q.at(0.0, "c", 0)
 
 
 def test_client_dropout_rate_and_determinism():

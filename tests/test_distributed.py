@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
-from fedweave.engine.distributed import KILL_ENV, contiguous_assignment, greedy_assignment
+from fedweave.comm.partition import contiguous_assignment
+from fedweave.comm.process_group import KILL_ENV
+from fedweave.parallel.adapters import greedy_assignment
+from tests.conftest import latest_state
 
 FEDERATED = {
     "name": "dist", "seed": 5, "rounds": 3,
@@ -104,13 +106,13 @@ def _only_run_dir(config: Path) -> Path:
 
 def _assert_same_run(a: Path, b: Path) -> None:
     """Bit-identical final metrics and checkpoint: ranks compute exactly the single process's
-    rows and reduce them in the same order (module docstring of fedweave.engine.distributed)."""
+    rows and reduce them in the same order (module docstring of fedweave.parallel.adapters)."""
     fa = json.loads((a / "summary.json").read_text())["final"]
     fb = json.loads((b / "summary.json").read_text())["final"]
     for key in ("test_acc", "test_loss", "train_loss", "val_acc"):
         assert fb[key] == fa[key], key
-    ta = load_file(str(next((a / "checkpoints").glob("state-*.safetensors"))))
-    tb = load_file(str(next((b / "checkpoints").glob("state-*.safetensors"))))
+    ta = latest_state(a)
+    tb = latest_state(b)
     assert ta.keys() == tb.keys()
     for key in ta:
         torch.testing.assert_close(tb[key], ta[key], rtol=0, atol=0, msg=key)
@@ -204,8 +206,8 @@ def test_one_node_per_rank_async_lossy_point_to_point(reference: dict[str, Path]
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = _only_run_dir(config)
     _assert_same_run(reference["async"], run_dir)
-    state = load_file(str(next((run_dir / "checkpoints").glob("state-*.safetensors"))))
-    assert len(state["pending.time"]) > 0
+    state = latest_state(run_dir)
+    assert len(state["in_flight/time"]) > 0
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert any(r["metric"] == "exchanges_lost" and float(r["value"]) > 0 for r in rows)
 
@@ -275,7 +277,7 @@ def test_hosts_commands_start_a_peer_to_peer_run(reference: dict[str, Path],
                                                  tmp_path: Path) -> None:
     """The commands `fedweave hosts` prints for a 3-host hosts.json, started side by side on
     this machine as if on 3 hosts: one node per host, the single-process result."""
-    from fedweave.engine.distributed import torchrun_commands
+    from fedweave.parallel.launch import torchrun_commands
 
     hosts = tmp_path / "hosts.json"
     hosts.write_text(json.dumps({"hosts": [

@@ -68,7 +68,7 @@ def test_server_optimizers_learn(opt):
 
 
 def test_cohort_is_a_function_of_seed_and_round_only():
-    from fedweave.algorithms.base import sample_cohort
+    from fedweave.algorithms.federated.sampling import sample_cohort
     a = sample_cohort(0, 5, 100, 10)
     assert torch.equal(a, sample_cohort(0, 5, 100, 10))
     assert not torch.equal(a, sample_cohort(0, 6, 100, 10))

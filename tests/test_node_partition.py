@@ -1,4 +1,4 @@
-"""Node partitions of decentralized runs over processes (fedweave.engine.partition): which
+"""Node partitions of decentralized runs over processes (fedweave.comm.partition): which
 rows and slots a rank holds, how the exchange is chosen, and routing within one process."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 import torch
 
-from fedweave.engine.partition import NodePartition, contiguous_assignment, node_partition
+from fedweave.comm.partition import NodePartition, contiguous_assignment, node_partition
 from fedweave.errors import UserError
 from fedweave.topology import edge_list
 
@@ -22,7 +22,7 @@ def _slots(graph: nx.Graph) -> tuple[torch.Tensor, torch.Tensor]:
 def _ctx(n: int, world: int, rank: int, exchange: str = "auto") -> SimpleNamespace:
     engine = SimpleNamespace(name="distributed+loop", inner=SimpleNamespace(name="loop"))
     return SimpleNamespace(
-        data=SimpleNamespace(nodes=n), engine=engine,
+        data=SimpleNamespace(nodes=n), engine=engine, local_engine=engine.inner,
         config=SimpleNamespace(engine=SimpleNamespace(exchange=exchange)),
         comm=SimpleNamespace(world=world, rank=rank))
 

@@ -5,13 +5,12 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from fedweave.config import load_config
 from fedweave.errors import DivergenceError
 from fedweave.records.rundir import METRIC_COLUMNS, NODE_COLUMNS
 from fedweave.runner import run
-from tests.conftest import needs_fashion, small_config
+from tests.conftest import latest_state, needs_fashion, small_config
 
 
 class Killed(Exception):
@@ -63,8 +62,8 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path, algorithm):
     resumed = run(resume=killed_dir)
     assert resumed.summary["final"] == full.summary["final"]
     assert metrics_without_wall(killed_dir) == metrics_without_wall(full.run_dir)
-    a = load_file(str(next((full.run_dir / "checkpoints").glob("*.safetensors"))))
-    b = load_file(str(next((killed_dir / "checkpoints").glob("*.safetensors"))))
+    a = latest_state(full.run_dir)
+    b = latest_state(killed_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -15,11 +15,15 @@ import torch
 
 from fedweave.algorithms import ALGORITHMS
 from fedweave.config import Config, load_config
+from fedweave.context import build_context, typical_cohort
 from fedweave.models import uses_batchnorm
-from fedweave.runner import build_context, run
-from fedweave.training import engines
-from fedweave.training.engines import make_gradient_engine, typical_cohort
-from fedweave.training.local import LocalTrainer, LoopEngine, batch_schedule
+from fedweave.runner import run
+from fedweave.training import select as engines
+from fedweave.training.batches import batch_schedule
+from fedweave.training.loop import LoopEngine
+from fedweave.training.objectives import Linear, Objective, Proximal
+from fedweave.training.select import make_gradient_engine
+from fedweave.training.trainer import LocalTrainer
 from fedweave.training.vectorized import VectorizedEngine
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -125,11 +129,12 @@ def test_local_trainer_equal(model: str, case: str) -> None:
     mask = (torch.rand(ctx.layout.total, generator=torch.Generator().manual_seed(3)) > 0.3
             ).float().expand(k, -1)
     correction = 0.01 * torch.randn(k, ctx.layout.total, generator=torch.Generator().manual_seed(4))
-    kwargs = [{}, {"prox_mu": 0.1, "center": start}, {"mask": mask},
-              {"correction": correction}]
-    for kw in kwargs:
+    objectives = {"ce": Objective(), "prox": Objective(terms=(Proximal(0.1, start),)),
+                  "mask": Objective(mask=mask),
+                  "correction": Objective(terms=(Linear(correction),))}
+    for kw, objective in objectives.items():
         out = [LocalTrainer(e, ctx.data, cfg.train).train(nodes, start.clone(), buffers, 1,
-                                                          cfg.train.lr, **kw)
+                                                          cfg.train.lr, objective)
                for e in (loop, vec)]
         assert torch.equal(out[0].steps, out[1].steps)
         assert int(out[0].steps.max()) > int(out[0].steps.min())  # unequal shards: masking

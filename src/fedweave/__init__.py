@@ -3,10 +3,13 @@ one-shot, data influence) in one package.
 
 Public API (imported lazily so ``import fedweave`` stays cheap)::
 
-    fedweave.run(config | path | None, resume=None) -> Result
-    fedweave.load_config(path | None, overrides) -> Config
+    fedweave.run(config | path | None, resume=None, overrides=None, imports=()) -> Result
+    fedweave.load_config(path | None, overrides, imports) -> Config
     fedweave.Config, fedweave.Result
-    fedweave.ALGORITHMS, fedweave.MODELS, fedweave.DATASETS   (registries users extend)
+    registries users extend, with their decorators:
+      ALGORITHMS / register_algorithm, MODELS / register_model, DATASETS / register_dataset,
+      AGGREGATORS / register_aggregator, register_callback (Callback), Objective terms
+      (DataLoss, ParamTerm)
 """
 
 from __future__ import annotations
@@ -18,15 +21,26 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "run": "fedweave.runner", "Result": "fedweave.runner",
-    "Config": "fedweave.config", "load_config": "fedweave.config",
+    "Config": "fedweave.config", "load_config": "fedweave.plugins",
     "ALGORITHMS": "fedweave.algorithms", "register_algorithm": "fedweave.algorithms",
+    "Algorithm": "fedweave.algorithms", "RoundResult": "fedweave.algorithms.base",
+    "AGGREGATORS": "fedweave.algorithms.federated.aggregate",
+    "register_aggregator": "fedweave.algorithms.federated.aggregate",
     "MODELS": "fedweave.models", "register_model": "fedweave.models",
     "DATASETS": "fedweave.data.sources", "register_dataset": "fedweave.data.sources",
+    "Callback": "fedweave.callbacks", "register_callback": "fedweave.callbacks",
+    "Objective": "fedweave.training.objectives", "DataLoss": "fedweave.training.objectives",
+    "ParamTerm": "fedweave.training.objectives",
 }
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
+        import_module("fedweave.plugins").load_builtins()
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'fedweave' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(["__version__", *_EXPORTS])

@@ -27,6 +27,9 @@ console = Console(stderr=True)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s",
                                                    help="override: dotted.key=value")]
+ImportOpt = Annotated[list[str] | None, typer.Option(
+    "--import", help="plugin module (dotted name or .py file) that registers models, datasets, "
+                     "algorithms, ... (repeatable)")]
 
 
 def _fail(message: str, code: int) -> None:
@@ -58,38 +61,44 @@ def run_cmd(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="parent folder of run dirs")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="continue a run dir")] = None,
+    imports: ImportOpt = None,
     procs: Annotated[int | None, typer.Option(
-        "--procs", min=1, help="start N local processes (torchrun --standalone) running the "
-                               "distributed engine")] = None,
+        "--procs", min=1, help="start N local processes running the distributed engine")] = None,
 ) -> None:
     """Run an experiment (the default: FedAvg on the built-in digits data)."""
-    from fedweave.config import load_config
-    from fedweave.engine import is_writer, under_torchrun
+    from fedweave.comm import is_writer, under_torchrun
+    from fedweave.plugins import load_config
 
+    overrides = list(set_ or [])
+    if out is not None and resume is None:
+        overrides.append(f"output.dir={out}")
     if procs is not None and procs > 1 and not under_torchrun():
-        import subprocess
+        from fedweave.parallel.launch import launch_local
 
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", str(procs), "-m", "fedweave", "run"]
-        if config is not None:
-            cmd.append(str(config))
+        try:  # validate once, before any rank starts (one line, not one per rank)
+            if resume is None:
+                load_config(config, overrides, imports or [])
+            elif not (resume / "config.yaml").is_file():
+                raise UserError(f"--resume {resume}: not a run directory (no config.yaml)")
+        except UserError as exc:
+            _fail(str(exc), 2)
+        args = ["run", *([str(config)] if config is not None else [])]
         for item in set_ or []:
-            cmd += ["--set", item]
+            args += ["--set", item]
+        for name in imports or []:
+            args += ["--import", name]
         if out is not None:
-            cmd += ["--out", str(out)]
+            args += ["--out", str(out)]
         if resume is not None:
-            cmd += ["--resume", str(resume)]
-        console.print("launching: " + " ".join(cmd), highlight=False, soft_wrap=True)
-        raise typer.Exit(subprocess.call(cmd))
+            args += ["--resume", str(resume)]
+        raise typer.Exit(launch_local(procs, args))
     writer = is_writer()
     try:
+        kwargs: dict[str, Any] = {"imports": list(imports or [])}
         if resume is not None:
-            kwargs: dict[str, Any] = {"resume": resume}
+            kwargs.update(resume=resume, overrides=list(set_ or []))
         else:
-            overrides = list(set_ or [])
-            if out is not None:
-                overrides.append(f"output.dir={out}")
-            kwargs = {"config": load_config(config, overrides)}
+            kwargs["config"] = load_config(config, overrides, imports or [])
         if writer:
             result = _run_with_progress(**kwargs)
         else:  # other ranks of a distributed run stay quiet
@@ -105,7 +114,7 @@ def run_cmd(
                       f"{final['test_loss']:.4f}  ({result.summary['wall_s']:.1f} s)  →  "
                       f"{result.run_dir}", highlight=False)
     if under_torchrun():
-        from fedweave.engine.distributed import finish_process
+        from fedweave.comm.process_group import finish_process
 
         finish_process(0)
 
@@ -119,7 +128,7 @@ def hosts_cmd(
     """Print the torchrun command to start on each host of a hosts.json: entry i (file order)
     is rank i, one process per host, the store on the first host (static rendezvous, so the
     ranks follow the file). With ``data.nodes`` = number of hosts host i computes node i."""
-    from fedweave.engine.distributed import torchrun_commands
+    from fedweave.parallel.launch import torchrun_commands
 
     try:
         commands = torchrun_commands(hosts, str(config), port)
@@ -139,7 +148,7 @@ def sweep_cmd(
     out: Annotated[Path | None, typer.Option("--out")] = None,
 ) -> None:
     """Run the grid of configs (cartesian product) and print one summary table."""
-    from fedweave.config import load_config
+    from fedweave.plugins import load_config
     from fedweave.runner import run
 
     axes = []
@@ -228,8 +237,8 @@ def data_show(
     out: Annotated[Path, typer.Option("--out", help="heatmap PNG")] = Path("partition.png"),
 ) -> None:
     """Per-node class counts of a partition (table + heatmap) and size statistics."""
-    from fedweave.config import load_config
     from fedweave.data.federated import build_federated_data
+    from fedweave.plugins import load_config
     from fedweave.records.plots import plot_partition
 
     try:

@@ -1,17 +1,21 @@
 """The experiment configuration: one pydantic model tree (DESIGN §4, a contract).
 
 Loaded from YAML or TOML, every field overridable with ``--set dotted.key=value``. Unknown keys
-and wrong types are errors naming the key. ``algorithm`` is chosen by ``algorithm.name`` from a
-registry of config classes (``register_algorithm_config``), so keys of other algorithms are
-rejected and users can add algorithms without touching this file.
+and wrong types are errors naming the key. Pluggable sections (``algorithm``, ``aggregator``)
+are chosen by their ``name`` from registries of config classes that the algorithm and
+aggregator modules fill when they are imported (``register_algorithm_config``,
+``register_aggregator_config``), so keys of other algorithms are rejected and users add
+algorithms without touching this file. This module imports no algorithm: the program's entry
+points (CLI, ``fedweave.run``, ``fedweave.load_config``) load the built-in and plugin
+registrations first (``fedweave.plugins``).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import tomllib
 import yaml
 from pydantic import (
     BaseModel,
@@ -25,11 +29,17 @@ from pydantic import (
 
 from fedweave.errors import UserError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments are validated."""
+    """Base of every config section: unknown keys are errors, assignments are validated,
+    infinite and NaN numbers are refused (``1e400`` parses as inf)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SyntheticConfig(Section):
@@ -102,19 +112,70 @@ class AlgorithmConfig(Section):
 
     name: str
     kind: ClassVar[Literal["federated", "decentralized", "async", "centralized"]] = "federated"
+    #: True when ``clock.asynchronous`` changes how the algorithm runs
+    supports_async: ClassVar[bool] = False
+    #: True when the server combines client rows with the ``aggregator`` section's rule
+    uses_aggregator: ClassVar[bool] = False
 
 
-ALGORITHM_CONFIGS: dict[str, type[AlgorithmConfig]] = {}
+class Pluggable:
+    """A registry of config classes for a section chosen by its ``name`` key."""
+
+    def __init__(self, section: str, default: str | None) -> None:
+        self.section, self.default = section, default
+        self.classes: dict[str, type[Section]] = {}
+
+    def register(self, name: str):  # type: ignore[no-untyped-def]
+        """Class decorator: ``<section>.name: <name>`` selects this config class."""
+
+        def add(cls: type[Section]) -> type[Section]:
+            self.classes[name] = cls
+            return cls
+
+        return add
+
+    def resolve(self, value: Any) -> Section:
+        if isinstance(value, Section):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping with a 'name' key")
+        value = {"name": self.default, **value}
+        name = value["name"]
+        if name is None and None in self.classes:
+            return self.classes[None].model_validate(value)  # type: ignore[index]
+        if name not in self.classes:
+            if not self.classes:
+                raise ValueError(
+                    f"no {self.section} is registered: load the built-ins first "
+                    "(fedweave.plugins.load_builtins(); the CLI and fedweave.run do)")
+            choices = ", ".join(sorted(str(k) for k in self.classes if k is not None))
+            raise ValueError(f"unknown {self.section} {name!r}; choose one of: {choices}")
+        return self.classes[name].model_validate(value)
+
+
+ALGORITHM_CONFIGS = Pluggable("algorithm", "fedavg")
 
 
 def register_algorithm_config(name: str):  # type: ignore[no-untyped-def]
     """Class decorator: make ``algorithm.name: <name>`` select this config class."""
+    return ALGORITHM_CONFIGS.register(name)
 
-    def add(cls: type[AlgorithmConfig]) -> type[AlgorithmConfig]:
-        ALGORITHM_CONFIGS[name] = cls
-        return cls
 
-    return add
+class AggregatorConfig(Section):
+    """How the server combines the rows trained in a round (``fedweave.algorithms.federated.
+    aggregate``). ``name: null`` keeps the algorithm's own rule (FedAvg, FedProx, clustered:
+    ``weighted_mean`` by training samples; SCAFFOLD: ``mean``)."""
+
+    name: str | None = Field(None, description="aggregation rule; null = the algorithm's own")
+
+
+AGGREGATOR_CONFIGS = Pluggable("aggregator", None)
+AGGREGATOR_CONFIGS.classes[None] = AggregatorConfig  # type: ignore[index]
+
+
+def register_aggregator_config(name: str):  # type: ignore[no-untyped-def]
+    """Class decorator: make ``aggregator.name: <name>`` select this config class."""
+    return AGGREGATOR_CONFIGS.register(name)
 
 
 class TopologyConfig(Section):
@@ -155,23 +216,53 @@ class EngineConfig(Section):
 
 
 class OutputConfig(Section):
-    dir: Path = Path("runs")
+    dir: Path = Field(Path("runs"), description="parent folder of run directories (--out)")
     checkpoint_every: int = Field(1, ge=0, description="rounds between checkpoints; 0 = never")
-    eval_every: int = Field(1, ge=1)
-    plots: bool = True
-    progress: bool = True
+    keep: Literal["latest", "every_k", "best", "all"] = Field(
+        "latest", description="checkpoints kept: the newest (and its predecessor as a "
+        "fallback), also every keep_every-th round, also the best by validation accuracy, or "
+        "all")
+    keep_every: int = Field(10, ge=1, description="keep: every_k keeps rounds divisible by this")
+    eval_every: int = Field(1, ge=1, description="rounds between evaluations (the last round "
+                            "is always evaluated)")
+    plots: bool = Field(True, description="draw plots/*.png at the end of the run")
+    progress: bool = Field(True, description="progress bar / log lines on the terminal "
+                           "(informational)", json_schema_extra={"informational": True})
+
+
+def _default_algorithm() -> AlgorithmConfig:
+    cfg = ALGORITHM_CONFIGS.resolve({"name": "fedavg"})
+    assert isinstance(cfg, AlgorithmConfig)
+    return cfg
+
+
+def _changed(section: BaseModel) -> list[str]:
+    """Keys of ``section`` whose value differs from the field default (so a dumped config,
+    which spells out every default, is not mistaken for one that sets them)."""
+    out = []
+    for name, field in type(section).model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if getattr(section, name) != default:
+            out.append(name)
+    return out
 
 
 class Config(Section):
-    name: str = "fedavg-digits"
-    seed: int = 0
-    rounds: int = Field(30, ge=1)
+    name: str = Field("fedavg-digits", description="run name: the run directory is "
+                      "<output.dir>/<name>-<timestamp>")
+    seed: int = Field(0, description="root of every random stream (seed, purpose, round, node)")
+    rounds: int = Field(30, ge=1, description="federated rounds, decentralized epochs, or "
+                        "server updates of asynchronous algorithms")
+    plugins: list[str] = Field(default_factory=list, description="modules imported before the "
+                               "config is resolved (they register models, datasets, "
+                               "algorithms, aggregators); also --import")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     algorithm: SerializeAsAny[AlgorithmConfig] = Field(
-        default_factory=lambda: _algorithm_config({"name": "fedavg"})
-    )
+        default_factory=lambda: _default_algorithm(),
+        description="the algorithm, chosen by algorithm.name (its keys follow)")
+    aggregator: SerializeAsAny[AggregatorConfig] = Field(default_factory=AggregatorConfig)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -180,40 +271,86 @@ class Config(Section):
     @field_validator("algorithm", mode="before")
     @classmethod
     def _select_algorithm(cls, value: Any) -> Any:
-        if isinstance(value, AlgorithmConfig):
-            return value
-        if not isinstance(value, dict):
-            raise ValueError("must be a mapping with a 'name' key")
-        return _algorithm_config(value)
+        return ALGORITHM_CONFIGS.resolve(value)
+
+    @field_validator("aggregator", mode="before")
+    @classmethod
+    def _select_aggregator(cls, value: Any) -> Any:
+        return AGGREGATOR_CONFIGS.resolve(value)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
         if self.data.partition == "classes" and self.data.classes_per_node is None:
             raise ValueError("data.classes_per_node is required when data.partition is 'classes'")
+        alg = self.algorithm
+        kind = alg.kind
+        if kind != "decentralized":
+            changed = _changed(self.topology)
+            if changed:
+                raise ValueError(
+                    f"topology.{changed[0]} applies to decentralized algorithms only; "
+                    f"algorithm.name={alg.name} is {kind}: remove the topology section")
+        if self.clock.asynchronous and not alg.supports_async:
+            raise ValueError(
+                f"clock.asynchronous: algorithm.name={alg.name} runs synchronous rounds; choose "
+                "an asynchronous algorithm (fedasync, fedbuff, fedfix, prfl) or a decentralized "
+                "one, or set clock.asynchronous=false")
+        if self.clock.client_dropout and kind != "federated":
+            raise ValueError(
+                f"clock.client_dropout applies to federated cohorts; algorithm.name={alg.name} "
+                f"is {kind}")
+        if self.aggregator.name is not None and not alg.uses_aggregator:
+            raise ValueError(
+                f"aggregator.name={self.aggregator.name}: algorithm.name={alg.name} does not "
+                "aggregate client rows; remove the aggregator section")
         return self
-
-
-def _algorithm_config(value: dict[str, Any]) -> AlgorithmConfig:
-    import fedweave.algorithms  # noqa: F401  (registers the built-in algorithm configs)
-
-    value = {"name": "fedavg", **value}
-    name = value["name"]
-    if name not in ALGORITHM_CONFIGS:
-        raise ValueError(
-            f"unknown algorithm {name!r}; choose one of: {', '.join(sorted(ALGORITHM_CONFIGS))}"
-        )
-    return ALGORITHM_CONFIGS[name].model_validate(value)
 
 
 # ---------------------------------------------------------------------------- loading
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML (or ``.toml``) config file; unreadable files, syntax errors (with
+    file:line) and duplicate keys are one-line ``UserError``s."""
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
-    text = path.read_text()
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (expected UTF-8 YAML or TOML)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+    if "\x00" in text:
+        raise UserError(f"{path}: not a text file (it contains NUL bytes)")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = exc.problem or exc.context or "syntax error"
+        raise UserError(f"cannot parse {where}: {problem}") from None
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"cannot parse {path}: {exc}".splitlines()[0]) from None
     if data is None:
@@ -231,20 +368,36 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _merge(into: dict[str, Any], value: dict[str, Any]) -> None:
+    for k, v in value.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` strings to a nested dict (in place) and return it."""
+    """Apply ``dotted.key=value`` strings to a nested dict (in place) and return it. A mapping
+    value is merged into the section (``--set 'data={nodes: 4}'`` keeps the file's other
+    data keys)."""
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected dotted.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise UserError(f"--set {item!r}: empty key")
         node = data
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 raise UserError(f"--set {key}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = _parse_value(raw)
+        value = _parse_value(raw)
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            _merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
     return data
 
 
@@ -268,10 +421,18 @@ def validate_config(data: dict[str, Any]) -> Config:
         raise UserError(format_validation_error(exc)) from None
 
 
+def load_raw(path: str | Path | None = None, overrides: list[str] | None = None
+             ) -> dict[str, Any]:
+    """The unvalidated mapping of a config file (or ``{}``) with ``overrides`` applied."""
+    data = read_raw(Path(path)) if path is not None else {}
+    return apply_overrides(data, list(overrides or []))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML/TOML file (or the defaults when ``path`` is None) and apply overrides."""
-    data = _read_file(Path(path)) if path is not None else {}
-    return validate_config(apply_overrides(data, list(overrides or [])))
+    """Load a YAML/TOML file (or the defaults when ``path`` is None) and apply overrides.
+    The algorithm/aggregator registries must be filled first: use ``fedweave.load_config``
+    (``fedweave.plugins.load_config``), which also imports the config's ``plugins``."""
+    return validate_config(load_raw(path, overrides))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

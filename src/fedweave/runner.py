@@ -1,11 +1,15 @@
-"""Runs an experiment: builds data, model and algorithm from the config, loops over rounds,
-evaluates, writes the run directory, checkpoints and resumes (DESIGN §4–5)."""
+"""Runs one stage of an experiment: builds the context and the algorithm from the config,
+loops over rounds, evaluates, writes the run directory, checkpoints and resumes (DESIGN §4–5).
+Multi-stage runs (train → score → prune → retrain, ...) chain runners (``fedweave.pipeline``);
+what happens around the rounds is in callbacks (``fedweave.callbacks``)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,16 +18,19 @@ import torch
 
 from fedweave import __version__
 from fedweave.algorithms import ALGORITHMS
-from fedweave.algorithms.base import Algorithm, RoundResult, RunContext
-from fedweave.config import Config, load_config
-from fedweave.data.federated import FederatedData, build_federated_data
-from fedweave.engine import distribute, is_writer, under_torchrun
+from fedweave.algorithms.base import Algorithm, RoundResult
+from fedweave.callbacks import Callback, configured_callbacks
+from fedweave.comm import is_writer, under_torchrun
+from fedweave.config import Config, config_to_dict, dump_config
+from fedweave.context import RunContext, build_context
+from fedweave.core.state import flatten, unflatten
+from fedweave.data.federated import FederatedData
 from fedweave.errors import DivergenceError, UserError
-from fedweave.models import build_model
-from fedweave.population import ParamLayout, flat_params, model_buffers
-from fedweave.records.rundir import RunDirectory
-from fedweave.rng import derive_seed
-from fedweave.training.engines import make_gradient_engine, resolve_device, typical_cohort
+from fedweave.plugins import load_config
+from fedweave.records.rundir import RunDirectory, atomic_write, prepare_output
+
+#: config keys a resume may change (everything else would mix two experiments in one run)
+RESUMABLE_KEYS = ("rounds", "output.progress", "output.plots", "output.eval_every")
 
 
 @dataclass
@@ -35,27 +42,6 @@ class Result:
     summary: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     algorithm: Algorithm | None = None
-
-
-def build_context(config: Config, data: FederatedData | None = None) -> RunContext:
-    """Data, initial model (seeded from (seed, "init")) and engine for ``config``."""
-    if config.engine.threads:
-        torch.set_num_threads(config.engine.threads)
-    device = resolve_device(config.engine.device)
-    data = (data or build_federated_data(config.data, config.seed)).to(device)
-    torch.manual_seed(derive_seed(config.seed, "init"))
-    model = build_model(config.model, data.input_shape, data.num_classes).to(device)
-    layout = ParamLayout.of(model)
-
-    def make_engine(d: FederatedData):  # type: ignore[no-untyped-def]
-        return make_gradient_engine(config.engine, model, layout, d, config.seed,
-                                    cohort_size=typical_cohort(config, d.nodes),
-                                    batch_size=config.train.batch_size)
-
-    ctx = RunContext(config=config, data=data, model=model, layout=layout,
-                     engine=make_engine(data), init_params=flat_params(model),
-                     init_buffers=model_buffers(model), make_engine=make_engine)
-    return distribute(ctx)
 
 
 def build_algorithm(ctx: RunContext) -> Algorithm:
@@ -109,30 +95,61 @@ def summarize_models(rows: dict[str, dict[str, float]], weights: torch.Tensor | 
     return out
 
 
+def config_fingerprint(config: Config) -> tuple[str, dict[str, Any]]:
+    """(sha256, resolved config) of what determines a run's numbers (resumable keys out)."""
+    data = config_to_dict(config)
+    for key in RESUMABLE_KEYS:
+        section, *rest = key.split(".")
+        if rest:
+            data.get(section, {}).pop(rest[0], None)
+        else:
+            data.pop(section, None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest(), data
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "config"
+
+
 class Runner:
-    """Drives one run; ``progress`` receives (round, rounds, summary row) after each round."""
+    """Drives one run: the round loop, evaluation, records, checkpoints and callbacks."""
 
     def __init__(self, config: Config, run_dir: RunDirectory | None,
-                 progress: Callable[[int, int, dict[str, float]], None] | None = None,
-                 data: FederatedData | None = None) -> None:
+                 callbacks: Iterable[Callback] = (), data: FederatedData | None = None,
+                 backend: str | None = None) -> None:
         self.config = config
-        self.ctx = build_context(config, data)
+        self.ctx = build_context(config, data, backend)
         self.algo = build_algorithm(self.ctx)
         self.run_dir = run_dir
-        self.progress = progress
+        self.callbacks = [*configured_callbacks(config), *callbacks]
         self.history: list[dict[str, float]] = []
         self.totals = {"bytes_up": 0, "bytes_down": 0, "sim_time_s": 0.0, "wall_s": 0.0}
         self.best: dict[str, float] = {}
         self.start_round = 0
+        self.stopped_early = False
+        self.has_val = sum(len(v) for v in self.ctx.data.val_idx) > 0
 
-    def resume(self) -> None:
+    # ------------------------------------------------------------------ resume
+    def resume(self, ckpt: tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None) -> None:
+        """Continue from ``ckpt`` (from ``RunDirectory.checkpoints.load``); None restarts the
+        run in place from round 0 (it died before its first checkpoint)."""
         assert self.run_dir is not None
-        ckpt = self.run_dir.load_checkpoint()
         if ckpt is None:
-            raise UserError(f"--resume {self.run_dir.path}: no checkpoint to resume from "
-                            "(output.checkpoint_every was 0 or the run died before round 1)")
+            if is_writer():
+                self.run_dir.start(self.config)
+            return
         done, tensors, meta = ckpt
-        self.algo.load_state(tensors)
+        try:
+            self.algo.load_state(unflatten(tensors))
+        except (KeyError, RuntimeError, ValueError, IndexError) as exc:
+            raise UserError(f"--resume {self.run_dir.path}: the checkpoint of round {done} does "
+                            f"not fit this run's model and algorithm ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:120]}); start a new run") from None
         self.start_round = done
         self.totals.update(meta["totals"])
         self.best = meta["best"]
@@ -140,6 +157,7 @@ class Runner:
         if is_writer():
             self.run_dir.truncate(done)
 
+    # ------------------------------------------------------------------ records
     def _record(self, r: int, res: RoundResult, rows: dict[str, dict[str, float]],
                 wall: float) -> dict[str, float]:
         summary = summarize_models(rows, self.algo.model_weights())
@@ -161,40 +179,81 @@ class Runner:
             self.run_dir.append_node_rows({k: {"epoch": r + 1, **v} for k, v in rows.items()})
         return summary
 
+    def _update_best(self, summary: dict[str, float]) -> None:
+        """Best round by validation accuracy (test at that round beside it); by test accuracy
+        only when the run has no validation split."""
+        key = "val_acc" if self.has_val else "test_acc"
+        if summary[key] > self.best.get(key, -1.0):
+            self.best = {k: v for k, v in summary.items() if k != "wall_time"}
+            self.best["selected_by"] = key  # type: ignore[assignment]
+
+    def _check_finite(self, r: int, rows: dict[str, dict[str, float]] | None) -> None:
+        finite = self.algo.finite() if hasattr(self.algo, "finite") else True
+        if finite and rows is not None:
+            finite = all(math.isfinite(row["test_loss"]) for row in rows.values())
+        if not finite:
+            where = f"; the run directory {self.run_dir.path} keeps the rounds before it" \
+                if self.run_dir is not None else ""
+            raise DivergenceError(
+                f"training diverged (NaN/inf parameters or loss) in round {r + 1}: lower "
+                f"train.lr (now {self.config.train.lr}) or check the data{where}")
+
+    def _checkpoint(self, r: int, last: bool) -> None:
+        every = self.config.output.checkpoint_every
+        # every rank takes part in state() (it gathers split node states); rank 0 writes
+        if not ((self.run_dir is not None or under_torchrun()) and every
+                and ((r + 1) % every == 0 or last)):
+            return
+        state = flatten(self.algo.state())
+        if self.run_dir is None:
+            return
+        digest, resolved = config_fingerprint(self.config)
+        score = self.history[-1].get("val_acc") if self.history else None
+        self.run_dir.checkpoints.save(
+            r + 1, state,
+            {"totals": self.totals, "best": self.best, "history": self.history,
+             "config_sha256": digest, "config": resolved, "backend": self.ctx.backend},
+            score=score if self.history and self.history[-1]["round"] == r + 1 else None)
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, r)
+
+    # ------------------------------------------------------------------ the loop
     def run(self) -> Result:
         cfg = self.config
+        for cb in self.callbacks:
+            cb.on_start(self)
         t0 = time.perf_counter() - self.totals["wall_s"]
-        for r in range(self.start_round, cfg.rounds):
-            res = self.algo.round(r)
-            self.totals["bytes_up"] += res.bytes_up
-            self.totals["bytes_down"] += res.bytes_down
-            self.totals["sim_time_s"] += res.sim_time
-            last = r == cfg.rounds - 1
-            if (r + 1) % cfg.output.eval_every == 0 or last:
-                wall = time.perf_counter() - t0
-                rows = evaluate(self.algo, res)
-                if not all(math.isfinite(row[k]) for row in rows.values()
-                           for k in ("train_loss", "test_loss")):
-                    raise DivergenceError(
-                        f"training diverged (loss is NaN/inf) at round {r + 1}: lower "
-                        f"train.lr (now {cfg.train.lr}) or check the data; the run directory "
-                        "keeps the rounds before it")
-                summary = self._record(r, res, rows, wall)
-                self.history.append(summary)
-                if summary["test_acc"] > self.best.get("test_acc", -1.0):
-                    self.best = {k: v for k, v in summary.items() if k != "wall_time"}
-                if self.progress:
-                    self.progress(r + 1, cfg.rounds, summary)
-            self.totals["wall_s"] = time.perf_counter() - t0
-            every = cfg.output.checkpoint_every
-            # every rank takes part in state() (it gathers split node states); rank 0 writes
-            if (self.run_dir is not None or under_torchrun()) and every and (
-                    (r + 1) % every == 0 or last):
-                state = self.algo.state()
-                if self.run_dir is not None:
-                    self.run_dir.save_checkpoint(
-                        r + 1, state,
-                        {"totals": self.totals, "best": self.best, "history": self.history})
+        try:
+            for r in range(self.start_round, cfg.rounds):
+                res = self.algo.round(r)
+                self.totals["bytes_up"] += res.bytes_up
+                self.totals["bytes_down"] += res.bytes_down
+                self.totals["sim_time_s"] += res.sim_time
+                for cb in self.callbacks:
+                    cb.on_round(self, r, res)
+                last = r == cfg.rounds - 1
+                rows = None
+                if (r + 1) % cfg.output.eval_every == 0 or last:
+                    wall = time.perf_counter() - t0
+                    rows = evaluate(self.algo, res)
+                    self._check_finite(r, rows)
+                    summary = self._record(r, res, rows, wall)
+                    self.history.append(summary)
+                    self._update_best(summary)
+                    for cb in self.callbacks:
+                        cb.on_evaluate(self, r, summary)
+                else:
+                    self._check_finite(r, None)
+                self.totals["wall_s"] = time.perf_counter() - t0
+                stop = any(cb.should_stop(self) for cb in self.callbacks)
+                self._checkpoint(r, last or stop)
+                if stop:
+                    self.stopped_early = True
+                    break
+        except BaseException as exc:
+            for cb in self.callbacks:
+                cb.on_failure(self, exc)
+            raise
         return self.finish()
 
     def finish(self) -> Result:
@@ -202,15 +261,16 @@ class Runner:
         final.pop("wall_time", None)
         summary = {
             "final": final, "best": self.best, "rounds": self.config.rounds,
+            "rounds_done": int(final.get("round", self.start_round)),
+            "stopped_early": self.stopped_early,
             "wall_s": self.totals["wall_s"], "sim_time_s": self.totals["sim_time_s"],
             "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
             "algorithm": self.config.algorithm.name, "engine": self.ctx.engine.name,
-            "engine_calibration": getattr(self.ctx.engine, "calibration", None),
-            "version": __version__, "seed": self.config.seed,
+            "backend": self.ctx.backend, "engine_calibration": self.ctx.calibration,
+            "version": __version__, "seed": self.config.seed, **self.algo.info(),
         }
-        exchange = getattr(self.algo, "exchange_mode", None)  # decentralized runs
-        if exchange is not None:
-            summary["neighbour_exchange"] = exchange
+        result = Result(self.run_dir.path if self.run_dir else None, summary, self.history,
+                        self.algo)
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
             if self.config.output.plots:  # drawn at the end: matplotlib stays off start-up
@@ -220,29 +280,87 @@ class Runner:
                 plot_curves({self.config.name: self.run_dir.read_metrics()}, plots)
                 plot_partition(self.ctx.data.label_counts(), plots / "partition.png")
                 self.algo.write_artifacts(plots)
-        return Result(self.run_dir.path if self.run_dir else None, summary, self.history,
-                      self.algo)
+        for cb in self.callbacks:
+            cb.on_finish(self, result)
+        return result
+
+
+def _progress_callback(progress: Callable[[int, int, dict[str, float]], None]) -> Callback:
+    class Progress(Callback):
+        def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+            progress(r + 1, runner.config.rounds, row)
+
+    return Progress()
+
+
+def resume_config(run_dir: RunDirectory, overrides: list[str], imports: Iterable[str] = ()
+                  ) -> tuple[Config, tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None]:
+    """The config of a run being resumed (``overrides`` may change only ``RESUMABLE_KEYS``)
+    and its newest good checkpoint; a config.yaml edited since the checkpoint is refused."""
+    base = load_config(run_dir.path / "config.yaml", [], imports)
+    cfg = load_config(run_dir.path / "config.yaml", overrides, imports)
+    digest, resolved = config_fingerprint(cfg)
+    if config_fingerprint(base)[0] != digest:
+        key = _first_difference(config_fingerprint(base)[1], resolved)
+        raise UserError(f"--resume: --set {key}=... would change the run's numbers; a resume "
+                        f"may only change {', '.join(RESUMABLE_KEYS)} (start a new run instead)")
+    run_dir.configure(cfg)
+    ckpt = run_dir.checkpoints.load()
+    if ckpt is not None and ckpt[2].get("config_sha256") not in (None, digest):
+        key = _first_difference(ckpt[2].get("config", {}), resolved)
+        raise UserError(f"--resume {run_dir.path}: config.yaml was changed since the run "
+                        f"started ({key} differs from the checkpoint's); restore it or start a "
+                        "new run")
+    if ckpt is not None and ckpt[0] > cfg.rounds:
+        raise UserError(f"--resume {run_dir.path}: the checkpoint is of round {ckpt[0]} but the "
+                        f"run has rounds={cfg.rounds}; resume with --set rounds={ckpt[0]} or more")
+    if ckpt is not None and ckpt[0] == cfg.rounds:
+        raise UserError(f"--resume {run_dir.path}: the run already finished its {cfg.rounds} "
+                        f"rounds (summary.json has the result); extend it with --resume "
+                        f"{run_dir.path} --set rounds={cfg.rounds * 2}")
+    if overrides and is_writer():
+        atomic_write(run_dir.path / "config.yaml", dump_config(cfg))
+    return cfg, ckpt
 
 
 def run(config: Config | str | Path | None = None, *, resume: str | Path | None = None,
+        overrides: list[str] | None = None,
         progress: Callable[[int, int, dict[str, float]], None] | None = None,
+        callbacks: Iterable[Callback] = (), imports: Iterable[str] = (),
         write: bool = True) -> Result:
     """Run an experiment (the Python API behind ``fedweave run``).
 
     ``config``: a ``Config``, a path to a YAML/TOML file, or None for the built-in default.
-    ``resume``: a run directory to continue from its last checkpoint (its config.yaml is used).
+    ``resume``: a run directory to continue from its newest good checkpoint (its config.yaml
+    is used; ``overrides`` may extend ``rounds``). ``imports``: plugin modules.
     ``write``: False runs without a run directory (tests, sweeps in memory).
     """
+    cbs = [*callbacks, *([_progress_callback(progress)] if progress else [])]
     if resume is not None:
-        run_dir = RunDirectory.open(Path(resume))
-        cfg = load_config(run_dir.path / "config.yaml")
-        runner = Runner(cfg, run_dir, progress)
-        runner.resume()
-        if not is_writer():
-            runner.run_dir = None  # other ranks read the checkpoint but never write
-        return runner.run()
-    cfg = config if isinstance(config, Config) else load_config(config)
-    runner = Runner(cfg, None, progress)  # validates data and model before creating files
+        run_dir = RunDirectory.open(Path(resume), lock=is_writer())
+        try:
+            cfg, ckpt = resume_config(run_dir, list(overrides or []), imports)
+            backend = ckpt[2].get("backend") if ckpt else None
+            runner = Runner(cfg, run_dir, cbs, backend=backend)
+            runner.resume(ckpt)
+            if not is_writer():
+                runner.run_dir = None  # other ranks read the checkpoint but never write
+            return runner.run()
+        finally:
+            run_dir.lock.release()
+    if isinstance(config, Config):
+        if overrides:
+            raise UserError("fedweave.run: overrides apply to a config file, not a Config")
+        cfg = config
+    else:
+        cfg = load_config(config, list(overrides or []), imports)
+    if write and is_writer():
+        prepare_output(cfg.output.dir)  # a bad --out fails before data and model are built
+    runner = Runner(cfg, None, cbs)  # validates data and model before creating files
     if write and is_writer():
         runner.run_dir = RunDirectory.create(cfg)
-    return runner.run()
+    try:
+        return runner.run()
+    finally:
+        if runner.run_dir is not None:
+            runner.run_dir.lock.release()

@@ -220,7 +220,7 @@ def load_seed_node_list(
     addrs = {name: f"{e['addr']}:{e['port']}" for name, e in entries.items() if "addr" in e}
     names = list(entries)
     if hosts is not None:
-        addrs = _read_hosts(hosts)
+        addrs = read_hosts(hosts)
         missing = sorted(set(names) - set(addrs))
         if missing:
             raise UserError(f"{hosts}: no host for nodes {', '.join(missing)} of {node_list}")
@@ -238,7 +238,7 @@ def load_seed_node_list(
     return sorted(edges), host_list
 
 
-def _read_hosts(path: Path) -> dict[str, str]:
+def read_hosts(path: Path) -> dict[str, str]:
     data = _read_json(path)
     if isinstance(data, dict) and isinstance(data.get("hosts"), list):
         data = {str(h.get("name")): h for h in data["hosts"] if isinstance(h, dict)}

@@ -17,8 +17,8 @@ from fedweave.config import ModelConfig
 from fedweave.models import resnet, small, squeezenet, vgg  # noqa: F401  (register built-ins)
 from fedweave.models.base import MODELS, Builder, register_model
 
-__all__ = ["MODELS", "Builder", "build_model", "num_parameters", "register_model",
-           "uses_batchnorm"]
+__all__ = ["MODELS", "Builder", "build_model", "has_dropout", "num_parameters",
+           "register_model", "uses_batchnorm"]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -30,6 +30,12 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
 def uses_batchnorm(model: nn.Module) -> bool:
     """True if the model has a BatchNorm layer (its training-mode forward is not vmap-safe)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """True if the model has a dropout layer of any kind (Dropout, Dropout1d/2d/3d, ...): its
+    masks are drawn from the seeded (seed, "dropout", round, step[, node]) stream."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
 
 
 def num_parameters(model: nn.Module) -> int:

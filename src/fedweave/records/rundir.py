@@ -4,8 +4,10 @@
 runs/<name>-<timestamp>/
   config.yaml  summary.json  metrics.csv  nodes/<node>.csv  checkpoints/  plots/
 ```
-Every file is written atomically (temporary file + rename); checkpoints are a safetensors file
-of tensors plus ``latest.json`` naming it, so a killed run always finds a consistent checkpoint.
+Whole files are written atomically (temporary file + rename); checkpoints are verified
+safetensors + json (``records.checkpoints``). The folder is always one path component under
+``output.dir`` (the run name is slugged), and a writer holds an exclusive lock on it
+(``records.lock``), so two processes never write the same run directory.
 """
 
 from __future__ import annotations
@@ -13,20 +15,54 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
 from fedweave.config import Config, dump_config
 from fedweave.errors import UserError
+from fedweave.records.checkpoints import Checkpoints
+from fedweave.records.lock import DirectoryLock
+
+NAME_MAX = 80  # characters of the slugged run name (the timestamp is added to it)
 
 NODE_COLUMNS = ["epoch", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc",
                 "test_acc"]
 METRIC_COLUMNS = ["round", "node", "split", "metric", "value", "sim_time", "wall_time"]
+
+
+def slug(name: str) -> str:
+    """A run name as one safe path component: ASCII letters, digits, ``.``, ``-`` and ``_``
+    (anything else becomes ``-``), no leading dots, at most ``NAME_MAX`` characters."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return text[:NAME_MAX].strip("-.") or "run"
+
+
+def prepare_output(folder: Path) -> Path:
+    """``output.dir`` ready to receive run directories, or a one-line ``UserError`` (checked
+    before data and model are built)."""
+    folder = Path(folder).expanduser()
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"output.dir {folder}: {parent} is a file, not a folder; "
+                                "choose another --out")
+            break
+    if str(folder.resolve()).startswith(("/proc", "/sys")):
+        raise UserError(f"output.dir {folder}: not a place for run directories; choose another "
+                        "--out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"output.dir {folder}: cannot create it ({exc.strerror}); choose "
+                        "another --out") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"output.dir {folder}: not writable; choose another --out")
+    return folder
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -38,32 +74,61 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 class RunDirectory:
     """Creates (or reopens, for ``--resume``) a run directory and writes its files."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep: str = "latest", keep_every: int = 1) -> None:
         self.path = path
         self.nodes_dir = path / "nodes"
         self.ckpt_dir = path / "checkpoints"
         self.plots_dir = path / "plots"
+        self.checkpoints = Checkpoints(self.ckpt_dir, keep, keep_every)
+        self.lock = DirectoryLock(path)
 
     @classmethod
-    def create(cls, config: Config) -> RunDirectory:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(config.output.dir) / f"{config.name}-{stamp}"
-        path, i = base, 1
-        while path.exists():
-            path, i = base.with_name(f"{base.name}-{i}"), i + 1
-        run = cls(path)
+    def create(cls, config: Config, at: Path | None = None) -> RunDirectory:
+        """A new ``<output.dir>/<slug(name)>-<timestamp>`` (or the folder ``at``, e.g. a
+        pipeline stage), locked for this process, with config.yaml and metrics.csv."""
+        if at is None:
+            parent = prepare_output(config.output.dir)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            base = parent / f"{slug(config.name)}-{stamp}"
+            path, i = base, 1
+            while True:
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    path, i = base.with_name(f"{base.name}-{i}"), i + 1
+        else:
+            path = at
+            path.mkdir(parents=True, exist_ok=True)
+        run = cls(path, config.output.keep, config.output.keep_every)
+        run.lock.acquire()
         for d in (run.nodes_dir, run.ckpt_dir, run.plots_dir):
             d.mkdir(parents=True, exist_ok=True)
-        atomic_write(path / "config.yaml", dump_config(config))
-        with open(path / "metrics.csv", "w", newline="") as f:
-            csv.writer(f).writerow(METRIC_COLUMNS)
+        run.start(config)
         return run
 
+    def start(self, config: Config) -> None:
+        """(Re)start the records: config.yaml, empty metrics.csv and nodes/ (a run resumed
+        before its first checkpoint starts over in place)."""
+        atomic_write(self.path / "config.yaml", dump_config(config))
+        atomic_write(self.path / "metrics.csv", ",".join(METRIC_COLUMNS) + "\n")
+        for old in self.nodes_dir.glob("*.csv"):
+            old.unlink()
+
     @classmethod
-    def open(cls, path: Path) -> RunDirectory:
+    def open(cls, path: Path, lock: bool = True) -> RunDirectory:
+        """An existing run directory (for ``--resume``: locked for this process)."""
         if not (path / "config.yaml").is_file():
             raise UserError(f"--resume {path}: not a run directory (no config.yaml)")
-        return cls(path)
+        run = cls(path)
+        if lock:
+            run.lock.acquire()
+        return run
+
+    def configure(self, config: Config) -> None:
+        """Adopt the run's checkpoint retention policy."""
+        self.checkpoints.keep = config.output.keep
+        self.checkpoints.keep_every = config.output.keep_every
 
     # ------------------------------------------------------------------ metrics
     def append_metrics(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -82,21 +147,27 @@ class RunDirectory:
                 w.writerow([row.get(c, "") for c in NODE_COLUMNS])
 
     def truncate(self, completed_rounds: int) -> None:
-        """Drop rows of rounds after the checkpoint (a resumed run rewrites them)."""
-        metrics = self.path / "metrics.csv"
-        with open(metrics, newline="") as f:
-            rows = list(csv.reader(f))
-        keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= completed_rounds]
-        with open(metrics.with_name(".metrics.tmp"), "w", newline="") as f:
-            csv.writer(f).writerows(keep)
-        os.replace(metrics.with_name(".metrics.tmp"), metrics)
-        for path in self.nodes_dir.glob("*.csv"):
-            with open(path, newline="") as f:
-                rows = list(csv.reader(f))
-            keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= completed_rounds]
-            with open(path.with_name(f".{path.name}.tmp"), "w", newline="") as f:
+        """Drop rows of rounds after the checkpoint (a resumed run rewrites them). Damaged or
+        emptied record files are rebuilt from what is left (a header at least)."""
+        files = [(self.path / "metrics.csv", METRIC_COLUMNS),
+                 *((p, NODE_COLUMNS) for p in self.nodes_dir.glob("*.csv"))]
+        for path, header in files:
+            try:
+                with open(path, newline="") as f:
+                    rows = list(csv.reader(f))
+            except (OSError, UnicodeDecodeError, csv.Error):
+                rows = []
+            keep = [header]
+            for r in rows[1:]:
+                try:
+                    if len(r) == len(header) and int(r[0]) <= completed_rounds:
+                        keep.append(r)
+                except ValueError:
+                    continue
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows(keep)
-            os.replace(path.with_name(f".{path.name}.tmp"), path)
+            os.replace(tmp, path)
 
     def read_metrics(self) -> list[dict[str, str]]:
         with open(self.path / "metrics.csv", newline="") as f:
@@ -108,25 +179,3 @@ class RunDirectory:
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write(self.path / name, json.dumps(obj, indent=2))
-
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, round_done: int, tensors: dict[str, torch.Tensor],
-                        meta: dict[str, Any]) -> None:
-        """Write ``state-<round>.safetensors`` then point ``latest.json`` at it (atomic)."""
-        name = f"state-{round_done:06d}.safetensors"
-        tmp = self.ckpt_dir / f".{name}.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, self.ckpt_dir / name)
-        atomic_write(self.ckpt_dir / "latest.json",
-                     json.dumps({"round": round_done, "file": name, **meta}, indent=2))
-        for old in self.ckpt_dir.glob("state-*.safetensors"):
-            if old.name != name:
-                old.unlink()
-
-    def load_checkpoint(self) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
-        latest = self.ckpt_dir / "latest.json"
-        if not latest.is_file():
-            return None
-        meta = json.loads(latest.read_text())
-        tensors = load_file(str(self.ckpt_dir / meta.pop("file")))
-        return int(meta.pop("round")), tensors, meta

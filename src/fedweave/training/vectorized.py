@@ -3,9 +3,10 @@
 For node models ``params[K, P]`` and one batch per node ``idx[K, B]`` it computes all K
 minibatch gradients in one call of
 
-    g_k = ∇_θ [ Σ_b w_kb · CE(f(x_kb; θ_k), y_kb) / max(Σ_b w_kb, 1) ]   (k = 1..K)
+    g_k = ∇_θ [ Σ_b w_kb · ℓ(f(x_kb; θ_k), y_kb) / max(Σ_b w_kb, 1) ]   (k = 1..K)
 
-with ``torch.func.vmap(torch.func.grad(loss))`` over ``torch.func.functional_call`` of the
+(ℓ: the objective's data term, cross-entropy by default) with
+``torch.func.vmap(torch.func.grad(loss))`` over ``torch.func.functional_call`` of the
 template model (vmap turns conv/linear layers over a stack of weights into grouped/batched
 kernels). Padded samples have weight 0 (the loop engine slices them away; the mean over the
 real samples is the same), inactive rows get zero gradients and unchanged buffers. The batch of
@@ -21,6 +22,7 @@ buffer write) use the loop engine instead; ``make_gradient_engine`` does that sw
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,16 +30,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from fedweave.core.population import Buffers, ParamLayout
 from fedweave.data.federated import FederatedData
-from fedweave.population import Buffers, ParamLayout
+from fedweave.models import has_dropout
 from fedweave.rng import derive_seed
-from fedweave.training.local import StepOutput, weighted_ce
+from fedweave.training.objectives import CROSS_ENTROPY, DataLoss
+from fedweave.training.persample import PerSample
+from fedweave.training.protocol import StepOutput
 
 # Samples per vmapped evaluation call (models × batch): bounds activation memory.
 EVAL_SAMPLES = 8192
 
 
-class VectorizedEngine:
+class VectorizedEngine(PerSample):
     """``vmap(grad)`` over the node stack; same protocol and semantics as ``LoopEngine``."""
 
     name = "vectorized"
@@ -47,25 +52,37 @@ class VectorizedEngine:
                  seed: int, eval_batch: int = 2048, eval_samples: int = EVAL_SAMPLES) -> None:
         self.model, self.layout, self.data, self.seed = model, layout, data, seed
         self.eval_batch, self.eval_samples = eval_batch, eval_samples
-        self.has_dropout = any(isinstance(m, nn.Dropout | nn.Dropout1d | nn.Dropout2d)
-                               for m in model.modules())
+        self.has_dropout = has_dropout(model)
         self.buffer_names = tuple(n for n, _ in model.named_buffers())
-
-        def loss_fn(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor,
-                    y: torch.Tensor, w: torch.Tensor
-                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            logits = functional_call(model, (p, b), (x,))
-            loss = weighted_ce(logits, y, w)
-            correct = ((logits.argmax(1) == y).to(w.dtype) * w).sum()
-            return loss, (loss.detach(), correct)
+        self._grads: dict[int, tuple[DataLoss, Callable[..., Any]]] = {}
 
         def logits_fn(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
                       x: torch.Tensor) -> torch.Tensor:
             return functional_call(model, (p, b), (x,))
 
-        self._grad = vmap(grad(loss_fn, has_aux=True), randomness="different")
         self._logits = vmap(logits_fn, in_dims=(0, 0, None))
         self._logits_one = logits_fn
+
+    def _grad_fn(self, data_loss: DataLoss) -> Callable[..., Any]:
+        """``vmap(grad(loss))`` for a data term (built once per term object)."""
+        hit = self._grads.get(id(data_loss))
+        if hit is not None and hit[0] is data_loss:
+            return hit[1]
+        model = self.model
+
+        def loss_fn(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor,
+                    y: torch.Tensor, i: torch.Tensor, w: torch.Tensor
+                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+            logits = functional_call(model, (p, b), (x,))
+            loss = data_loss.weighted_mean(logits, y, i, w)
+            correct = ((logits.argmax(1) == y).to(w.dtype) * w).sum()
+            return loss, (loss.detach(), correct)
+
+        fn = vmap(grad(loss_fn, has_aux=True), randomness="different")
+        if len(self._grads) >= 8:  # a few data terms per run; never grow without bound
+            self._grads.pop(next(iter(self._grads)))
+        self._grads[id(data_loss)] = (data_loss, fn)
+        return fn
 
     # ------------------------------------------------------------------ batches
     def _gather(self, idx: torch.Tensor, weight: torch.Tensor, key: tuple[int, ...],
@@ -88,7 +105,8 @@ class VectorizedEngine:
     # ------------------------------------------------------------------ protocol
     def grads(self, params: torch.Tensor, buffers: Buffers, idx: torch.Tensor,
               weight: torch.Tensor, active: torch.Tensor, key: tuple[int, ...],
-              nodes: torch.Tensor) -> StepOutput:
+              nodes: torch.Tensor, loss: DataLoss | None = None) -> StepOutput:
+        grad_fn = self._grad_fn(loss or CROSS_ENTROPY)
         k_count = params.shape[0]
         count = weight.sum(1).to(params.dtype)
         # On CPU, skip finished nodes (a cheap host check); on an accelerator compute every row
@@ -108,21 +126,21 @@ class VectorizedEngine:
         if self.has_dropout:
             torch.manual_seed(derive_seed(self.seed, "dropout", *key))
         self.model.train()
-        g, (loss, correct) = self._grad(self.layout.views(p_in), b_in, xb, yb,
-                                        w_in.to(p_in.dtype))
+        g, (loss_k, correct) = grad_fn(self.layout.views(p_in), b_in, xb, yb, idx_in,
+                                       w_in.to(p_in.dtype))
         flat = torch.cat([g[n].reshape(g[n].shape[0], -1) for n in self.layout.names], dim=1)
         if rows is not None:
             grads = torch.zeros_like(params).index_copy_(0, rows, flat)
             loss_all = torch.zeros(k_count, dtype=params.dtype, device=params.device)
             correct_all = torch.zeros_like(loss_all)
-            loss_all.index_copy_(0, rows, loss.to(params.dtype))
+            loss_all.index_copy_(0, rows, loss_k.to(params.dtype))
             correct_all.index_copy_(0, rows, correct.to(params.dtype))
             return StepOutput(grads, loss_all, correct_all, count, buffers)
         if rows is None and params.device.type == "cpu":  # CPU, every row active
-            return StepOutput(flat, loss, correct, count, buffers)
+            return StepOutput(flat, loss_k, correct, count, buffers)
         act = active.to(params.dtype)
         grads = flat * act[:, None]  # inactive rows: zero gradient (their weights are 0 too)
-        return StepOutput(grads, loss * act, correct * act, count, buffers)
+        return StepOutput(grads, loss_k * act, correct * act, count, buffers)
 
     @torch.no_grad()
     def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,

@@ -4,10 +4,11 @@ from fedweave.algorithms.decentralized import (
     base,
     cadmm,
     dsgd,
+    duals,
     edge_consensus,
     gossip,
     isvr,
     tracking,
 )
 
-__all__ = ["base", "cadmm", "dsgd", "edge_consensus", "gossip", "isvr", "tracking"]
+__all__ = ["base", "cadmm", "dsgd", "duals", "edge_consensus", "gossip", "isvr", "tracking"]

@@ -11,7 +11,8 @@ One round is one epoch: every node takes S = max_i ⌈n_i/b_i⌉ steps; node i's
 epoch e come from ``batch_schedule(..., key=(e,))`` (stream (seed, "batches", e, i)), so one node
 running D-SGD is exactly the centralized reference. A step of a set of nodes is
 
-1. gradients ``g = engine.grads(x) + λx`` (``train.l2_lambda``: ½λ‖x‖² in the loss);
+1. gradients of the local objective: ``g = engine.grads(x)`` of its data term, plus its
+   parameter terms (``train.l2_lambda``: ½λ‖x‖², ∇ = λx);
 2. ``local_update`` (the algorithm's primal/tracker update of those rows);
 3. sends on every due slot (edge e is due at the owner's global step k when
    ``k mod K == offset[e]``, ``exchange_schedule``; K = ``algorithm.exchange_period``) and
@@ -25,12 +26,15 @@ sent at T arrives at T + latency + bytes / min(up_i, down_j) and is used by the 
 its next combine on (stale copies). A round ends at virtual time (r+1)·S·max_i τ_i. With equal
 speeds and zero transfer time this is the synchronous run.
 
-Faults (``fedweave.clock``): an exchange lost with probability ``clock.link_drop`` is not
+Time runs on the shared virtual-time scheduler (``fedweave.sim.scheduler``: asynchronous
+peers keep one "step" event each) and messages travel through ``fedweave.sim.transport``
+(transfer times, faults, the in-flight queue). Faults (``fedweave.sim.clock``): an exchange
+lost with probability ``clock.link_drop`` is not
 delivered (the receiver keeps its stale copy); an edge whose exchange misses
 ``clock.swap_timeout`` is dropped for the rest of the run, W is recomputed on the live graph
 and the edge's duals leave the sums (seed 001 stops the node instead; we keep training).
 
-Processes (``fedweave.engine.partition``): a process holds the nodes ``[lo, hi)`` of its
+Processes (``fedweave.comm.partition``): a process holds the nodes ``[lo, hi)`` of its
 ``NodePartition`` — all of them under the local engine — and the slots they own. Node tensors
 have one row per held node, slot tensors one row per held slot; ``own`` indexes the held rows,
 ``nbr`` is a global node id. The bookkeeping that decides who steps and which slots send
@@ -43,19 +47,24 @@ the number of processes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import networkx as nx
 import torch
 from pydantic import Field
 
-from fedweave.algorithms.base import Algorithm, RoundResult, RunContext
-from fedweave.clock import exchange_late, link_dropped, node_profiles, transfer_time
+from fedweave.algorithms.base import Algorithm, RoundResult
+from fedweave.comm.partition import node_partition
 from fedweave.config import AlgorithmConfig
-from fedweave.engine.partition import node_partition
-from fedweave.population import Buffers, stack_buffers
+from fedweave.context import RunContext
+from fedweave.core.population import Buffers, stack_buffers
+from fedweave.core.state import State, section
+from fedweave.sim.clock import node_profiles
+from fedweave.sim.scheduler import EPS, Scheduler
+from fedweave.sim.transport import Transport
 from fedweave.topology import (
     build_graph,
     edge_list,
@@ -64,10 +73,10 @@ from fedweave.topology import (
     plot_graph,
     spectral_gap,
 )
-from fedweave.training.local import Batches, batch_schedule, batch_width, local_steps
+from fedweave.training.batches import batch_schedule, batch_width, local_steps
+from fedweave.training.objectives import L2, Objective
 from fedweave.training.optim import FunctionalOptimizer
-
-EPS = 1e-9
+from fedweave.training.protocol import Batches
 
 
 class DecentralizedConfig(AlgorithmConfig):
@@ -76,17 +85,29 @@ class DecentralizedConfig(AlgorithmConfig):
     kind: ClassVar[Literal["federated", "decentralized", "async", "centralized"]] = (
         "decentralized"
     )
+    supports_async: ClassVar[bool] = True
     exchange_period: int = Field(
         1, ge=1, description="K: each edge exchanges once every K steps, at its offset"
     )
 
 
 @dataclass
-class _Pending:
-    time: float
-    seq: int
-    slot: int
-    msg: dict[str, torch.Tensor]
+class StepInfo:
+    """What a step did, for observers (e.g. influence scoring): the held nodes that stepped,
+    their models before the step, the gradients, the models after the local update (before
+    combining with neighbours) and after the step, the step sizes and the (epoch, step)
+    batch keys of each group of stepping nodes."""
+
+    active: torch.Tensor
+    x_before: torch.Tensor
+    grads: torch.Tensor
+    x_local: torch.Tensor
+    x_after: torch.Tensor
+    lr: torch.Tensor
+    groups: list[tuple[torch.Tensor, int, int]]
+
+
+StepObserver = Callable[["DecentralizedAlgorithm", StepInfo], None]
 
 
 class DecentralizedAlgorithm(Algorithm):
@@ -134,7 +155,7 @@ class DecentralizedAlgorithm(Algorithm):
         self.x = ctx.init_params.unsqueeze(0).repeat(self.rows, 1)
         self.buffers: Buffers = stack_buffers(ctx.init_buffers, self.rows)
         self.steps_done = torch.zeros(n, dtype=torch.int64)
-        self.vtime = torch.zeros((), dtype=torch.float64)
+        self.clock = Scheduler(("step",))
         self.everyone = False
         self.optimizer = FunctionalOptimizer(cfg.train)  # local optimizer (dsgd, gossip, cadmm)
         self.opt_state: dict[str, torch.Tensor] = {}
@@ -146,9 +167,9 @@ class DecentralizedAlgorithm(Algorithm):
         self.async_ = cfg.clock.asynchronous
         self.msg_bytes = len(self.message_keys) * ctx.layout.total * ctx.init_params.element_size()
         clock = cfg.clock
-        self.late = torch.tensor(
-            [exchange_late(clock, self.profile, 0, int(i), int(j), self.msg_bytes)
-             for i, j in self.edges.tolist()], dtype=torch.bool)
+        self.transport = Transport(clock, self.profile, cfg.seed, self.slot_own, self.slot_nbr,
+                                   self.edges, self.msg_bytes)
+        self.late = self.transport.late
         #: sync, every edge every step, no faults: mixing sees current rows (W @ x when one
         #: process holds every node; split processes still route the rows as messages)
         self.fast = (self.mixes and not self.async_ and self.config.exchange_period == 1
@@ -156,8 +177,10 @@ class DecentralizedAlgorithm(Algorithm):
         self.W_config = mixing_matrix(self.graph, cfg.topology.mixing)
         self._set_mixing()
         self.copies: dict[str, torch.Tensor] = {}
-        self.pending: list[_Pending] = []
-        self._seq = 0
+        self.observers: list[StepObserver] = []
+        #: the local loss: the engine's data term, then the parameter terms (½λ‖x‖²)
+        l2 = cfg.train.l2_lambda
+        self.objective = Objective(terms=(L2(l2),) if l2 else ())
         self._batches: dict[int, Batches] = {}
         self._gathered: tuple[torch.Tensor, Buffers] | None = None
         self.init_state()
@@ -286,7 +309,6 @@ class DecentralizedAlgorithm(Algorithm):
               stats: dict[str, torch.Tensor]) -> float:
         """Step the nodes of ``groups`` [(stepping mask [N], epoch, step in epoch)] at time
         ``now``; returns the longest transfer time of the sends (for the synchronous clock)."""
-        cfg = self.ctx.config
         dtype, dev = self.x.dtype, self.x.device
         lo, hi = self.part.lo, self.part.hi
         g = torch.zeros_like(self.x)
@@ -300,7 +322,7 @@ class DecentralizedAlgorithm(Algorithm):
                 continue
             bt = self.batches(epoch)
             out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
-                                    held, (epoch, t), self.nodes)
+                                    held, (epoch, t), self.nodes, self.objective.data)
             everyone = len(groups) == 1 and bool(held.all())
             g = out.grads if everyone else torch.where(held.view(-1, 1), out.grads, g)
             self.buffers = out.buffers
@@ -312,11 +334,12 @@ class DecentralizedAlgorithm(Algorithm):
             active |= held
         self.everyone = bool(active.all())
         stepped = bool(active.any())
+        watch = bool(self.observers) and stepped
+        x_before = self.x.clone() if watch else self.x
         if stepped:
-            if cfg.train.l2_lambda:
-                decay = self.x if self.everyone else self.x * active.view(-1, 1)
-                g = g + cfg.train.l2_lambda * decay
+            self.objective.add_param_grads(g, self.x)  # in place (g is fresh): ½λ‖x‖², ...
             self.local_update(active, g, lr)
+        x_local = self.x.clone() if watch else self.x
         k = self.steps_done
         due = self.due(k) & stepping[self.slot_own] & self.alive[self.slot_edge]
         self.steps_done = k + stepping.to(torch.int64)
@@ -324,18 +347,21 @@ class DecentralizedAlgorithm(Algorithm):
         if stepped:
             held_due = (due & self.alive[self.slot_edge])[self.slots].to(dev)
             self.combine(active, held_due, lr, fresh)
+        if watch:
+            info = StepInfo(active, x_before, g, x_local, self.x, lr, groups)
+            for observer in self.observers:
+                observer(self, info)
         return longest
 
     def _exchange(self, due: torch.Tensor, k: torch.Tensor, now: float) -> tuple[float, bool]:
         """Faults, byte counts and delivery of the ``due`` slots' messages (bool [2E])."""
-        clock = self.ctx.config.clock
         slots = torch.nonzero(due).flatten()
         if len(slots) == 0:
             return 0.0, self.fast and bool(self.alive.sum() == 0)
         self.bytes_up += len(slots) * self.msg_bytes
         if self.fast and not self.part.split:  # W @ x mixes the current rows: no messages
             self.bytes_down += len(slots) * self.msg_bytes
-            return self._transfer_max(slots), True
+            return self.transport.longest(slots), True
         late = self.late[self.slot_edge[slots]]
         keep = ~late
         newly = self.slot_edge[slots][late & self.alive[self.slot_edge[slots]]].unique()
@@ -343,15 +369,12 @@ class DecentralizedAlgorithm(Algorithm):
         if dropped:  # swap_timeout: the edge is gone for the rest of the run
             self.alive[newly] = False
             self.edges_dropped += len(newly)
-        if clock.link_drop:  # Bernoulli draws keyed by (seed, step, edge): a few per step
-            for n_, s in enumerate(slots.tolist()):
-                i, j = int(self.slot_own[s]), int(self.slot_nbr[s])
-                if bool(keep[n_]) and link_dropped(clock, self.ctx.seed, int(k[i]), i, j):
-                    keep[n_] = False
-                    self.exchanges_lost += 1
+        lost = self.transport.lost(slots, k) & keep
+        self.exchanges_lost += int(lost.sum())
+        keep &= ~lost
         if dropped:
             self._set_mixing()
-        longest = self._transfer_max(slots)
+        longest = self.transport.longest(slots)
         slots = slots[keep]
         if len(slots) == 0:
             return longest, False
@@ -373,47 +396,16 @@ class DecentralizedAlgorithm(Algorithm):
         if not self.async_:
             self.receive(dest.to(self.x.device), msg)
             return
-        arrive = now + self._transfer(src)
-        for n_, slot in enumerate(dest.tolist()):
-            self.pending.append(_Pending(float(arrive[n_]), self._seq, slot,
-                                         {k_: v[n_] for k_, v in msg.items()}))
-            self._seq += 1
+        self.transport.post(dest.tolist(), msg, now + self.transport.transfer(src))
         self._deliver(now)
 
-    def _transfer(self, slots: torch.Tensor) -> torch.Tensor:
-        clock = self.ctx.config.clock
-        own, nbr = self.slot_own[slots], self.slot_nbr[slots]
-        bw = torch.minimum(self.profile.bandwidth_up[own], self.profile.bandwidth_down[nbr])
-        return transfer_time(self.msg_bytes, bw, clock.latency_s)
-
-    def _transfer_max(self, slots: torch.Tensor) -> float:
-        clock = self.ctx.config.clock
-        if clock.latency_s == 0 and self.msg_bytes == 0:
-            return 0.0
-        return float(self._transfer(slots).max())
-
     def _deliver(self, now: float) -> None:
-        """Deliver pending messages with arrival ≤ now, in (time, send) order; a slot that
-        receives twice is updated twice, in order (waves of distinct slots)."""
-        ready = sorted((p for p in self.pending if p.time <= now + EPS),
-                       key=lambda p: (p.time, p.seq))
-        if not ready:
-            return
-        self.pending = [p for p in self.pending if p.time > now + EPS]
-        while ready:
-            seen: set[int] = set()
-            wave: list[_Pending] = []
-            rest: list[_Pending] = []
-            for p in ready:
-                (rest if p.slot in seen else wave).append(p)
-                seen.add(p.slot)
-            slots = torch.tensor([p.slot for p in wave])
-            msg = {k: torch.stack([p.msg[k] for p in wave]) for k in wave[0].msg}
+        """Hand the messages that have arrived by ``now`` to ``receive`` (live edges only)."""
+        for slots, msg in self.transport.deliver(now):
             alive = self.alive[self.held_edge[slots]]
             if bool(alive.any()):
                 self.receive(slots[alive].to(self.x.device),
                              {k: v[alive.to(v.device)] for k, v in msg.items()})
-            ready = rest
 
     # ------------------------------------------------------------------ rounds
 
@@ -446,33 +438,44 @@ class DecentralizedAlgorithm(Algorithm):
             node_train={"loss": loss.cpu(), "acc": acc.cpu()}, extras=extras)
 
     def _round_sync(self, r: int, stats: dict[str, torch.Tensor]) -> float:
+        """Every node steps S times in lock step; a step lasts the slowest node's compute
+        plus the slowest transfer of its exchanges."""
         everyone = torch.ones(self.n, dtype=torch.bool)
         sim = 0.0
         compute = float(self.tau.max())
         for t in range(self.S):
             sim += compute + self._step([(everyone, r, t)], 0.0, stats)
-        self.vtime = self.vtime + sim
+        self.clock.now += sim
         return sim
 
+    def _next_step(self, node: int) -> None:
+        """Queue node's next local step: its k-th (0-based) finishes at (k+1)·τ_i."""
+        k = int(self.steps_done[node])
+        self.clock.at(float((k + 1) * self.tau[node]), "step", node)
+
     def _round_async(self, r: int, stats: dict[str, torch.Tensor]) -> float:
-        """Event-driven: node i's k-th step (0-based) finishes at (k+1)·τ_i."""
+        """Event-driven on the scheduler: the earliest step events (and every other at the same
+        instant) run together, after delivering the messages that have arrived; a round ends
+        at virtual time (r+1)·S·max_i τ_i."""
         end = (r + 1) * self.S * float(self.tau.max())
-        start = float(self.vtime)
-        while True:
-            nxt = (self.steps_done + 1).to(torch.float64) * self.tau
-            now = float(nxt.min())
-            if now > end * (1 + EPS):
-                break
+        start = self.clock.now
+        if not self.clock.pending("step"):
+            for i in range(self.n):
+                self._next_step(i)
+        while (head := self.clock.peek()) is not None and head.time <= end * (1 + EPS):
+            events = self.clock.pop_together()
+            now = events[0].time
             self._deliver(now)
-            at_now = nxt <= now * (1 + EPS)
             groups: dict[tuple[int, int], torch.Tensor] = {}
-            for i in torch.nonzero(at_now).flatten().tolist():
-                k = int(self.steps_done[i])
+            for event in events:
+                k = int(self.steps_done[event.node])
                 key = (k // self.S, k % self.S)
                 groups.setdefault(key, torch.zeros(self.n, dtype=torch.bool))
-                groups[key][i] = True
+                groups[key][event.node] = True
             self._step([(m, e, t) for (e, t), m in sorted(groups.items())], now, stats)
-        self.vtime = torch.tensor(end, dtype=torch.float64)
+            for event in events:
+                self._next_step(event.node)
+        self.clock.now = end
         return end - start
 
     # ------------------------------------------------------------------ API
@@ -493,6 +496,16 @@ class DecentralizedAlgorithm(Algorithm):
         x, buffers = self._all_models()
         return x, buffers, [str(i) for i in range(self.n)]
 
+    def finite(self) -> bool:
+        """Every held row finite, on every process (a collective when they are split)."""
+        ok = torch.tensor([bool(torch.isfinite(self.x).all())], dtype=torch.uint8)
+        if self.part.split:
+            ok = self.part.gather_lists({"ok": ok})["ok"]
+        return bool(ok.all())
+
+    def info(self) -> dict[str, Any]:
+        return {"neighbour_exchange": self.exchange_mode}
+
     def write_artifacts(self, plots_dir: Path) -> None:
         """plots/topology.png and topology.json (edges, degrees, mixing, spectral gap)."""
         plot_graph(self.graph, self.W_config, plots_dir / "topology.png")
@@ -503,70 +516,52 @@ class DecentralizedAlgorithm(Algorithm):
                 "spectral_gap": spectral_gap(self.W_config)}
         (plots_dir.parent / "topology.json").write_text(json.dumps(info, indent=2))
 
-    def state(self) -> dict[str, torch.Tensor]:
+    def state(self) -> State:
         """The full state (every node and slot; a collective when processes are split)."""
         x, buffers = self._all_models()
         node: dict[str, torch.Tensor] = {}
         slot: dict[str, torch.Tensor] = {}
         if not self.fast:  # fast exchanges refresh every copy before it is read
-            slot.update({f"copies.{k}": v for k, v in self.copies.items()})
-        out = {"x": x, **{f"buffers.{k}": v for k, v in buffers.items()},
-               "steps_done": self.steps_done, "vtime": self.vtime, "alive": self.alive,
-               "edges_dropped": torch.tensor(self.edges_dropped)}
+            slot.update({f"copies/{k}": v for k, v in self.copies.items()})
+        out: State = {"x": x, "buffers": buffers, "steps_done": self.steps_done,
+                      "clock": self.clock.state(), "alive": self.alive,
+                      "edges_dropped": torch.tensor(self.edges_dropped)}
+        algo: State = {}
         for k, v in self.algorithm_state().items():
-            target = slot if k in self.slot_state else node if v.dim() else out
-            target[f"algo.{k}"] = v
-        out.update(self.part.gather_nodes(node))
-        out.update(self.part.gather_slots(slot))
+            if k in self.slot_state:
+                slot[f"algo/{k}"] = v
+            elif v.dim():
+                node[k] = v
+            else:
+                algo[k] = v
+        algo.update(self.part.gather_nodes(node))
+        gathered = self.part.gather_slots(slot)
+        algo.update({k[5:]: v for k, v in gathered.items() if k.startswith("algo/")})
+        out["copies"] = {k[7:]: v for k, v in gathered.items() if k.startswith("copies/")}
+        out["algo"] = algo
         if self.async_:
-            out.update(self._pending_state())
-        return {k: v.contiguous() for k, v in out.items()}
+            out["in_flight"] = self.transport.state(
+                self.slots, self.message_keys, self.x.shape[1], self.x, self.part.gather_lists)
+        return out
 
-    def _pending_state(self) -> dict[str, torch.Tensor]:
-        p = self.x.shape[1]
-        fields = {
-            "pending.time": torch.tensor([q.time for q in self.pending], dtype=torch.float64),
-            "pending.slot": self.slots[[q.slot for q in self.pending]].view(-1),
-            **{f"pending.msg.{key}": torch.stack([q.msg[key] for q in self.pending])
-               if self.pending else self.x.new_zeros(0, p) for key in self.message_keys},
-        }
-        fields = self.part.gather_lists(fields)
-        # canonical order (arrival time, slot): the same checkpoint for any number of
-        # processes; per slot it is the delivery order
-        order = torch.argsort(fields["pending.slot"], stable=True)
-        order = order[torch.argsort(fields["pending.time"][order], stable=True)]
-        return {k: v[order.to(v.device)] for k, v in fields.items()} if len(order) else {}
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state(self, state: State) -> None:
         """Inverse of ``state``: this process takes its nodes' and slots' rows."""
         dev = self.x.device
         lo, hi = self.part.lo, self.part.hi
+        held = self.slots.to(dev)
         self._gathered = None
         self.x = state["x"][lo:hi].to(dev)
         self.steps_done = state["steps_done"].cpu()
-        self.vtime = state["vtime"].cpu()
+        self.clock.load_state(state["clock"])
         self.alive = state["alive"].cpu()
         self.edges_dropped = int(state["edges_dropped"])
         self._set_mixing()
-
-        def sub(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix):]: v.to(dev) for k, v in state.items() if k.startswith(prefix)}
-
-        self.buffers = {k: v[lo:hi] for k, v in sub("buffers.").items()}
-        self.copies.update({k: v[self.slots.to(dev)] for k, v in sub("copies.").items()})
-        algo = sub("algo.")
+        self.buffers = {k: v[lo:hi].to(dev) for k, v in section(state, "buffers").items()}
+        self.copies.update({k: v.to(dev)[held] for k, v in section(state, "copies").items()})
         self.load_algorithm_state({
-            k: v[self.slots.to(dev)] if k in self.slot_state else v[lo:hi] if v.dim() else v
-            for k, v in algo.items()})
-        self.pending = []
-        if "pending.time" in state:
-            msgs = sub("pending.msg.")
-            held = self.local_slot[state["pending.slot"].cpu()]
-            for n_, (t, s) in enumerate(zip(state["pending.time"].tolist(), held.tolist(),
-                                            strict=True)):
-                if s >= 0:
-                    self.pending.append(_Pending(t, n_, s, {k: v[n_] for k, v in msgs.items()}))
-            self._seq = len(state["pending.time"])
+            k: v.to(dev)[held] if k in self.slot_state else v.to(dev)[lo:hi] if v.dim()
+            else v for k, v in section(state, "algo").items()})
+        self.transport.load_state(section(state, "in_flight"), self.local_slot, dev)
 
 
 class LocalOptimizerAlgorithm(DecentralizedAlgorithm):

@@ -16,13 +16,14 @@ directed-edge list.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import DecentralizedAlgorithm, DecentralizedConfig
+from fedweave.algorithms.decentralized.base import DecentralizedConfig
+from fedweave.algorithms.decentralized.duals import EdgeDuals
 
 
 class EdgeConsensusConfig(DecentralizedConfig):
@@ -36,13 +37,11 @@ class AdmmSGDConfig(EdgeConsensusConfig):
     name: Literal["admm_sgd"] = "admm_sgd"  # type: ignore[assignment]
 
 
-class EdgeConsensus(DecentralizedAlgorithm):
+class EdgeConsensus(EdgeDuals):
     """Shared primal/dual update; ``averaged`` selects ADMM's dual averaging."""
 
     config: EdgeConsensusConfig
     message_keys = ("y", "x")
-    slot_state = ("z",)
-    averaged: ClassVar[bool] = False
 
     def init_state(self) -> None:
         self.scale = self.ctx.layout.fan_in().sqrt().to(self.x.device, self.x.dtype)
@@ -62,18 +61,11 @@ class EdgeConsensus(DecentralizedAlgorithm):
         self.x = self.select(active, num / den, self.x)
 
     def message(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
-        w = self.x[self.own[slots]]
-        return {"y": self.z[slots] - 2 * self.sign[slots] * w, "x": w}
+        return {"y": self.dual_message(slots), "x": self.x[self.own[slots]]}
 
     def receive(self, slots: torch.Tensor, msg: dict[str, torch.Tensor]) -> None:
         self.copies["x"][slots] = msg["x"]
-        self.z[slots] = 0.5 * (self.z[slots] + msg["y"]) if self.averaged else msg["y"]
-
-    def algorithm_state(self) -> dict[str, torch.Tensor]:
-        return {"z": self.z}
-
-    def load_algorithm_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.z = state["z"]
+        self.receive_dual(slots, msg["y"])
 
 
 @register_algorithm("pdmm_sgd", EdgeConsensusConfig)

@@ -17,14 +17,16 @@ inferred from piw (the seed code only ran ADMM when piw = 2 and crashed on PDMM 
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
-from fedweave.algorithms.base import RunContext, register_algorithm
-from fedweave.algorithms.decentralized.base import DecentralizedAlgorithm, DecentralizedConfig
+from fedweave.algorithms.base import register_algorithm
+from fedweave.algorithms.decentralized.base import DecentralizedConfig
+from fedweave.algorithms.decentralized.duals import EdgeDuals
 from fedweave.config import AlgorithmConfig
+from fedweave.context import RunContext
 from fedweave.errors import UserError
 
 
@@ -38,11 +40,9 @@ class AdmmISVRConfig(PdmmISVRConfig):
     name: Literal["admm_isvr"] = "admm_isvr"  # type: ignore[assignment]
 
 
-class ISVR(DecentralizedAlgorithm):
+class ISVR(EdgeDuals):
     config: PdmmISVRConfig
     message_keys = ("y",)
-    slot_state = ("z",)
-    averaged: ClassVar[bool] = False
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
@@ -73,16 +73,10 @@ class ISVR(DecentralizedAlgorithm):
         self.x = self.select(active, new, self.x)
 
     def message(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"y": self.z[slots] - 2 * self.sign[slots] * self.x[self.own[slots]]}
+        return {"y": self.dual_message(slots)}
 
     def receive(self, slots: torch.Tensor, msg: dict[str, torch.Tensor]) -> None:
-        self.z[slots] = 0.5 * (self.z[slots] + msg["y"]) if self.averaged else msg["y"]
-
-    def algorithm_state(self) -> dict[str, torch.Tensor]:
-        return {"z": self.z}
-
-    def load_algorithm_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.z = state["z"]
+        self.receive_dual(slots, msg["y"])
 
 
 @register_algorithm("pdmm_isvr", PdmmISVRConfig)

@@ -1,5 +1,5 @@
-"""Federated algorithms (server + clients, synchronous rounds)."""
+"""Federated algorithms (server + clients, synchronous rounds) and the aggregators."""
 
-from fedweave.algorithms.federated import centralized, clustered, fedavg, scaffold
+from fedweave.algorithms.federated import aggregate, centralized, clustered, fedavg, scaffold
 
-__all__ = ["centralized", "clustered", "fedavg", "scaffold"]
+__all__ = ["aggregate", "centralized", "clustered", "fedavg", "scaffold"]

@@ -4,23 +4,21 @@ same optimizer and batch size (the "single node" row of every comparison)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
-from fedweave.algorithms.base import (
-    Algorithm,
-    RoundResult,
-    RunContext,
-    register_algorithm,
-    tensors_with_prefix,
-)
+from fedweave.algorithms.base import Algorithm, RoundResult, register_algorithm
 from fedweave.config import AlgorithmConfig
-from fedweave.population import Buffers, stack_buffers
+from fedweave.context import RunContext
+from fedweave.core.population import Buffers, stack_buffers
+from fedweave.core.state import State, section
 
 
 class CentralizedConfig(AlgorithmConfig):
     name: Literal["centralized"] = "centralized"
+    kind: ClassVar[Literal["federated", "decentralized", "async", "centralized"]] = (
+        "centralized")
 
 
 @register_algorithm("centralized", CentralizedConfig)
@@ -44,9 +42,9 @@ class Centralized(Algorithm):
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
         return self.x, self.buffers, ["global"]
 
-    def state(self) -> dict[str, torch.Tensor]:
-        return {"x": self.x, **{f"buffers.{k}": v for k, v in self.buffers.items()}}
+    def state(self) -> State:
+        return {"x": self.x, "buffers": self.buffers}
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state(self, state: State) -> None:
         self.x = state["x"]
-        self.buffers = tensors_with_prefix(state, "buffers")
+        self.buffers = section(state, "buffers")

@@ -13,42 +13,41 @@ cluster keeps its identity across rounds.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from fedweave.algorithms.base import (
-    Algorithm,
-    RoundResult,
-    RunContext,
-    draw_cohort,
-    register_algorithm,
-    tensors_with_prefix,
-)
-from fedweave.algorithms.federated.server import CohortConfig
+from fedweave.algorithms.base import RoundResult, register_algorithm
+from fedweave.algorithms.federated.base import CohortAlgorithm
+from fedweave.algorithms.federated.sampling import CohortConfig
 from fedweave.config import AlgorithmConfig
-from fedweave.population import Buffers, mean_buffers, stack_buffers, weighted_mean
+from fedweave.context import RunContext
+from fedweave.core.population import Buffers, mean_buffers, stack_buffers
+from fedweave.core.state import State, section
 from fedweave.rng import derive_seed
 
 
 class ClusteredConfig(CohortConfig):
     name: Literal["clustered"] = "clustered"
-    k: int = Field(3, ge=1, description="number of clusters")
-    pca_dim: int = Field(2, ge=1)
-    server_lr: float = Field(1.0, gt=0, description="the seed's lambda, generalised")
+    uses_aggregator: ClassVar[bool] = True
+    k: int = Field(3, ge=1, description="number of clusters (at most the cohort size)")
+    pca_dim: int = Field(2, ge=1, description="PCA dimensions the client models are reduced "
+                         "to before k-means")
+    server_lr: float = Field(1.0, gt=0, description="server step η toward each cluster's "
+                             "aggregate (reference system 004's lambda, generalised)")
 
 
 @register_algorithm("clustered", ClusteredConfig)
-class Clustered(Algorithm):
+class Clustered(CohortAlgorithm):
     config: ClusteredConfig
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
         k = self.config.k
         self.x = ctx.init_params.unsqueeze(0).repeat(k, 1)
-        self.buffers = stack_buffers(ctx.init_buffers, k)
+        self.cluster_buffers = stack_buffers(ctx.init_buffers, k)
         self.assign = torch.zeros(ctx.data.nodes, dtype=torch.int64)
 
     def _cluster(self, models: torch.Tensor, r: int) -> np.ndarray:
@@ -67,10 +66,14 @@ class Clustered(Algorithm):
 
     def round(self, r: int) -> RoundResult:
         ctx, cfg = self.ctx, self.config
-        cohort = draw_cohort(ctx, cfg.clients_per_round, cfg.fraction, r)
+        plan = self.plan(r)
+        cohort = plan.clients
         before = self.assign[cohort]
-        local = ctx.trainer.train(cohort, self.x[before],
-                                  {k: v[before] for k, v in self.buffers.items()}, r, ctx.lr(r))
+        local = ctx.trainer.train(cohort.to(ctx.device), self.x[before],
+                                  {k: v[before] for k, v in self.cluster_buffers.items()}, r,
+                                  ctx.lr(r))
+        if len(cohort) == 0:
+            return self.result(plan, local)
         labels = self._cluster(local.params, r)
         from scipy.optimize import linear_sum_assignment
 
@@ -82,32 +85,30 @@ class Clustered(Algorithm):
         x = self.x.clone()
         for c in after.unique().tolist():
             members = after == c
-            avg = weighted_mean(local.params[members], local.num_samples[members])
+            avg = self.aggregate(local.params[members], local.num_samples[members], self.x[c])
             x[c] = self.x[c] + cfg.server_lr * (avg - self.x[c])
             for name, buf in mean_buffers({k: v[members] for k, v in local.buffers.items()},
                                           local.num_samples[members]).items():
-                self.buffers[name][c] = buf
+                self.cluster_buffers[name][c] = buf
         self.x = x
         self.assign[cohort] = after
-        traffic = len(cohort) * ctx.model_bytes
-        return RoundResult(
-            *local.mean_train(),
-            bytes_up=traffic, bytes_down=traffic,
-            extras={"clusters_used": float(len(after.unique()))},
-        )
+        out = self.result(plan, local)
+        out.extras["clusters_used"] = float(len(after.unique()))
+        return out
 
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
-        return self.x, self.buffers, [f"cluster{c}" for c in range(self.config.k)]
+        return self.x, self.cluster_buffers, [f"cluster{c}" for c in range(self.config.k)]
 
     def model_weights(self) -> torch.Tensor:
         """Clusters weigh by the training samples of the clients assigned to them."""
         sizes = self.ctx.data.sizes.to(torch.float64)
         return torch.zeros(self.config.k, dtype=torch.float64).index_add_(0, self.assign, sizes)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        return {"x": self.x, "assign": self.assign,
-                **{f"buffers.{k}": v for k, v in self.buffers.items()}}
+    def state(self) -> State:
+        return {"x": self.x, "assign": self.assign, "buffers": self.cluster_buffers,
+                "clock": self.clock.state()}
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state(self, state: State) -> None:
         self.x, self.assign = state["x"], state["assign"]
-        self.buffers = tensors_with_prefix(state, "buffers")
+        self.cluster_buffers = section(state, "buffers")
+        self.clock.load_state(section(state, "clock"))

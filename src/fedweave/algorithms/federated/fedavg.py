@@ -2,96 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-import torch
 from pydantic import Field
 
-from fedweave.algorithms.base import (
-    Algorithm,
-    RoundResult,
-    RunContext,
-    draw_cohort,
-    register_algorithm,
-    tensors_with_prefix,
-)
-from fedweave.algorithms.federated.server import ServerOptConfig, ServerOptimizer
-from fedweave.clock import job_time, node_profiles
-from fedweave.config import AlgorithmConfig
-from fedweave.population import Buffers, mean_buffers, stack_buffers, weighted_mean
-from fedweave.training.local import LocalResult
+from fedweave.algorithms.base import RoundResult, register_algorithm
+from fedweave.algorithms.federated.base import FederatedAlgorithm
+from fedweave.algorithms.federated.server import ServerOptConfig
+from fedweave.core.population import mean_buffers
+from fedweave.training.objectives import Objective, proximal
 
 
 class FedAvgConfig(ServerOptConfig):
     name: Literal["fedavg"] = "fedavg"
+    uses_aggregator: ClassVar[bool] = True
     prox_mu: float = Field(0.0, ge=0, description="FedProx proximal term μ")
 
 
 class FedProxConfig(FedAvgConfig):
     name: Literal["fedprox"] = "fedprox"  # type: ignore[assignment]
-    prox_mu: float = Field(0.01, ge=0)
+    prox_mu: float = Field(0.01, ge=0, description="FedProx proximal term μ")
 
 
-class FederatedAlgorithm(Algorithm):
-    """One global model; a cohort trains from it each round."""
-
-    config: ServerOptConfig
-
-    def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
-        super().__init__(ctx, config)
-        self.server = ServerOptimizer(ctx.init_params, self.config)
-        self.buffers: Buffers = dict(ctx.init_buffers)
-        self.profile = node_profiles(ctx.config.clock, ctx.data.nodes, ctx.seed)
-
-    def round_time(self, cohort: torch.Tensor, local: LocalResult, messages: int = 1) -> float:
-        """Virtual seconds of a synchronous round: the slowest client's download + compute
-        (steps · min(B, n_i) samples) + upload of ``messages`` models each way."""
-        samples = local.steps * local.num_samples.clamp(max=self.ctx.config.train.batch_size)
-        nbytes = messages * self.ctx.model_bytes
-        times = job_time(self.profile, cohort.cpu(), samples.cpu().double(), nbytes, nbytes,
-                         self.ctx.config.clock.latency_s)
-        return float(torch.as_tensor(times).max())
-
-    def cohort(self, r: int) -> torch.Tensor:
-        cfg = self.config
-        return draw_cohort(self.ctx, cfg.clients_per_round, cfg.fraction, r).to(self.ctx.device)
-
-    def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
-        return self.server.x.detach().unsqueeze(0), stack_buffers(self.buffers, 1), ["global"]
-
-    def state(self) -> dict[str, torch.Tensor]:
-        out = {f"server.{k}": v for k, v in self.server.state().items()}
-        out.update({f"buffers.{k}": v for k, v in self.buffers.items()})
-        return out
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.server.load_state(tensors_with_prefix(state, "server"))
-        self.buffers = tensors_with_prefix(state, "buffers")
-
-
+@register_algorithm("fedavg", FedAvgConfig)
 class FedAvg(FederatedAlgorithm):
-    """Round: cohort ← sample(seed, r); x_i ← LocalSGD(x) (+ μ/2‖x_i − x‖² with FedProx);
-    Δ = x − Σ_i (n_i/Σn) x_i; x ← ServerOpt(x, Δ)."""
+    """Round: cohort ← sample(seed, r); x_i ← LocalSGD(x) on CE (+ μ/2‖x_i − x‖² with
+    FedProx); x̄ = aggregate(x_i; n_i) (weighted mean by default);
+    x ← ServerOpt(x, Δ = x − x̄)."""
 
     config: FedAvgConfig
 
     def round(self, r: int) -> RoundResult:
         ctx = self.ctx
-        cohort = self.cohort(r)
+        plan = self.plan(r)
+        clients = plan.clients.to(ctx.device)
         x = self.server.x.detach()
-        local = ctx.trainer.train(cohort, x.expand(len(cohort), -1),
-                                  stack_buffers(self.buffers, len(cohort)), r, ctx.lr(r),
-                                  prox_mu=self.config.prox_mu, center=x)
-        self.server.step(x - weighted_mean(local.params, local.num_samples))
-        self.buffers = mean_buffers(local.buffers, local.num_samples)
-        traffic = len(cohort) * ctx.model_bytes
-        return RoundResult(
-            *local.mean_train(),
-            bytes_up=traffic, bytes_down=traffic, sim_time=self.round_time(cohort, local),
-        )
-
-
-register_algorithm("fedavg", FedAvgConfig)(FedAvg)
+        start, buffers = self.start(len(clients))
+        local = ctx.trainer.train(clients, start, buffers, r, ctx.lr(r),
+                                  Objective(terms=proximal(self.config.prox_mu, x)))
+        if len(clients):
+            self.server.step(x - self.aggregate(local.params, local.num_samples, x))
+            self.buffers = mean_buffers(local.buffers, local.num_samples)
+        return self.result(plan, local)
 
 
 @register_algorithm("fedprox", FedProxConfig)

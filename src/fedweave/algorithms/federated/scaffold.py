@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
-from fedweave.algorithms.base import RoundResult, register_algorithm, tensors_with_prefix
-from fedweave.algorithms.federated.fedavg import FederatedAlgorithm
+from fedweave.algorithms.base import RoundResult, register_algorithm
+from fedweave.algorithms.federated.base import FederatedAlgorithm
 from fedweave.algorithms.federated.server import ServerOptConfig
-from fedweave.population import mean_buffers, stack_buffers
+from fedweave.core.population import mean_buffers
+from fedweave.core.state import State, section
+from fedweave.training.objectives import Linear, Objective
 
 
 class ScaffoldConfig(ServerOptConfig):
     """``server_lr`` is the global step size η_g; other server optimizers apply to the same
-    pseudo-gradient x − mean_i y_i."""
+    pseudo-gradient x − aggregate_i(y_i)."""
 
     name: Literal["scaffold"] = "scaffold"
+    uses_aggregator: ClassVar[bool] = True
 
 
 @register_algorithm("scaffold", ScaffoldConfig)
 class Scaffold(FederatedAlgorithm):
-    """Local step: y ← y − η(g(y) − c_i + c). After K_i steps:
-    c_i⁺ = c_i − c + (x − y_i)/(K_i η);  x ← x + η_g·mean_i(y_i − x);
+    """Local step: y ← y − η(g(y) − c_i + c) (the objective's linear term c − c_i).
+    After K_i steps: c_i⁺ = c_i − c + (x − y_i)/(K_i η);  x ← x + η_g·(mean_i y_i − x);
     c ← c + (|S|/N)·mean_i(c_i⁺ − c_i). Client variates are kept only for clients seen."""
 
     config: ScaffoldConfig
+    default_aggregator = "mean"
+    messages = 2
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -34,36 +39,31 @@ class Scaffold(FederatedAlgorithm):
 
     def round(self, r: int) -> RoundResult:
         ctx = self.ctx
-        cohort = self.cohort(r)
+        plan = self.plan(r)
+        clients = plan.clients.to(ctx.device)
         x = self.server.x.detach()
-        k = len(cohort)
+        k = len(clients)
         zero = torch.zeros_like(x)
-        c_i = torch.stack([self.c_i.get(int(i), zero) for i in cohort])
+        c_i = torch.stack([self.c_i.get(int(i), zero) for i in clients]) if k else x[None, :0]
         lr = ctx.lr(r)
-        local = ctx.trainer.train(cohort, x.expand(k, -1),
-                                  stack_buffers(self.buffers, k), r, lr,
-                                  correction=self.c - c_i)
-        steps = local.steps.to(x.dtype).view(-1, 1)
-        c_new = c_i - self.c + (x - local.params) / (steps * lr)
-        self.server.step(x - local.params.mean(0))
-        self.c = self.c + (k / ctx.data.nodes) * (c_new - c_i).mean(0)
-        for j, node in enumerate(cohort.tolist()):
-            self.c_i[node] = c_new[j]
-        self.buffers = mean_buffers(local.buffers, local.num_samples)
-        traffic = 2 * k * ctx.model_bytes
-        return RoundResult(
-            *local.mean_train(),
-            bytes_up=traffic, bytes_down=traffic,
-            sim_time=self.round_time(cohort, local, messages=2),
-        )
+        start, buffers = self.start(k)
+        local = ctx.trainer.train(clients, start, buffers, r, lr,
+                                  Objective(terms=(Linear(self.c - c_i),)) if k else None)
+        if k:
+            steps = local.steps.to(x.dtype).to(x.device).view(-1, 1)
+            c_new = c_i - self.c + (x - local.params) / (steps * lr)
+            self.server.step(x - self.aggregate(local.params, local.num_samples, x))
+            self.c = self.c + (k / ctx.data.nodes) * (c_new - c_i).mean(0)
+            for j, node in enumerate(clients.tolist()):
+                self.c_i[node] = c_new[j]
+            self.buffers = mean_buffers(local.buffers, local.num_samples)
+        return self.result(plan, local)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        out = super().state()
-        out["c"] = self.c
-        out.update({f"c_i.{node}": v for node, v in self.c_i.items()})
-        return out
+    def state(self) -> State:
+        return {**super().state(), "c": self.c,
+                "c_i": {str(node): v for node, v in self.c_i.items()}}
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state(self, state: State) -> None:
         super().load_state(state)
         self.c = state["c"]
-        self.c_i = {int(k): v for k, v in tensors_with_prefix(state, "c_i").items()}
+        self.c_i = {int(k): v for k, v in section(state, "c_i").items()}

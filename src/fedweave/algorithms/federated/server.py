@@ -11,31 +11,23 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from fedweave.algorithms.base import state_to_tensors, tensors_with_prefix
-from fedweave.config import AlgorithmConfig
-
-
-class CohortConfig(AlgorithmConfig):
-    """Cohort by count or by fraction (one of the two; default: all clients)."""
-
-    clients_per_round: int | None = Field(None, ge=1)
-    fraction: float | None = Field(None, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _one_of(self) -> CohortConfig:
-        if self.clients_per_round is not None and self.fraction is not None:
-            raise ValueError("set algorithm.clients_per_round or algorithm.fraction, not both")
-        return self
+from fedweave.algorithms.federated.sampling import CohortConfig
+from fedweave.core.state import State, section
 
 
 class ServerOptConfig(CohortConfig):
-    server_optimizer: Literal["sgd", "momentum", "adam", "yogi", "adagrad"] = "sgd"
-    server_lr: float = Field(1.0, gt=0)
-    server_momentum: float = Field(0.9, ge=0, lt=1)
-    server_betas: tuple[float, float] = (0.9, 0.99)
-    server_eps: float = Field(1e-3, gt=0, description="adaptivity τ of FedOpt")
+    server_optimizer: Literal["sgd", "momentum", "adam", "yogi", "adagrad"] = Field(
+        "sgd", description="optimizer applied to the pseudo-gradient Δ = x − aggregate "
+        "(sgd with server_lr 1 is plain FedAvg; momentum = FedAvgM; adam/yogi/adagrad = FedOpt)")
+    server_lr: float = Field(1.0, gt=0, description="server learning rate η_g")
+    server_momentum: float = Field(0.9, ge=0, lt=1,
+                                   description="server_optimizer momentum: its momentum")
+    server_betas: tuple[float, float] = Field(
+        (0.9, 0.99), description="server_optimizer adam/yogi: (β1, β2)")
+    server_eps: float = Field(1e-3, gt=0, description="adaptivity τ of FedOpt (adam, yogi, "
+                              "adagrad)")
 
 
 class Yogi(torch.optim.Optimizer):
@@ -89,13 +81,13 @@ class ServerOptimizer:
         self.opt.step()
         self.x.grad = None
 
-    def state(self) -> dict[str, torch.Tensor]:
+    def state(self) -> State:
         st = self.opt.state.get(self.x, {})
-        return {"x": self.x.detach().clone(), **state_to_tensors("opt", dict(st))}
+        return {"x": self.x.detach().clone(), "opt": dict(st)}
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state(self, state: State) -> None:
         with torch.no_grad():
             self.x.copy_(state["x"])
-        opt_state = tensors_with_prefix(state, "opt")
+        opt_state = section(state, "opt")
         if opt_state:
             self.opt.state[self.x] = {k: v.clone() for k, v in opt_state.items()}

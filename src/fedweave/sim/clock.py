@@ -1,16 +1,16 @@
-"""Virtual clock for asynchronous and heterogeneous simulation (REFERENCE §2, DESIGN §3 Clock).
+"""Node profiles, transfer and job times, fault draws (REFERENCE §2, DESIGN §3 Clock).
 
 Each node has a compute speed (seconds per training sample) and up/down bandwidth (bytes/s).
-A local job takes download + compute + upload time; events are processed in virtual-time
-order from a deterministic ``EventQueue``. Faults (client dropout, lost or late exchanges) are
-Bernoulli draws keyed by ``(seed, purpose, round/step, node...)`` through ``fedweave.rng``, so
-every result depends only on its inputs, never on wall-clock time or call order.
+A local job takes download + compute + upload time; the events they make are processed in
+virtual-time order by ``fedweave.sim.scheduler``. Faults (client dropout, lost or late
+exchanges) are Bernoulli draws keyed by ``(seed, purpose, round/step, node...)`` through
+``fedweave.rng``, so every result depends only on its inputs, never on wall-clock time or call
+order.
 """
 
 from __future__ import annotations
 
 import csv
-import heapq
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,31 +146,6 @@ def job_time(
     return float(total) if isinstance(node, int) else total
 
 
-class EventQueue:
-    """A priority queue of (time, node, payload) popped in time order; equal times pop in
-    insertion order (then node), so the order never depends on the payloads."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, int, Any]] = []
-        self._seq = 0
-
-    def push(self, time: float, node: int, payload: Any = None) -> None:
-        heapq.heappush(self._heap, (float(time), self._seq, int(node), payload))
-        self._seq += 1
-
-    def pop(self) -> tuple[float, int, Any]:
-        """The earliest event; ``IndexError`` when empty."""
-        time, _, node, payload = heapq.heappop(self._heap)
-        return time, node, payload
-
-    def peek_time(self) -> float:
-        """Time of the earliest event; ``IndexError`` when empty."""
-        return self._heap[0][0]
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-
 def _uniform(seed: int, purpose: str, *keys: int) -> float:
     """A U[0, 1) draw that depends only on ``(seed, purpose, keys)``."""
     return derive_seed(seed, purpose, *keys) / 2**63
@@ -178,7 +153,7 @@ def _uniform(seed: int, purpose: str, *keys: int) -> float:
 
 def client_dropped(cfg: ClockConfig, seed: int, round: int, node: int) -> bool:
     """Whether ``node`` drops out of ``round``: Bernoulli(cfg.client_dropout)."""
-    return _uniform(seed, "dropout", round, node) < cfg.client_dropout
+    return _uniform(seed, "client-dropout", round, node) < cfg.client_dropout
 
 
 def link_dropped(cfg: ClockConfig, seed: int, step: int, i: int, j: int) -> bool:

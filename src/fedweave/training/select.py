@@ -1,4 +1,4 @@
-"""Choosing the gradient engine for a workload (``engine.backend``).
+"""Choosing the gradient engine for a workload (``engine.backend``): loop or vectorized.
 
 ``loop`` and ``vectorized`` are taken as asked (a BatchNorm model always runs on the loop
 engine, with a one-line notice: vmap cannot run training-mode BatchNorm). ``auto`` measures:
@@ -27,11 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedweave.config import Config, EngineConfig
+from fedweave.config import EngineConfig
+from fedweave.core.population import ParamLayout, flat_params, model_buffers, stack_buffers
 from fedweave.data.federated import FederatedData
 from fedweave.models import uses_batchnorm
-from fedweave.population import ParamLayout, flat_params, model_buffers, stack_buffers
-from fedweave.training.local import GradientEngine, LoopEngine, batch_schedule
+from fedweave.training.batches import batch_schedule
+from fedweave.training.loop import LoopEngine
+from fedweave.training.protocol import GradientEngine
 from fedweave.training.vectorized import VectorizedEngine
 
 log = logging.getLogger("fedweave")
@@ -46,21 +48,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def typical_cohort(config: Config, nodes: int) -> int:
-    """Models trained together in a round: the federated cohort (clients_per_round or
-    fraction × nodes), 1 for the centralized reference, all nodes for decentralized runs."""
-    alg = config.algorithm
-    if alg.name == "centralized" or alg.kind == "centralized":
-        return 1
-    if alg.kind == "decentralized":
-        return nodes
-    per_round = getattr(alg, "clients_per_round", None)
-    if per_round is not None:
-        return max(1, min(int(per_round), nodes))
-    fraction = getattr(alg, "fraction", None)
-    return max(1, round((fraction if fraction is not None else 1.0) * nodes))
 
 
 def _bucket(k: int) -> int:
@@ -140,28 +127,43 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
     return chosen, record
 
 
+BACKENDS = ("loop", "vectorized")
+
+
+def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
+                   data: FederatedData, seed: int, cohort_size: int, batch_size: int,
+                   forced: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(backend, record) for ``cfg.backend``: as asked, the loop for BatchNorm models,
+    ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``)."""
+    if forced is not None:
+        return forced, {"chosen": forced, "rule": "the backend recorded by the resumed run"}
+    backend = cfg.backend
+    if uses_batchnorm(model):
+        if backend != "loop":
+            log.warning("engine.backend=%s: BatchNorm model cannot be vmapped in training mode;"
+                        " using the loop engine (set model.norm=group for the vectorized "
+                        "engine)", backend)
+        return "loop", {"chosen": "loop", "rule": "BatchNorm model: loop engine (vmap-unsafe)"}
+    if backend == "auto":
+        return calibrate(model, layout, data, seed, cohort_size, batch_size)
+    return backend, {"chosen": backend, "rule": f"engine.backend={backend}"}
+
+
+def build_engine(backend: str, model: nn.Module, layout: ParamLayout, data: FederatedData,
+                 seed: int) -> GradientEngine:
+    """The ``loop`` or ``vectorized`` engine over ``data``."""
+    cls = VectorizedEngine if backend == "vectorized" else LoopEngine
+    return cls(model, layout, data, seed)
+
+
 def make_gradient_engine(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
                          data: FederatedData, seed: int, *, cohort_size: int | None = None,
                          batch_size: int = 32) -> GradientEngine:
-    """The engine for ``cfg.backend``; ``cohort_size`` (models trained together, default all
-    nodes) and ``batch_size`` shape the ``auto`` calibration."""
-    engine: GradientEngine
-    backend = cfg.backend
-    if backend != "loop" and uses_batchnorm(model):
-        log.warning("engine.backend=%s: BatchNorm model cannot be vmapped in training mode; "
-                    "using the loop engine (set model.norm=group for the vectorized engine)",
-                    backend)
-        engine = LoopEngine(model, layout, data, seed)
-        engine.calibration = {"chosen": "loop",
-                              "rule": "BatchNorm model: loop engine (vmap-unsafe)"}
-        return engine
-    if backend == "auto":
-        chosen, record = calibrate(model, layout, data, seed,
-                                   cohort_size if cohort_size is not None else data.nodes,
-                                   batch_size)
-    else:
-        chosen, record = backend, {"chosen": backend, "rule": f"engine.backend={backend}"}
-    cls = VectorizedEngine if chosen == "vectorized" else LoopEngine
-    engine = cls(model, layout, data, seed)
+    """``choose_backend`` then ``build_engine`` (the engine carries the record as
+    ``calibration``); ``cohort_size`` defaults to all nodes."""
+    chosen, record = choose_backend(cfg, model, layout, data, seed,
+                                    cohort_size if cohort_size is not None else data.nodes,
+                                    batch_size)
+    engine = build_engine(chosen, model, layout, data, seed)
     engine.calibration = record
     return engine

@@ -1,13 +1,10 @@
-"""Execution engines: *local* (one process, the default) and *distributed* (torch.distributed,
-launched by torchrun). ``distribute`` adapts a run context to the engine in use."""
+"""Processes of a run: whether this one runs under torchrun, which rank writes, device pinning.
+The process group itself is ``fedweave.comm.process_group``; which decentralized nodes a rank
+holds is ``fedweave.comm.partition``."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from fedweave.algorithms.base import RunContext
 
 
 def under_torchrun() -> bool:
@@ -25,16 +22,6 @@ def pin_local_device() -> None:
 
 
 pin_local_device()
-
-
-def distribute(ctx: RunContext) -> RunContext:
-    """Return ``ctx`` unchanged for the local engine; under torch.distributed, a context whose
-    local training and gradients are split across ranks."""
-    if ctx.config.engine.name == "local" and not under_torchrun():
-        return ctx
-    from fedweave.engine.distributed import make_distributed
-
-    return make_distributed(ctx)
 
 
 def is_writer() -> bool:

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fedweave.comm.process_group import gather_rows
 from fedweave.errors import UserError
 
 if TYPE_CHECKING:
-    from fedweave.algorithms.base import RunContext
-    from fedweave.training.local import GradientEngine
+    from fedweave.context import RunContext
+    from fedweave.training.protocol import GradientEngine
 
 
 def contiguous_assignment(n: int, world: int) -> list[list[int]]:
@@ -120,16 +121,12 @@ class NodePartition:
         """Held node rows ``[hi − lo, ...]`` → all N rows, on every rank."""
         if not self.split or not fields:
             return fields
-        from fedweave.engine.distributed import gather_rows
-
         return gather_rows(self.comm, fields, self.blocks, self.n, "node state all_gather")
 
     def gather_slots(self, fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Held slot rows → all 2E slot rows, on every rank."""
         if not self.split or not fields:
             return fields
-        from fedweave.engine.distributed import gather_rows
-
         blocks = [s.tolist() for s in self.slot_blocks]
         return gather_rows(self.comm, fields, blocks, len(self.slot_own), "slot state all_gather")
 
@@ -137,8 +134,6 @@ class NodePartition:
         """Rows of any length per rank, concatenated in rank order (e.g. pending messages)."""
         if not self.split or not fields:
             return fields
-        from fedweave.engine.distributed import gather_rows
-
         mine = torch.tensor([len(next(iter(fields.values())))], device=self.comm.device)
         counts = [int(c) for c in self.comm.all_gather(mine, "message count all_gather")]
         starts = [sum(counts[:r]) for r in range(len(counts))]
@@ -168,4 +163,4 @@ def node_partition(ctx: RunContext, slot_own: torch.Tensor, slot_nbr: torch.Tens
         raise UserError(f"engine.exchange=point_to_point needs at least one node per process: "
                         f"{comm.world} processes for data.nodes={n}; start at most {n} "
                         "processes or use engine.exchange=all_gather")
-    return split, ctx.engine.inner, mode  # type: ignore[attr-defined]
+    return split, ctx.local_engine, mode

@@ -1,0 +1,141 @@
+"""Shared machinery of the synchronous federated algorithms (REFERENCE §1).
+
+A round: sample the cohort (from (seed, "cohort", round) only) → every member's job runs on
+the virtual clock (download + local training + upload, ``sim.clock.job_time``) → the members
+that arrive are aggregated (``aggregate``: the ``aggregator`` seam) → the server optimizer
+applies the pseudo-gradient. The round lasts until the last member's job ends (stragglers
+cost time). With ``clock.client_dropout`` = p each member drops out with probability p
+(Bernoulli keyed by (seed, "client-dropout", round, client)): it still costs its job's time
+(the server only learns it is gone when it should have arrived), sends nothing, and the round
+aggregates the others; ``clients_dropped`` is recorded per round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from fedweave.algorithms.base import Algorithm, RoundResult
+from fedweave.algorithms.federated.aggregate import build_aggregator
+from fedweave.algorithms.federated.sampling import CohortConfig, cohort_size, sample_cohort
+from fedweave.algorithms.federated.server import ServerOptConfig, ServerOptimizer
+from fedweave.config import AlgorithmConfig
+from fedweave.context import RunContext
+from fedweave.core.population import Buffers, stack_buffers
+from fedweave.core.state import State, section
+from fedweave.sim.clock import client_dropped, job_time, node_profiles
+from fedweave.sim.scheduler import Scheduler
+from fedweave.training.batches import local_steps
+from fedweave.training.protocol import LocalResult
+
+
+@dataclass
+class RoundPlan:
+    """Who takes part in a round and how long it lasts on the virtual clock."""
+
+    cohort: torch.Tensor      # [K] sampled clients (CPU)
+    arrived: torch.Tensor     # [K] bool: the client's update reaches the server
+    duration: float           # virtual seconds until the last member's job ends
+
+    @property
+    def clients(self) -> torch.Tensor:
+        """The clients whose updates arrive (CPU)."""
+        return self.cohort[self.arrived]
+
+
+class CohortAlgorithm(Algorithm):
+    """Rounds of a sampled cohort on the virtual clock, aggregated by the ``aggregator``."""
+
+    config: CohortConfig
+    #: the aggregator used when ``aggregator.name`` is null
+    default_aggregator: ClassVar[str] = "weighted_mean"
+    #: models sent each way per client and round (SCAFFOLD also sends control variates)
+    messages: ClassVar[int] = 1
+
+    def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
+        super().__init__(ctx, config)
+        self.profile = node_profiles(ctx.config.clock, ctx.data.nodes, ctx.seed)
+        self.aggregate = build_aggregator(ctx.config.aggregator, self.default_aggregator)
+        self.clock = Scheduler(("arrival",))
+
+    # ------------------------------------------------------------------ a round's plan
+    def cohort(self, r: int) -> torch.Tensor:
+        """The round's cohort of ``data.nodes`` clients (CPU), by count or fraction."""
+        n, cfg = self.ctx.data.nodes, self.config
+        return sample_cohort(self.ctx.seed, r, n,
+                             cohort_size(n, cfg.clients_per_round, cfg.fraction))
+
+    def job_times(self, cohort: torch.Tensor) -> torch.Tensor:
+        """Virtual seconds of each member's job: download + compute (steps · min(B, n_i)
+        samples) + upload of ``messages`` models each way."""
+        cfg = self.ctx.config
+        sizes = self.ctx.data.sizes[cohort]
+        samples = local_steps(cfg.train, sizes) * sizes.clamp(max=cfg.train.batch_size)
+        nbytes = self.messages * self.ctx.model_bytes
+        return torch.as_tensor(job_time(self.profile, cohort, samples.double(), nbytes, nbytes,
+                                        cfg.clock.latency_s))
+
+    def plan(self, r: int) -> RoundPlan:
+        """Sample the cohort and run its jobs on the scheduler: every member's arrival is an
+        event at start + job time; the round ends with the last one."""
+        cohort = self.cohort(r)
+        clock_cfg, seed = self.ctx.config.clock, self.ctx.seed
+        times = self.job_times(cohort)
+        start = self.clock.now
+        for k, node in enumerate(cohort.tolist()):
+            dropped = client_dropped(clock_cfg, seed, r, node)
+            self.clock.at(start + float(times[k]), "arrival", k, tag=int(dropped),
+                          value=float(times[k]))
+        arrived = torch.zeros(len(cohort), dtype=torch.bool)
+        duration = 0.0
+        while len(self.clock):
+            event = self.clock.pop()
+            arrived[event.node] = not event.tag
+            duration = max(duration, event.value)
+        self.clock.now = start + duration
+        return RoundPlan(cohort, arrived, duration)
+
+    def result(self, plan: RoundPlan, local: LocalResult) -> RoundResult:
+        """The round's record: cohort training stats, bytes (every member downloads, the
+        arrived ones upload), virtual time, dropouts and per-client rows."""
+        down = len(plan.cohort) * self.messages * self.ctx.model_bytes
+        up = int(plan.arrived.sum()) * self.messages * self.ctx.model_bytes
+        extras = {}
+        if self.ctx.config.clock.client_dropout:
+            extras["clients_dropped"] = float((~plan.arrived).sum())
+        return RoundResult(*local.mean_train(), bytes_up=up, bytes_down=down,
+                           sim_time=plan.duration, extras=extras,
+                           clients={"client": plan.clients, "train_loss": local.loss.cpu(),
+                                    "train_acc": local.acc.cpu()})
+
+
+
+class FederatedAlgorithm(CohortAlgorithm):
+    """One global model (with a server optimizer); a cohort trains from it each round."""
+
+    config: ServerOptConfig
+
+    def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
+        super().__init__(ctx, config)
+        self.server = ServerOptimizer(ctx.init_params, self.config)
+        self.buffers: Buffers = dict(ctx.init_buffers)
+
+    def start(self, k: int) -> tuple[torch.Tensor, Buffers]:
+        """The global model and buffers, stacked for ``k`` clients."""
+        x = self.server.x.detach()
+        return x.expand(k, -1), stack_buffers(self.buffers, k)
+
+    # ------------------------------------------------------------------ records
+    def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
+        return self.server.x.detach().unsqueeze(0), stack_buffers(self.buffers, 1), ["global"]
+
+    def state(self) -> State:
+        return {"server": self.server.state(), "buffers": self.buffers,
+                "clock": self.clock.state()}
+
+    def load_state(self, state: State) -> None:
+        self.server.load_state(section(state, "server"))
+        self.buffers = section(state, "buffers")
+        self.clock.load_state(section(state, "clock"))

@@ -1,0 +1,211 @@
+"""The run context: everything an algorithm works with, built once per process.
+
+``build_context(config)`` resolves the device (``cuda:<LOCAL_RANK>`` under torchrun), joins the
+process group when the run is distributed, loads and partitions the data, builds the initial
+model (seeded from (seed, "init")) and decides the gradient engine once (``engine.backend``:
+measured by ``training.select`` for ``auto``, agreed on rank 0's choice across processes, or
+the backend recorded by the run being resumed). Nothing is rebuilt afterwards.
+
+A run may hold models of several shapes (HeteroFL's width-sliced submodels, a student that
+differs from its teachers): each is a ``ModelShape`` (template module, parameter layout,
+initial state, gradient engine, local trainer), made on demand by ``RunContext.shape``. The
+``main`` shape is the one of ``config.model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedweave.comm import under_torchrun
+from fedweave.comm.process_group import Comm, init_comm, local_device
+from fedweave.config import Config, ModelConfig
+from fedweave.core.population import Buffers, ParamLayout, flat_params, model_buffers
+from fedweave.data.federated import FederatedData, build_federated_data
+from fedweave.models import build_model, uses_batchnorm
+from fedweave.parallel.adapters import DistributedGradientEngine, DistributedTrainer
+from fedweave.rng import derive_seed
+from fedweave.training.optim import scheduled_lr
+from fedweave.training.protocol import GradientEngine
+from fedweave.training.select import BACKENDS, build_engine, choose_backend, resolve_device
+from fedweave.training.trainer import LocalTrainer
+
+
+@dataclass
+class ModelShape:
+    """One architecture of a run and the machinery to train it."""
+
+    name: str
+    model_config: ModelConfig
+    model: nn.Module
+    layout: ParamLayout
+    init_params: torch.Tensor   # [P]
+    init_buffers: Buffers       # {name: tensor} of one model
+    engine: GradientEngine      # distributed wrapper when the run is distributed
+    local_engine: GradientEngine
+    trainer: LocalTrainer
+
+    @property
+    def model_bytes(self) -> int:
+        """Bytes of one dense model's parameters."""
+        return self.layout.total * self.init_params.element_size()
+
+
+class RunContext:
+    """Config, data, device, process group, the engine decision and the model shapes."""
+
+    def __init__(self, config: Config, data: FederatedData, device: torch.device,
+                 comm: Comm | None, backend: str, calibration: dict[str, Any],
+                 model: nn.Module | None = None) -> None:
+        self.config, self.data, self.device, self.comm = config, data, device, comm
+        self.backend, self.calibration = backend, calibration
+        self.shapes: dict[str, ModelShape] = {}
+        self.main = self.shape("main", config.model, model)
+
+    # -- the main shape's parts (what most algorithms use)
+    @property
+    def model(self) -> nn.Module:
+        return self.main.model
+
+    @property
+    def layout(self) -> ParamLayout:
+        return self.main.layout
+
+    @property
+    def engine(self) -> GradientEngine:
+        return self.main.engine
+
+    @property
+    def local_engine(self) -> GradientEngine:
+        return self.main.local_engine
+
+    @property
+    def trainer(self) -> LocalTrainer:
+        return self.main.trainer
+
+    @property
+    def init_params(self) -> torch.Tensor:
+        return self.main.init_params
+
+    @property
+    def init_buffers(self) -> Buffers:
+        return self.main.init_buffers
+
+    @property
+    def model_bytes(self) -> int:
+        return self.main.model_bytes
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def lr(self, round_index: int) -> float:
+        return scheduled_lr(self.config.train, round_index)
+
+    # -- shapes
+    def shape(self, name: str, model_config: ModelConfig | None = None,
+              model: nn.Module | None = None) -> ModelShape:
+        """The model shape ``name``, built on first use from ``model_config`` (initialised from
+        (seed, "init") for ``main``, (seed, "init:<name>") for the others; or ``model``,
+        already built that way)."""
+        if name in self.shapes:
+            return self.shapes[name]
+        if model_config is None:
+            raise KeyError(f"model shape {name!r} is not built yet; pass its model config")
+        data = self.data
+        if model is None:
+            torch.manual_seed(derive_seed(self.seed, "init" if name == "main"
+                                          else f"init:{name}"))
+            model = build_model(model_config, data.input_shape, data.num_classes)
+            model = model.to(self.device)
+        layout = ParamLayout.of(model)
+        backend = "loop" if uses_batchnorm(model) else self.backend
+        local = build_engine(backend, model, layout, data, self.seed)
+        local.calibration = self.calibration
+        engine: GradientEngine = local
+        trainer: LocalTrainer
+        if self.comm is not None:
+            engine = DistributedGradientEngine(local, self.comm)
+            trainer = DistributedTrainer(local, data, self.config.train, self.comm)
+        else:
+            trainer = LocalTrainer(local, data, self.config.train)
+        shape = ModelShape(name, model_config, model, layout, flat_params(model),
+                           model_buffers(model), engine, local, trainer)
+        self.shapes[name] = shape
+        return shape
+
+    def with_data(self, data: FederatedData) -> RunContext:
+        """The same run over other node shards (e.g. the centralized union): same model,
+        initial state and engine decision, engines and trainers over ``data``."""
+        other = object.__new__(RunContext)
+        other.__dict__.update(self.__dict__)
+        other.data = data
+        other.shapes = {}
+        for name, s in self.shapes.items():
+            local = build_engine(s.local_engine.name, s.model, s.layout, data, self.seed)
+            local.calibration = self.calibration
+            engine: GradientEngine = local
+            trainer: LocalTrainer
+            if self.comm is not None:
+                engine = DistributedGradientEngine(local, self.comm)
+                trainer = DistributedTrainer(local, data, self.config.train, self.comm)
+            else:
+                trainer = LocalTrainer(local, data, self.config.train)
+            other.shapes[name] = dataclasses.replace(s, engine=engine, local_engine=local,
+                                                     trainer=trainer)
+        other.main = other.shapes["main"]
+        return other
+
+
+def typical_cohort(config: Config, nodes: int) -> int:
+    """Models trained together in a round: the federated cohort (clients_per_round or
+    fraction × nodes), 1 for the centralized reference, all nodes for decentralized runs."""
+    alg = config.algorithm
+    if alg.kind == "centralized":
+        return 1
+    if alg.kind == "decentralized":
+        return nodes
+    per_round = getattr(alg, "clients_per_round", None)
+    if per_round is not None:
+        return max(1, min(int(per_round), nodes))
+    fraction = getattr(alg, "fraction", None)
+    return max(1, round((fraction if fraction is not None else 1.0) * nodes))
+
+
+def _agree(comm: Comm | None, backend: str, record: dict[str, Any]
+           ) -> tuple[str, dict[str, Any]]:
+    """Every rank adopts rank 0's backend (one engine everywhere keeps the ranks' float
+    behaviour identical; calibration timings differ between processes)."""
+    if comm is None or comm.world == 1:
+        return backend, record
+    code = torch.tensor([BACKENDS.index(backend)], device=comm.device)
+    chosen = BACKENDS[int(comm.all_gather(code, "backend agreement")[0])]
+    if chosen != backend or comm.rank:
+        record = {**record, "chosen": chosen,
+                  "distributed": "rank 0's choice, adopted by every rank"}
+    return chosen, record
+
+
+def build_context(config: Config, data: FederatedData | None = None,
+                  backend: str | None = None) -> RunContext:
+    """The context of ``config`` in this process. ``backend``: reuse a recorded engine decision
+    (a resumed run continues with the engine it started with)."""
+    if config.engine.threads:
+        torch.set_num_threads(config.engine.threads)
+    device = resolve_device(config.engine.device)
+    comm: Comm | None = None
+    if config.engine.name == "distributed" or under_torchrun():
+        device = local_device(device)
+        comm = init_comm(config.engine.timeout_s, device)
+    data = (data or build_federated_data(config.data, config.seed)).to(device)
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    probe = build_model(config.model, data.input_shape, data.num_classes).to(device)
+    chosen, record = choose_backend(config.engine, probe, ParamLayout.of(probe), data,
+                                    config.seed, typical_cohort(config, data.nodes),
+                                    config.train.batch_size, forced=backend)
+    chosen, record = _agree(comm, chosen, record)
+    return RunContext(config, data, device, comm, chosen, record, probe)

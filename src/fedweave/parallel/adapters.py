@@ -1,0 +1,196 @@
+"""Distributed adapters: one algorithm, several processes (torch.distributed, torchrun).
+
+Launch (one process per rank; ``WORLD_SIZE > 1`` selects this engine automatically)::
+
+    torchrun --standalone --nproc-per-node 2 -m fedweave run CONFIG        # one host
+    fedweave run CONFIG --procs 2                                          # the same
+    torchrun --nnodes 3 --nproc-per-node 1 --rdzv-backend c10d \\
+             --rdzv-endpoint HOST0:29400 --rdzv-id RUN -m fedweave run CONFIG   # on each of 3
+
+Every rank runs the same round loop; the expensive parts are split:
+
+- **Federated cohorts** (``DistributedTrainer``): the K rows of a round's cohort are assigned
+  to ranks greedily by work (longest step count first, to the least loaded rank; ties by row
+  and rank, so every rank computes the same assignment without communicating). Each rank runs
+  the ordinary ``LocalTrainer`` on its rows, then the trained rows (params, buffers, loss,
+  accuracy) are all-gathered into the full ``LocalResult`` in cohort order.
+- **Decentralized nodes**, ``engine.exchange: all_gather`` (``DistributedGradientEngine``): every
+  rank holds all N node states; ``grads(x[N, P], ...)`` computes the gradients of a contiguous
+  slice of the nodes per rank and all-gathers the ``[N, P]`` result, so mixing ``W @ X`` and
+  every dual update run identically on all ranks.
+- **Decentralized nodes**, ``point_to_point`` (``fedweave.comm.partition``): each rank holds
+  only its block of nodes and their edge slots and swaps the messages that cross ranks with
+  ``Comm.exchange`` (one batched isend/irecv per neighbouring rank and step).
+- **Evaluation**: several models (``params[M]``, M > 1) are split by rows and the losses and
+  accuracies all-gathered; a single model is evaluated by every rank (no communication).
+
+Why the numbers equal the single-process run: local training of one row depends only on that
+row (batches, augmentation and dropout are seeded by (seed, round, step, node); the functional
+optimizer is row-wise), so a rank computes bit-for-bit the rows the single process would, and
+all-gathering *rows* (not partial weighted sums as in pfl-research's all-reduce) leaves the
+aggregation — ``weighted_mean`` over ``[K, P]`` in cohort order — to the same code on the same
+tensor on every rank: the result is identical to the single process, whatever the number of
+ranks, and every rank keeps an identical state without a broadcast. The cost is K·P values per
+round instead of P (rows of the cohort only, never of all N nodes).
+
+Faults, timeouts and the process group itself: ``fedweave.comm.process_group``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from fedweave.comm.partition import contiguous_assignment
+from fedweave.comm.process_group import Comm, gather_rows
+from fedweave.config import TrainConfig
+from fedweave.core.population import Buffers
+from fedweave.data.federated import FederatedData
+from fedweave.training.batches import batch_width, local_steps
+from fedweave.training.objectives import DataLoss, Objective
+from fedweave.training.protocol import GradientEngine, LocalResult, StepOutput
+from fedweave.training.trainer import LocalTrainer
+
+
+# ---------------------------------------------------------------------------------- placement
+def greedy_assignment(work: Sequence[int], world: int) -> list[list[int]]:
+    """Rows per rank, balanced by ``work`` (LPT: heaviest row first to the least loaded rank;
+    ties broken by row index and rank number). Deterministic, so ranks need not agree by
+    message. Each rank's rows are returned sorted."""
+    order = sorted(range(len(work)), key=lambda i: (-int(work[i]), i))
+    load = [0] * world
+    rows: list[list[int]] = [[] for _ in range(world)]
+    for i in order:
+        r = min(range(world), key=lambda q: (load[q], len(rows[q]), q))
+        rows[r].append(i)
+        load[r] += max(int(work[i]), 1)
+    return [sorted(x) for x in rows]
+
+
+# ---------------------------------------------------------------------------------- training
+class DistributedTrainer(LocalTrainer):
+    """``LocalTrainer`` whose ``train`` runs this rank's share of the cohort and all-gathers the
+    full ``LocalResult`` (module docstring)."""
+
+    def __init__(self, engine: GradientEngine, data: FederatedData, cfg: TrainConfig,
+                 comm: Comm) -> None:
+        super().__init__(engine, data, cfg)
+        self.comm = comm
+
+    def train(self, nodes: torch.Tensor, params: torch.Tensor, buffers: Buffers,
+              round_index: int, lr: float, objective: Objective | None = None, *,
+              width: int | None = None) -> LocalResult:
+        comm = self.comm
+        comm.start_round(round_index)
+        k = len(nodes)
+        if comm.world == 1:
+            return super().train(nodes, params, buffers, round_index, lr, objective,
+                                 width=width)
+        sizes = self.data.sizes[nodes.cpu()]
+        steps = local_steps(self.cfg, sizes)
+        assignment = greedy_assignment(steps.tolist(), comm.world)
+        mine = assignment[comm.rank]
+        fields: dict[str, torch.Tensor]
+        if mine:
+            sel = torch.tensor(mine, dtype=torch.int64, device=params.device)
+            share = (objective or Objective()).rows(sel, k)
+            part = super().train(nodes[sel], params[sel], {n: b[sel] for n, b in buffers.items()},
+                                 round_index, lr, share,
+                                 width=width or batch_width(self.data, nodes, self.cfg.batch_size))
+            fields = {"params": part.params, "loss": part.loss, "acc": part.acc,
+                      **{f"buffers.{n}": b for n, b in part.buffers.items()},
+                      **{f"extras.{n}": e for n, e in part.extras.items()}}
+        else:  # more ranks than rows: contribute nothing, receive everything
+            empty = params[:0]
+            fields = {"params": empty, "loss": empty[:, 0], "acc": empty[:, 0],
+                      **{f"buffers.{n}": b[:0] for n, b in buffers.items()}}
+        full = gather_rows(comm, fields, assignment, k, "cohort all_gather")
+        return LocalResult(
+            params=full["params"],
+            buffers={n[8:]: v for n, v in full.items() if n.startswith("buffers.")},
+            num_samples=sizes.to(params.dtype).to(params.device),
+            steps=steps,
+            loss=full["loss"], acc=full["acc"],
+            extras={n[7:]: v for n, v in full.items() if n.startswith("extras.")},
+        )
+
+
+class DistributedGradientEngine:
+    """Wraps a gradient engine: ``grads`` for ``[N, P]`` node stacks computes a contiguous
+    slice of rows per rank and all-gathers them; ``evaluate`` splits several models by rows."""
+
+    def __init__(self, inner: GradientEngine, comm: Comm) -> None:
+        self.inner, self.comm = inner, comm
+        self.name = f"distributed+{inner.name}"
+        self.calibration = inner.calibration
+
+    def __getattr__(self, item: str) -> Any:  # calibration, model, layout, ... of the inner one
+        return getattr(self.inner, item)
+
+    def grads(self, params: torch.Tensor, buffers: Buffers, idx: torch.Tensor,
+              weight: torch.Tensor, active: torch.Tensor, key: tuple[int, ...],
+              nodes: torch.Tensor, loss: DataLoss | None = None) -> StepOutput:
+        comm = self.comm
+        if key:
+            comm.start_round(int(key[0]))
+        if comm.world == 1:
+            return self.inner.grads(params, buffers, idx, weight, active, key, nodes, loss)
+        n = params.shape[0]
+        assignment = contiguous_assignment(n, comm.world)
+        mine = assignment[comm.rank]
+        lo, hi = (mine[0], mine[-1] + 1) if mine else (0, 0)
+        if mine:
+            out = self.inner.grads(params[lo:hi], {b: v[lo:hi] for b, v in buffers.items()},
+                                   idx[lo:hi], weight[lo:hi], active[lo:hi], key, nodes[lo:hi],
+                                   loss)
+            fields = {"grads": out.grads, "loss": out.loss, "correct": out.correct,
+                      "count": out.count, **{f"buffers.{b}": v for b, v in out.buffers.items()}}
+        else:
+            empty = params[:0]
+            fields = {"grads": empty, "loss": empty[:, 0], "correct": empty[:, 0],
+                      "count": empty[:, 0], **{f"buffers.{b}": v[:0] for b, v in buffers.items()}}
+        step = f"gradient all_gather (step {key[1]})" if len(key) > 1 else "gradient all_gather"
+        full = gather_rows(comm, fields, assignment, n, step)
+        return StepOutput(full["grads"], full["loss"], full["correct"], full["count"],
+                          {b[8:]: v for b, v in full.items() if b.startswith("buffers.")})
+
+    def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                 y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        comm, m = self.comm, params.shape[0]
+        if comm.world == 1:
+            return self.inner.evaluate(params, buffers, x, y)
+        if m == 1:
+            return self._evaluate_samples(params, buffers, x, y)
+        assignment = contiguous_assignment(m, comm.world)
+        mine = assignment[comm.rank]
+        if mine:
+            lo, hi = mine[0], mine[-1] + 1
+            loss, acc = self.inner.evaluate(params[lo:hi],
+                                            {b: v[lo:hi] for b, v in buffers.items()}, x, y)
+        else:
+            loss = acc = torch.zeros(0, dtype=torch.float64)
+        full = gather_rows(comm, {"loss": loss, "acc": acc}, assignment, m,
+                           "evaluation all_gather")
+        return full["loss"], full["acc"]
+
+
+    def _evaluate_samples(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                          y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One model on many samples: each rank takes a contiguous block of whole evaluation
+        batches; (Σ loss, Σ correct) per rank are all-gathered and summed in rank order.
+        Small sets (fewer batches than ranks) are evaluated by every rank, no communication."""
+        comm, n = self.comm, len(y)
+        batch = int(getattr(self.inner, "eval_batch", 2048))
+        blocks = -(-n // batch)
+        if blocks < comm.world:
+            return self.inner.evaluate(params, buffers, x, y)
+        mine = contiguous_assignment(blocks, comm.world)[comm.rank]
+        lo, hi = mine[0] * batch, min((mine[-1] + 1) * batch, n)
+        loss, acc = self.inner.evaluate(params, buffers, x[lo:hi], y[lo:hi])
+        count = hi - lo
+        part = torch.stack([loss[0].double() * count, (acc[0].double() * count).round()])
+        sums = torch.stack(comm.all_gather(part.to(comm.device), "evaluation all_gather"))
+        total = sums.cpu().sum(0) / max(n, 1)
+        return total[:1].to(loss.dtype), total[1:].to(acc.dtype)

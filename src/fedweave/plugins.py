@@ -1,0 +1,99 @@
+"""Where the registries get filled: the built-ins, the user's plugin modules, entry points.
+
+A plugin is any importable module (or ``.py`` file) that registers things when imported:
+``@register_model``, ``@register_dataset``, ``@register_algorithm``, ``@register_aggregator``,
+``register_partitioner``, ``register_callback``... It is named by ``fedweave run --import
+MODULE`` (repeatable), by the config key ``plugins: [MODULE, ...]`` (so a run directory's
+config.yaml re-imports it on ``--resume``, and every rank of a distributed run imports it), or
+by an installed package's entry point in the group ``fedweave.plugins``.
+
+The program's entry points (the CLI, ``fedweave.run``, ``fedweave.load_config``) call
+``load_config`` here, which fills the registries before resolving ``algorithm.name``: the
+config module itself imports no algorithm.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from fedweave.config import Config, load_raw, validate_config
+from fedweave.errors import UserError
+
+ENTRY_POINT_GROUP = "fedweave.plugins"
+_LOADED: set[str] = set()
+
+
+def load_builtins() -> None:
+    """Register the built-in algorithms, aggregators, models and datasets, then the installed
+    ``fedweave.plugins`` entry points (once per process)."""
+    if "builtins" in _LOADED:
+        return
+    import fedweave.algorithms
+    import fedweave.data.sources
+    import fedweave.models  # noqa: F401
+
+    _LOADED.add("builtins")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken third-party plugin must say which one
+            raise UserError(f"plugin entry point {ep.name} ({ep.value}) failed to import: "
+                            f"{type(exc).__name__}: {exc}") from None
+
+
+def import_plugin(name: str) -> None:
+    """Import a plugin module by dotted name (searched on ``sys.path`` and the current
+    folder) or by the path of a ``.py`` file."""
+    if name in _LOADED:
+        return
+    path = Path(name)
+    try:
+        if name.endswith(".py"):
+            if not path.is_file():
+                raise UserError(f"--import {name}: no such file")
+            spec = importlib.util.spec_from_file_location(f"fedweave_plugin_{path.stem}", path)
+            if spec is None or spec.loader is None:
+                raise UserError(f"--import {name}: cannot load this file as a module")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            importlib.import_module(name)
+    except UserError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise UserError(f"--import {name}: module not found ({exc.name}); put it on "
+                        "PYTHONPATH or give the path of its .py file") from None
+    except Exception as exc:
+        raise UserError(f"--import {name}: importing it failed: {type(exc).__name__}: "
+                        f"{exc}".splitlines()[0]) from None
+    _LOADED.add(name)
+
+
+def import_plugins(names: Iterable[str]) -> None:
+    load_builtins()
+    for name in names:
+        import_plugin(name)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                imports: Iterable[str] = ()) -> Config:
+    """Load a config like ``fedweave.config.load_config``, after importing the built-ins,
+    ``imports`` and the file's own ``plugins`` list (``imports`` are added to it, so the
+    resolved config records every plugin the run needs)."""
+    raw = load_raw(path, overrides)
+    listed = raw.get("plugins") or []
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        raise UserError("config error: plugins: must be a list of module names")
+    names = list(dict.fromkeys([*listed, *imports]))
+    import_plugins(names)
+    if names:
+        raw["plugins"] = names
+    return validate_config(raw)

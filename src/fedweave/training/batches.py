@@ -1,0 +1,56 @@
+"""Which samples each node trains on: per-round batch schedules.
+
+Node i's samples for a round are a stream of concatenated random permutations of its shard
+(RNG from (seed, "batches", round, node)); step s takes the next ``min(B, n_i)`` samples, so
+one round visits every sample ``local_epochs`` times. Unequal step counts are padded: finished
+nodes are masked (``active``) and never updated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fedweave.config import TrainConfig
+from fedweave.data.federated import FederatedData
+from fedweave.rng import torch_generator
+from fedweave.training.protocol import Batches
+
+
+def batch_width(data: FederatedData, nodes: torch.Tensor, batch_size: int) -> int:
+    """Padded batch width of a stack of ``nodes``: min(B, largest shard)."""
+    return min(batch_size, max(len(data.train_idx[int(n)]) for n in nodes))
+
+
+def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor,
+                   batch_size: int, key: tuple[int, ...], purpose: str = "batches",
+                   width: int | None = None) -> Batches:
+    """Batches of each node for one round: step s of node i takes samples
+    [s·b_i, (s+1)·b_i) of a stream of random permutations of its shard, b_i = min(B, n_i).
+    ``width``: padded width (default ``batch_width``); a process computing part of a stack
+    passes the whole stack's width, because a batched engine's float reductions over the
+    batch depend on it."""
+    k_count, s_max = len(nodes), int(steps.max()) if len(steps) else 0
+    if width is None:
+        width = batch_width(data, nodes, batch_size) if k_count else 1
+    idx = torch.zeros(k_count, s_max, width, dtype=torch.int64)
+    weight = torch.zeros(k_count, s_max, width)
+    for k, node in enumerate(nodes.tolist()):
+        shard = data.train_idx[node]
+        n, s = len(shard), int(steps[k])
+        b = min(batch_size, n)
+        gen = torch_generator(data.seed, purpose, *key, node)
+        need = s * b
+        stream = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(need / n))])
+        idx[k, :s, :b] = shard[stream[:need]].view(s, b)
+        weight[k, :s, :b] = 1.0
+    return Batches(idx.to(data.x.device), weight.to(data.x.device), steps)
+
+
+def local_steps(cfg: TrainConfig, sizes: torch.Tensor) -> torch.Tensor:
+    """Steps per node: ``local_steps`` or ⌈local_epochs · n_i / min(B, n_i)⌉."""
+    if cfg.local_steps is not None:
+        return torch.full_like(sizes, cfg.local_steps)
+    b = sizes.clamp(max=cfg.batch_size)
+    return torch.ceil(cfg.local_epochs * sizes / b).to(torch.int64).clamp(min=1)

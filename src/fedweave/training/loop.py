@@ -1,0 +1,85 @@
+"""The loop gradient engine: plain autograd, one node model at a time. Works for every model
+(BatchNorm included); ``training.vectorized`` batches the same computation with ``vmap``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedweave.core.population import Buffers, ParamLayout, load_flat
+from fedweave.data.federated import FederatedData
+from fedweave.models import has_dropout
+from fedweave.rng import derive_seed
+from fedweave.training.objectives import CROSS_ENTROPY, DataLoss
+from fedweave.training.persample import PerSample
+from fedweave.training.protocol import StepOutput
+
+
+class LoopEngine(PerSample):
+    """Plain autograd, one node model at a time."""
+
+    name = "loop"
+    calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.backend)
+
+    def __init__(self, model: nn.Module, layout: ParamLayout, data: FederatedData,
+                 seed: int, eval_batch: int = 2048) -> None:
+        self.model, self.layout, self.data, self.seed = model, layout, data, seed
+        self.eval_batch = eval_batch
+        self.has_dropout = has_dropout(model)
+
+    def _load(self, params: torch.Tensor, buffers: Buffers, k: int) -> None:
+        load_flat(self.model, params[k])
+        for name, buf in self.model.named_buffers():
+            buf.copy_(buffers[name][k])
+
+    def grads(self, params: torch.Tensor, buffers: Buffers, idx: torch.Tensor,
+              weight: torch.Tensor, active: torch.Tensor, key: tuple[int, ...],
+              nodes: torch.Tensor, loss: DataLoss | None = None) -> StepOutput:
+        data_loss = loss or CROSS_ENTROPY
+        k_count = params.shape[0]
+        grads = torch.zeros_like(params)
+        losses = torch.zeros(k_count, dtype=params.dtype, device=params.device)
+        correct = torch.zeros_like(losses)
+        count = weight.sum(1).to(params.dtype)
+        buffers = {n: b.clone() for n, b in buffers.items()}
+        self.model.train()
+        plist = list(self.model.parameters())
+        for k in torch.nonzero(active).flatten().tolist():
+            node = int(nodes[k])
+            self._load(params, buffers, k)
+            real = weight[k] > 0
+            rows = idx[k][real]
+            xb, yb = self.data.gather(rows, augment_key=(*key, node))
+            if self.has_dropout:
+                torch.manual_seed(derive_seed(self.seed, "dropout", *key, node))
+            logits = self.model(xb)
+            batch_loss = data_loss.mean(logits, yb, rows)
+            g = torch.autograd.grad(batch_loss, plist)
+            grads[k] = torch.cat([t.reshape(-1) for t in g])
+            losses[k] = batch_loss.detach()
+            correct[k] = (logits.argmax(1) == yb).sum()
+            for name, buf in self.model.named_buffers():
+                buffers[name][k] = buf
+        return StepOutput(grads, losses, correct, count, buffers)
+
+    @torch.no_grad()
+    def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                 y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy and accuracy of each model ``params[M]`` on (x, y)."""
+        self.model.eval()
+        m = params.shape[0]
+        loss = torch.zeros(m, dtype=torch.float64)
+        correct = torch.zeros(m, dtype=torch.float64)
+        for k in range(m):
+            self._load(params, buffers, k)
+            for start in range(0, len(y), self.eval_batch):
+                xb = self.data.features(x[start: start + self.eval_batch])
+                yb = y[start: start + self.eval_batch]
+                logits = self.model(xb)
+                loss[k] += F.cross_entropy(logits, yb, reduction="sum").item()
+                correct[k] += (logits.argmax(1) == yb).sum().item()
+        n = max(len(y), 1)
+        return loss / n, correct / n
