@@ -22,6 +22,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from fedweave.config import Config, load_raw, validate_config
+from fedweave.config_checks import warn_no_effect
 from fedweave.errors import UserError
 
 ENTRY_POINT_GROUP = "fedweave.plugins"
@@ -96,4 +97,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     import_plugins(names)
     if names:
         raw["plugins"] = names
-    return validate_config(raw)
+    config = validate_config(raw)
+    warn_no_effect(config)
+    return config

@@ -104,3 +104,35 @@ def weighted_mean(params: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ_i w_i x_i / Σ_i w_i over the node dim of ``params[K, P]``."""
     w = weights.to(params.dtype)
     return (w / w.sum()) @ params
+
+
+def slice_index(full: ParamLayout, sub: ParamLayout) -> torch.Tensor:
+    """Where a width-sliced submodel lives in the full model's flat vector: for every
+    parameter (same names, same order, every dimension of the submodel's shape at most the
+    full one's), the indices of the leading box ``p[:s0, :s1, ...]`` (HeteroFL: the first
+    channels of every layer). ``full_flat[..., index]`` is the submodel; writing through the
+    index puts it back. int64 ``[sub.total]``."""
+    if full.names != sub.names:
+        raise ValueError("submodel parameters differ from the full model's: "
+                         f"{sub.names} vs {full.names}")
+    parts = []
+    for name, fs, ss, off in zip(full.names, full.shapes, sub.shapes, full.offsets,
+                                 strict=True):
+        if len(fs) != len(ss) or any(s > f for s, f in zip(ss, fs, strict=True)):
+            raise ValueError(f"{name}: submodel shape {tuple(ss)} does not fit {tuple(fs)}")
+        grid = torch.arange(fs.numel(), dtype=torch.int64).view(fs)
+        parts.append(grid[tuple(slice(0, s) for s in ss)].reshape(-1) + off)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+
+def gather_slice(full_flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The submodel(s) ``full_flat[..., index]`` (a copy)."""
+    return full_flat[..., index.to(full_flat.device)]
+
+
+def scatter_slice(full_flat: torch.Tensor, index: torch.Tensor, sub_flat: torch.Tensor
+                  ) -> torch.Tensor:
+    """A copy of ``full_flat`` with the submodel ``sub_flat`` written into its slice."""
+    out = full_flat.clone()
+    out[..., index.to(full_flat.device)] = sub_flat
+    return out

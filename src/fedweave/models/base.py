@@ -18,10 +18,18 @@ from fedweave.registry import Registry
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 
 MODELS: Registry[Builder] = Registry("model")
+#: the ``model.*`` options each built-in model reads (``model.name`` aside); a run that sets
+#: another one gets a "has no effect" warning. Plugin models declare theirs, or get none.
+MODEL_OPTIONS: dict[str, frozenset[str]] = {}
+CONV_OPTIONS = ("norm", "width", "group_channels", "dropout", "last_dropout")
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: make ``model.name: <name>`` build with this function."""
+def register_model(name: str, options: tuple[str, ...] | None = None
+                   ) -> Callable[[Builder], Builder]:
+    """Decorator: make ``model.name: <name>`` build with this function; ``options``: the
+    ``model.*`` keys it reads."""
+    if options is not None:
+        MODEL_OPTIONS[name] = frozenset(options)
     return MODELS.register(name)
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedweave.config import ModelConfig
-from fedweave.models.base import dropout, image_shape, norm2d, register_model, scaled
+from fedweave.models.base import CONV_OPTIONS, dropout, image_shape, norm2d, register_model, scaled
 
 Shortcut = Literal["identity", "pad", "projection"]
 
@@ -118,7 +118,7 @@ def resnet(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
     return nn.Sequential(parts)
 
 
-@register_model("resnet18")
+@register_model("resnet18", (*CONV_OPTIONS, "stem"))
 def resnet18(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """ResNet-18: basic blocks [2, 2, 2, 2], widths 64–512, 1×1 projection shortcuts (option B).
     Norm batch, 10 classes, CIFAR stem: 11,173,962 parameters (1000 classes, ImageNet stem:
@@ -127,7 +127,7 @@ def resnet18(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -
                   (64, 128, 256, 512), "projection")
 
 
-@register_model("resnet32")
+@register_model("resnet32", (*CONV_OPTIONS, "stem"))
 def resnet32(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """ResNet-32 for CIFAR (§4.2 of the paper, 6n+2 layers with n = 5): three stages of basic
     blocks with 16/32/64 channels and the parameter-free option-A shortcut. Norm batch,
@@ -135,7 +135,7 @@ def resnet32(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -
     return resnet(cfg, input_shape, num_classes, BasicBlock, (5, 5, 5), (16, 32, 64), "pad")
 
 
-@register_model("resnet50")
+@register_model("resnet50", (*CONV_OPTIONS, "stem"))
 def resnet50(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """ResNet-50: bottleneck blocks [3, 4, 6, 3], widths 64–512 (×4 out), projection shortcuts.
     Norm batch, 1000 classes, ImageNet stem: 25,557,032 parameters (as torchvision)."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from fedweave.config import ModelConfig
 from fedweave.models.base import (
+    CONV_OPTIONS,
     conv_out,
     dropout,
     flat_features,
@@ -38,13 +39,13 @@ def _conv_block(cfg: ModelConfig, cin: int, cout: int, kernel: int,
             nn.MaxPool2d(2), *dropout(cfg.dropout)]
 
 
-@register_model("logistic")
+@register_model("logistic", ("last_dropout",))
 def logistic(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Multinomial logistic regression: flatten + one linear layer."""
     return nn.Sequential(*_head(cfg, flat_features(input_shape), [], num_classes))
 
 
-@register_model("mlp")
+@register_model("mlp", ("hidden", "width", "dropout", "last_dropout"))
 def mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Multi-layer perceptron with ReLU hidden layers of widths ``cfg.hidden`` × ``cfg.width``
     (the 2NN of McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from
@@ -53,7 +54,7 @@ def mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.
     return nn.Sequential(*_head(cfg, flat_features(input_shape), hidden, num_classes))
 
 
-@register_model("cnn")
+@register_model("cnn", CONV_OPTIONS)
 def cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Small CNN in the style of McMahan et al. 2017's MNIST CNN, sized from the input:
     two ``conv3×3 (32, 64 × width) → norm → ReLU → max-pool 2`` blocks, an adaptive average pool
@@ -71,7 +72,7 @@ def cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.
     )
 
 
-@register_model("lenet")
+@register_model("lenet", CONV_OPTIONS)
 def lenet(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """LeNet-5 (LeCun et al. 1998, "Gradient-Based Learning Applied to Document Recognition")
     in its modern style: ReLU and max-pool instead of tanh and subsampling, a full C3 table.
@@ -89,7 +90,7 @@ def lenet(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> n
     )
 
 
-@register_model("conv2")
+@register_model("conv2", CONV_OPTIONS)
 def conv2(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The FEMNIST CNN of LEAF (Caldas et al. 2018, "LEAF: A Benchmark for Federated
     Settings"): ``conv5×5 32 → pool → conv5×5 64 → pool → FC 2048 → classes`` ('same' padding).

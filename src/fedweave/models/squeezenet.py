@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedweave.config import ModelConfig
-from fedweave.models.base import dropout, image_shape, norm2d, register_model, scaled
+from fedweave.models.base import CONV_OPTIONS, dropout, image_shape, norm2d, register_model, scaled
 
 
 class Fire(nn.Module):
@@ -25,7 +25,7 @@ class Fire(nn.Module):
         return F.relu(torch.cat([self.expand1(s), self.expand3(s)], dim=1))
 
 
-@register_model("squeezenet")
+@register_model("squeezenet", CONV_OPTIONS)
 def squeezenet(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """SqueezeNet 1.1 (Iandola et al. 2016, "SqueezeNet: AlexNet-level accuracy with 50x fewer
     parameters and <0.5MB model size"; v1.1 from the authors' repository, as in torchvision):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 from fedweave.config import ModelConfig
-from fedweave.models.base import dropout, image_shape, norm2d, register_model, scaled
+from fedweave.models.base import CONV_OPTIONS, dropout, image_shape, norm2d, register_model, scaled
 
 # Configuration "A" of Simonyan & Zisserman; 0 marks a 2×2 max-pool.
 VGG11 = (64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0)
 
 
-@register_model("vgg11")
+@register_model("vgg11", CONV_OPTIONS)
 def vgg11(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """VGG-11 (Simonyan & Zisserman 2015, "Very Deep Convolutional Networks for Large-Scale
     Image Recognition", configuration A) in the CIFAR variant: ``conv3×3 (bias) → norm → ReLU``

@@ -86,6 +86,11 @@ class DecentralizedConfig(AlgorithmConfig):
         "decentralized"
     )
     supports_async: ClassVar[bool] = True
+
+
+class PeriodicConfig(DecentralizedConfig):
+    """Algorithms whose edges exchange on a period (not gossip's matchings or CADMM's rounds)."""
+
     exchange_period: int = Field(
         1, ge=1, description="K: each edge exchanges once every K steps, at its offset"
     )
@@ -136,6 +141,8 @@ class DecentralizedAlgorithm(Algorithm):
         self.slot_nbr = torch.cat([ends[:, 1], ends[:, 0]])
         self.slot_rev = torch.cat([ar + e, ar])
         self.slot_edge = torch.cat([ar, ar])
+        #: K of ``exchange_period`` (1 for algorithms that schedule exchanges their own way)
+        self.period = int(getattr(self.config, "exchange_period", 1))
         self.offset = self.schedule_offsets().repeat(2)
         self.alive = torch.ones(e, dtype=torch.bool)
         self.part, self.engine, self.exchange_mode = node_partition(
@@ -172,7 +179,7 @@ class DecentralizedAlgorithm(Algorithm):
         self.late = self.transport.late
         #: sync, every edge every step, no faults: mixing sees current rows (W @ x when one
         #: process holds every node; split processes still route the rows as messages)
-        self.fast = (self.mixes and not self.async_ and self.config.exchange_period == 1
+        self.fast = (self.mixes and not self.async_ and self.period == 1
                      and clock.link_drop == 0 and not bool(self.late.any()))
         self.W_config = mixing_matrix(self.graph, cfg.topology.mixing)
         self._set_mixing()
@@ -189,7 +196,7 @@ class DecentralizedAlgorithm(Algorithm):
 
     def schedule_offsets(self) -> torch.Tensor:
         """Per undirected edge offset of its exchanges (``exchange_schedule``)."""
-        return exchange_schedule(self.edges, self.n, self.config.exchange_period)
+        return exchange_schedule(self.edges, self.n, self.period)
 
     def init_state(self) -> None:
         """Allocate algorithm state (duals, trackers, copies)."""
@@ -197,7 +204,7 @@ class DecentralizedAlgorithm(Algorithm):
     def due(self, k: torch.Tensor) -> torch.Tensor:
         """bool [2E], every slot (replicated): slots whose owner, at its global step
         ``k[slot_own]`` (``k``: [N], CPU), exchanges now."""
-        return (k[self.slot_own] % self.config.exchange_period) == self.offset
+        return (k[self.slot_own] % self.period) == self.offset
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         """Update the ``active`` held rows from gradients ``g`` (zero elsewhere) and ``lr``
@@ -583,4 +590,4 @@ class LocalOptimizerAlgorithm(DecentralizedAlgorithm):
 
 
 __all__ = ["DecentralizedAlgorithm", "DecentralizedConfig", "FunctionalOptimizer",
-           "LocalOptimizerAlgorithm"]
+           "LocalOptimizerAlgorithm", "PeriodicConfig"]

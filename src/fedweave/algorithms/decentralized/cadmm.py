@@ -7,7 +7,7 @@ multi-robot collaborative learning"; REFERENCE §3). A communication round every
       f_i(θ) + p_iᵀθ + ρ Σ_j ‖θ − (anchor_i + θ_j)/2‖²,
       gradient g_i + p_i + 2ρ Σ_j (θ − (anchor_i + θ_j)/2)
 
-B = ``inner_steps``; all edges exchange together (``exchange_period`` is not used). θ_j is the
+B = ``inner_steps``; all edges exchange together (there is no ``exchange_period``). θ_j is the
 last model received from j (stale when asynchronous).
 """
 

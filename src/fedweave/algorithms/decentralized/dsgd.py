@@ -16,10 +16,10 @@ from typing import Literal
 import torch
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import DecentralizedConfig, LocalOptimizerAlgorithm
+from fedweave.algorithms.decentralized.base import LocalOptimizerAlgorithm, PeriodicConfig
 
 
-class DSGDConfig(DecentralizedConfig):
+class DSGDConfig(PeriodicConfig):
     name: Literal["dsgd"] = "dsgd"
 
 

@@ -19,14 +19,14 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import DecentralizedAlgorithm, DecentralizedConfig
+from fedweave.algorithms.decentralized.base import DecentralizedAlgorithm, PeriodicConfig
 
 
-class GradientTrackingConfig(DecentralizedConfig):
+class GradientTrackingConfig(PeriodicConfig):
     name: Literal["gradient_tracking"] = "gradient_tracking"
 
 
-class D2Config(DecentralizedConfig):
+class D2Config(PeriodicConfig):
     name: Literal["d2"] = "d2"
     exact_diffusion: bool = Field(False, description="mix with (I + W)/2")
 

@@ -1,0 +1,73 @@
+"""Keys that are valid but have no effect in their context get one warning each.
+
+The config refuses what cannot act at all (``fedweave.config``: topology keys of a federated
+run, ``clock.asynchronous`` for synchronous algorithms, ...); this module looks at keys whose
+effect depends on another key (``data.alpha`` only shapes a ``dirichlet`` partition,
+``train.nesterov`` needs momentum, ``model.hidden`` is the MLP's, ...). A key counts as set
+when it differs from its default, so a dumped config.yaml (every default spelt out) is quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from fedweave.config import Config
+from fedweave.models.base import MODEL_OPTIONS
+
+log = logging.getLogger("fedweave")
+_WARNED: set[str] = set()
+
+
+def _set(section: object, key: str) -> bool:
+    field = type(section).model_fields[key]  # type: ignore[attr-defined]
+    return bool(getattr(section, key) != field.get_default(call_default_factory=True))
+
+
+def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
+    d, m, t, a = cfg.data, cfg.model, cfg.train, cfg.algorithm
+    for key, partition in (("alpha", "dirichlet"), ("shards_per_node", "shards"),
+                           ("classes_per_node", "classes"), ("class_share_low", "classes"),
+                           ("sigma", "quantity")):
+        if _set(d, key) and d.partition != partition:
+            yield f"data.{key}", f"data.partition={d.partition} (it shapes {partition} only)"
+    if d.dataset != "synthetic":
+        for key in type(d.synthetic).model_fields:
+            if _set(d.synthetic, key):
+                yield f"data.synthetic.{key}", f"data.dataset={d.dataset}"
+    options = MODEL_OPTIONS.get(m.name)
+    if options is not None:
+        for key in ("norm", "width", "group_channels", "dropout", "last_dropout", "hidden",
+                    "stem"):
+            if _set(m, key) and key not in options:
+                yield f"model.{key}", f"model.name={m.name}"
+    if _set(m, "group_channels") and m.norm != "group":
+        yield "model.group_channels", f"model.norm={m.norm}"
+    if t.optimizer == "adam":
+        for key in ("momentum", "nesterov"):
+            if _set(t, key):
+                yield f"train.{key}", "train.optimizer=adam"
+    elif t.nesterov and t.momentum == 0:
+        yield "train.nesterov", "train.momentum=0"
+    if t.scheduler == "none":
+        for key in ("step_size", "gamma"):
+            if _set(t, key):
+                yield f"train.{key}", "train.scheduler=none"
+    opt = getattr(a, "server_optimizer", None)
+    if opt is not None:
+        for key, users in (("server_momentum", {"momentum"}), ("server_betas", {"adam", "yogi"}),
+                           ("server_eps", {"adam", "yogi", "adagrad"})):
+            if _set(a, key) and opt not in users:
+                yield f"algorithm.{key}", f"algorithm.server_optimizer={opt}"
+
+
+def warn_no_effect(cfg: Config) -> list[str]:
+    """Log one warning per key without effect (once per process); returns the messages."""
+    out = []
+    for key, why in _rules(cfg):
+        msg = f"config: {key} has no effect with {why}"
+        out.append(msg)
+        if msg not in _WARNED:
+            _WARNED.add(msg)
+            log.warning(msg)
+    return out
