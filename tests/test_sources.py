@@ -304,7 +304,7 @@ def test_missing_names_path(tmp_path: Path, name: str) -> None:
 
 
 def test_missing_fashion_mentions_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fedweave.data.sources.FASHION_SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.setattr("fedweave.data.sources.idx.FASHION_SYSTEM_DIR", tmp_path / "none")
     with pytest.raises(DatasetMissingError, match="apt-get install dataset-fashion-mnist"):
         load_dataset(DataConfig(dataset="fashion-mnist", root=tmp_path), 0)
 
