@@ -18,7 +18,7 @@ import torch
 
 from fedweave.config import DataConfig
 from fedweave.data.download import DOWNLOADABLE, download_dataset
-from fedweave.errors import DatasetMissingError
+from fedweave.errors import DatasetMissingError, UserError
 from fedweave.registry import Registry
 from fedweave.rng import torch_generator
 
@@ -180,3 +180,23 @@ def missing(name: str, paths: Sequence[Path], how: str | None = None) -> Dataset
         how = f"run `fedweave data download {name}` or set data.root"
     return DatasetMissingError(f"dataset {name!r} not found: expected {where}; {how}")
 
+
+
+def unreadable(path: Path, problem: str, fix: str) -> UserError:
+    """The one-line error for a dataset file that exists but cannot be used:
+    ``<path>: <problem>; <fix>`` (newlines in ``problem`` folded, long ones shortened)."""
+    text = " ".join(problem.split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return UserError(f"{path}: {text}; {fix}")
+
+
+def redownload(name: str) -> str:
+    """The fix for a damaged file of a downloadable dataset."""
+    return f"re-download with fedweave data download {name}"
+
+
+def reason(exc: BaseException) -> str:
+    """A short description of a reader's exception: its message, else its type name."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,20 @@ def load_hf(cfg: DataConfig, root: Path, seed: int) -> Dataset:
     """``hf:<name>``: a Hugging Face Hub dataset via the optional ``datasets`` package (cached in
     ``root/hf``), splits ``train`` and ``test`` (else ``validation``). The first ``Image`` column
     becomes uint8 NCHW (mean/std from train), else numeric columns other than the label become
-    float32 features; the label is ``label`` / ``labels`` / ``fine_label`` (class names kept)."""
+    float32 features; the label is ``label`` / ``labels`` / ``fine_label`` (class names kept).
+    Hub datasets that need a loading script are refused (``trust_remote_code=False`` where the
+    installed ``datasets`` still has the option): no code from the Hub runs."""
     try:
         import datasets as hf
     except ImportError as e:
         raise UserError("hf:<name> datasets need the `datasets` package: "
                         "pip install 'fedweave[hf]'") from e
     name = cfg.dataset[len("hf:"):]
+    options: dict[str, object] = {"cache_dir": str(root / "hf")}
+    if "trust_remote_code" in inspect.signature(hf.load_dataset).parameters:
+        options["trust_remote_code"] = False  # datasets 2.18-2.19 ran Hub loading scripts
     try:
-        splits = hf.load_dataset(name, cache_dir=str(root / "hf"))
+        splits = hf.load_dataset(name, **options)
     except Exception as e:  # the hub client raises many types; all mean "not available"
         raise DatasetMissingError(f"Hugging Face dataset {name!r} could not be loaded into "
                                   f"{root / 'hf'}: {e}") from e
