@@ -44,9 +44,10 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     non-negative integer labels, at least one sample in each split. Labels come back as int64
     ``[N]``. Anything else is a :class:`UserError` naming the file."""
     try:
-        with np.load(path, allow_pickle=False) as blob:
-            if not isinstance(blob, np.lib.npyio.NpzFile):
-                raise unreadable(path, "a single .npy array, not an .npz archive", NPZ_FIX)
+        blob = np.load(path, allow_pickle=False)
+        if not isinstance(blob, np.lib.npyio.NpzFile):
+            raise unreadable(path, "a single .npy array, not an .npz archive", NPZ_FIX)
+        with blob:
             absent = [k for k in _KEYS if k not in blob.files]
             if absent:
                 raise unreadable(path, f"lacks arrays {absent}", NPZ_FIX)

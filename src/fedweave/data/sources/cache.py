@@ -10,7 +10,8 @@ new key and the entry is rebuilt (older entries of the same source folder are de
 Entries are built in a temporary folder and renamed into place (never half-written), under an
 exclusive ``fcntl.flock`` on ``<name>-<where>.lock``, so two processes building the same cache
 build it once; readers hold the lock shared. An entry that does not match its manifest
-(truncated or garbled ``.npy``, bad manifest) is rebuilt. Caches go next to the source files
+(truncated, padded or garbled ``.npy`` header, bad manifest) is rebuilt; the array bytes
+themselves are not checksummed. Caches go next to the source files
 (``<folder>/fedweave-cache/``) when that folder is inside the data root, writable and not a
 system dataset folder, else to ``$XDG_CACHE_HOME/fedweave/decoded`` (default
 ``~/.cache/fedweave/decoded``); when neither can be written, nothing is cached.
@@ -108,12 +109,14 @@ def _load(entry: Path, key: str) -> Arrays | None:
                 arr = np.load(path, allow_pickle=False)
             else:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
+                if path.stat().st_size != arr.offset + arr.nbytes:  # bytes added or lost
+                    return None
             if arr.shape != shape or arr.dtype.str != meta["dtype"]:
                 return None
             out[name] = np.array(arr)  # copy out of the map: writable, independent of the file
         return out
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError):
-        return None  # absent, truncated or garbled: rebuild
+    except Exception:  # absent, truncated or garbled (numpy's header parser can even raise
+        return None  # tokenize.TokenError): rebuild
 
 
 def _store(folder: Path, entry: Path, key: str, arrays: Mapping[str, np.ndarray]) -> None:

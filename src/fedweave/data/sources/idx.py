@@ -67,8 +67,8 @@ def read_idx(path: Path, fix: str = "replace it with an intact copy") -> np.ndar
             if nbytes > IDX_MAX_BYTES:
                 raise unreadable(path, f"IDX header declares shape {shape} ({nbytes} bytes), "
                                        "more than any real dataset", fix)
-            data = bytearray(nbytes)
-            got = _readinto_exactly(f, data)
+            data = _read_upto(f, nbytes)  # grows with what is there: a bogus size costs nothing
+            got = len(data)
             if got < nbytes:
                 raise unreadable(path, f"truncated: expected {count} values of shape {shape}, "
                                        f"the file holds {got // dtype.itemsize}", fix)
@@ -80,25 +80,19 @@ def read_idx(path: Path, fix: str = "replace it with an intact copy") -> np.ndar
 
 def _read_exactly(f: io.BufferedIOBase, n: int) -> bytes:
     """Up to ``n`` bytes, fewer only at the end of the file."""
+    return bytes(_read_upto(f, n))
+
+
+def _read_upto(f: io.BufferedIOBase, n: int) -> bytearray:
+    """Up to ``n`` bytes in chunks of at most 16 MiB (fewer only at the end of the file), so
+    memory follows the data actually present, not a size claimed by a header."""
     out = bytearray()
     while len(out) < n:
-        chunk = f.read(n - len(out))
+        chunk = f.read(min(n - len(out), 1 << 24))
         if not chunk:
             break
         out += chunk
-    return bytes(out)
-
-
-def _readinto_exactly(f: io.BufferedIOBase, buf: bytearray) -> int:
-    """Fill ``buf`` from ``f``; the number of bytes read (less than its size only at EOF)."""
-    view = memoryview(buf)
-    got = 0
-    while got < len(buf):
-        n = f.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return got
+    return out
 
 
 def _idx_dirs(name: str, root: Path) -> list[Path]:
