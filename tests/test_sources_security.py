@@ -582,3 +582,14 @@ def test_damaged_archive_is_a_user_error(tmp_path: Path) -> None:
     archive.write_bytes(gzip.compress(b"x" * 1000)[:-20])
     with pytest.raises(UserError, match="damaged archive"):
         extract(archive, tmp_path / "out")
+
+
+def test_cifar_pickle_cannot_allocate_from_a_size(tmp_path: Path) -> None:
+    """``bytes(n)`` / ``bytearray(n)`` would zero-fill n bytes from a 30-byte pickle."""
+    path = tmp_path / "b"
+    for kind in (b"bytes", b"bytearray"):
+        path.write_bytes(b"\x80\x02c__builtin__\n" + kind + b"\nJ\x00\x00\x00\x40\x85R.")
+        with pytest.raises(UserError, match="from a size"):
+            safe_unpickle(path, "fix")
+    path.write_bytes(pickle.dumps({b"e": b"", b"a": bytearray(b"xy")}, protocol=2))
+    assert safe_unpickle(path, "fix") == {b"e": b"", b"a": bytearray(b"xy")}

@@ -45,8 +45,21 @@ def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -
     return text.encode("latin-1", errors)
 
 
+def _sized(kind: type[bytes] | type[bytearray]) -> Callable[..., bytes | bytearray]:
+    """``bytes`` / ``bytearray`` as a pickle may call them (``bytes()``, ``bytearray(text,
+    'latin-1')``), but not ``bytes(n)``: a few bytes of pickle must not zero-fill gigabytes."""
+
+    def make(*args: Any) -> bytes | bytearray:
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError(f"{kind.__name__}({args[0]}) from a size")
+        return kind(*args)
+
+    return make
+
+
 _PLAIN: dict[str, Any] = {
-    "dict": dict, "list": list, "tuple": tuple, "bytes": bytes, "bytearray": bytearray,
+    "dict": dict, "list": list, "tuple": tuple, "bytes": _sized(bytes),
+    "bytearray": _sized(bytearray),
     "str": str, "int": int, "float": float, "complex": complex, "bool": bool, "set": set,
     "frozenset": frozenset,
 }
