@@ -71,7 +71,8 @@ def test_changed_source_rebuilds(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated-npy", "garbled-npy", "bad-manifest",
-                                    "wrong-shape", "pickled-npy", "empty-entry"])
+                                    "manifest-drops-array", "padded-npy", "wrong-shape",
+                                    "pickled-npy", "empty-entry"])
 def test_damaged_cache_is_rebuilt(tmp_path: Path, damage: str) -> None:
     folder = tmp_path / "MNIST" / "raw"
     write_mnist_dir(folder, True)
@@ -85,6 +86,12 @@ def test_damaged_cache_is_rebuilt(tmp_path: Path, damage: str) -> None:
         images.write_bytes(b"\x93NUMPY\x01\x00garbage" + images.read_bytes()[20:])
     elif damage == "bad-manifest":
         (entry / "manifest.json").write_text("{not json")
+    elif damage == "manifest-drops-array":
+        manifest = json.loads((entry / "manifest.json").read_text())
+        del manifest["arrays"]["train_images"]
+        (entry / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "padded-npy":
+        images.write_bytes(images.read_bytes() + b"\0")
     elif damage == "wrong-shape":
         np.save(images, np.zeros((3, 28, 28), np.uint8))
     elif damage == "pickled-npy":  # a poisoned cache: an object array whose pickle runs code
@@ -201,7 +208,8 @@ WORKER = textwrap.dedent("""
             f.write("end\\n")
         return arrays
 
-    out = cache.decoded_cache("demo", [folder / "src.bin"], build, near=folder, root=folder)
+    out = cache.decoded_cache("demo", [folder / "src.bin"], build, names=("a", "b"), near=folder,
+                              root=folder)
     print(int(out["a"].sum()), int(out["b"].sum()))
 """)
 

@@ -321,7 +321,8 @@ def test_fuzz_cache_entry(which: str, data: st.DataObject) -> None:
     always the true arrays. (Flips inside the array data of an .npy are not detected.)"""
     with scratch() as tmp:
         (tmp / "src").write_bytes(b"x")
-        decoded_cache("demo", [tmp / "src"], lambda: CACHED, near=tmp, root=tmp)
+        decoded_cache("demo", [tmp / "src"], lambda: CACHED, names=("a", "b"), near=tmp,
+                      root=tmp)
         [entry] = [p for p in (tmp / "fedweave-cache").iterdir() if p.is_dir()]
         target = entry / which
         raw = target.read_bytes()
@@ -330,7 +331,8 @@ def test_fuzz_cache_entry(which: str, data: st.DataObject) -> None:
         if which != "manifest.json" and data.draw(st.booleans()):
             damaged = raw[: data.draw(st.integers(0, len(raw) - 1))]
         target.write_bytes(damaged)
-        out = decoded_cache("demo", [tmp / "src"], lambda: CACHED, near=tmp, root=tmp)
+        out = decoded_cache("demo", [tmp / "src"], lambda: CACHED, names=("a", "b"), near=tmp,
+                      root=tmp)
         assert set(out) == set(CACHED)
         for k, v in CACHED.items():
             assert out[k].dtype == v.dtype and np.array_equal(out[k], v)

@@ -94,12 +94,13 @@ def _locked(lock: IO[bytes]) -> Iterator[Callable[[], None]]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _load(entry: Path, key: str) -> Arrays | None:
-    """The arrays of ``entry`` (in-memory, writable copies), or None if it is absent or does
-    not match its manifest."""
+def _load(entry: Path, key: str, names: Sequence[str]) -> Arrays | None:
+    """The arrays ``names`` of ``entry`` (in-memory, writable copies), or None if it is absent
+    or does not match its manifest."""
     try:
         manifest = json.loads((entry / "manifest.json").read_text())
-        if manifest["format"] != CACHE_FORMAT or manifest["key"] != key:
+        if (manifest["format"] != CACHE_FORMAT or manifest["key"] != key
+                or sorted(manifest["arrays"]) != sorted(names)):
             return None
         out: Arrays = {}
         for name, meta in manifest["arrays"].items():
@@ -147,12 +148,14 @@ def _remove_stale(folder: Path, prefix: str, keep: Path) -> None:
 
 
 def decoded_cache(name: str, sources: Sequence[Path], build: Callable[[], Mapping[str, np.ndarray]],
-                  *, near: Path, root: Path, params: Mapping[str, Any] | None = None
-                  ) -> Arrays:
-    """``build()``'s arrays for the files ``sources`` (in folder ``near`` under data root
-    ``root``), from the cache when an entry with their current key exists, else built and
-    stored (see the module docstring). Array names must be plain identifiers. The result is
+                  *, names: Sequence[str], near: Path, root: Path,
+                  params: Mapping[str, Any] | None = None) -> Arrays:
+    """``build()``'s arrays (called ``names``: plain identifiers) for the files ``sources``
+    (in folder ``near`` under data root ``root``), from the cache when an entry with their
+    current key exists, else built and stored (see the module docstring). The result is
     bit-identical either way; errors of ``build`` propagate, cache errors never do."""
+    if not all(n.isidentifier() for n in names):
+        raise ValueError(f"cache array names must be identifiers: {list(names)}")
     key = source_key(name, sources, params or {})
     where = hashlib.sha256(str(near.resolve()).encode()).hexdigest()[:12]
     prefix = f"{name}-{where}"
@@ -164,18 +167,25 @@ def decoded_cache(name: str, sources: Sequence[Path], build: Callable[[], Mappin
             continue
         entry = folder / f"{prefix}-{key}"
         with lock, _locked(lock) as exclusive:
-            found = _load(entry, key)
+            found = _load(entry, key, names)
             if found is not None:
                 return found
             exclusive()  # another process may have built it meanwhile: look again
-            found = _load(entry, key)
+            found = _load(entry, key, names)
             if found is not None:
                 return found
-            arrays = {k: np.asarray(v) for k, v in build().items()}
+            arrays = _built(build, names)
             try:
                 _store(folder, entry, key, arrays)
                 _remove_stale(folder, prefix, entry)
             except OSError:
                 pass  # disk full or read-only after all: the data is still good
             return arrays
-    return {k: np.asarray(v) for k, v in build().items()}
+    return _built(build, names)
+
+
+def _built(build: Callable[[], Mapping[str, np.ndarray]], names: Sequence[str]) -> Arrays:
+    arrays = {k: np.asarray(v) for k, v in build().items()}
+    if sorted(arrays) != sorted(names):
+        raise ValueError(f"build() returned arrays {sorted(arrays)}, expected {sorted(names)}")
+    return arrays

@@ -140,7 +140,7 @@ def _load_idx_dataset(name: str, dirs: Sequence[Path], bases: Sequence[str], how
         _check_idx(name, files, arrays, num_classes)
         return dict(zip(_IDX_ARRAYS, arrays, strict=True))
 
-    cached = decoded_cache(name, files, build, near=folder, root=root)
+    cached = decoded_cache(name, files, build, names=_IDX_ARRAYS, near=folder, root=root)
     return [cached[k] for k in _IDX_ARRAYS]
 
 

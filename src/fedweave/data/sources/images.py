@@ -147,7 +147,8 @@ def load_tiny_imagenet(cfg: DataConfig, root: Path, seed: int) -> Dataset:
     sources = [base / "wnids.txt", base / "val" / "val_annotations.txt", *train_paths,
                *val_paths]
     t = {k: torch.from_numpy(v) for k, v in
-         decoded_cache("tiny-imagenet", sources, build, near=base, root=root).items()}
+         decoded_cache("tiny-imagenet", sources, build, names=("tx", "ty", "vx", "vy"),
+                       near=base, root=root).items()}
     names = wnids
     words = base / "words.txt"
     if words.is_file():

@@ -107,6 +107,7 @@ def load_femnist(cfg: DataConfig, root: Path, seed: int) -> Dataset:
         return {"tx": tx, "ty": ty, "tg": tg, "vx": vx, "vy": vy}
 
     t = {k: torch.from_numpy(v) for k, v in
-         decoded_cache("femnist", [*train, *test], build, near=base, root=root).items()}
+         decoded_cache("femnist", [*train, *test], build, names=("tx", "ty", "tg", "vx", "vy"),
+                       near=base, root=root).items()}
     return image_dataset("femnist", t["tx"], t["ty"], t["vx"], t["vy"], num_classes=62,
                          classes=list(FEMNIST_CLASSES), train_groups=t["tg"])
