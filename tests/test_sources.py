@@ -122,7 +122,7 @@ def test_femnist_leaf(tmp_path: Path) -> None:
     assert ds.train_groups is not None
     assert ds.train_groups.tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2]
     assert ds.train_x[0, 0, 0, 1] == 255
-    assert (base / "fedweave-cache.pt").is_file()
+    assert len(list((base / "fedweave-cache").glob("femnist-*/manifest.json"))) == 1
     again = load_dataset(DataConfig(dataset="femnist", root=tmp_path), 0)  # from the cache
     assert torch.equal(again.train_x, ds.train_x)
 
@@ -204,7 +204,7 @@ def test_tiny_imagenet(tmp_path: Path) -> None:
     assert ds.train_y.tolist() == [0, 0, 1, 1] and ds.test_y.tolist() == [0, 1, 0]
     assert ds.classes == ["goldfish, Carassius auratus", "cat"] and ds.num_classes == 2
     assert int(ds.test_x[0, 2, 10, 10]) > 240 and int(ds.test_x[0, 0, 10, 10]) < 10
-    assert (base / "fedweave-cache.pt").is_file()
+    assert len(list((base / "fedweave-cache").glob("tiny-imagenet-*/manifest.json"))) == 1
 
 
 @pytest.mark.parametrize("name", ["imagefolder", "cats-vs-dogs"])
@@ -304,7 +304,7 @@ def test_missing_names_path(tmp_path: Path, name: str) -> None:
 
 
 def test_missing_fashion_mentions_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fedweave.data.sources.FASHION_SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.setattr("fedweave.data.sources.idx.FASHION_SYSTEM_DIR", tmp_path / "none")
     with pytest.raises(DatasetMissingError, match="apt-get install dataset-fashion-mnist"):
         load_dataset(DataConfig(dataset="fashion-mnist", root=tmp_path), 0)
 

@@ -11,6 +11,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -151,7 +152,15 @@ def _safe_target(dest: Path, name: str) -> Path:
 
 def extract(archive: Path, dest: Path) -> None:
     """Unpack a .tar(.gz) or .zip into ``dest``: only regular files and folders, no absolute or
-    ``..`` paths, no links (path traversal safe)."""
+    ``..`` paths, no links (path traversal safe). A damaged archive is a ``UserError``."""
+    try:
+        _extract(archive, dest)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise UserError(f"{archive}: damaged archive ({type(e).__name__}: {e}); delete it and "
+                        "download again") from e
+
+
+def _extract(archive: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
@@ -172,7 +181,10 @@ def extract(archive: Path, dest: Path) -> None:
                 raise UserError(f"refusing to extract {member.name!r} from {archive}: "
                                 "not a regular file")
             members.append(member)
-        tf.extractall(dest, members=members, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: a second guard
+            tf.extractall(dest, members=members, filter="data")
+        else:  # older Pythons reject the argument; the members were checked above
+            tf.extractall(dest, members=members)
 
 
 def download_dataset(name: str, root: Path) -> Path:

@@ -1,0 +1,88 @@
+"""The built-in, offline datasets: scikit-learn's 8×8 ``digits`` and the FedProx
+``synthetic`` benchmark (DESIGN §6)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedweave.config import DataConfig
+from fedweave.data.sources.base import Dataset, image_dataset, register_dataset
+from fedweave.errors import UserError
+from fedweave.rng import numpy_rng
+
+SYNTHETIC_MAX_SAMPLES = 2000  # cap of samples per synthetic device (before the test split)
+
+
+def _digits_file() -> Path:
+    """scikit-learn's bundled ``datasets/data/digits.csv.gz``, found without importing sklearn
+    (its import alone costs ~1 s)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise UserError("the digits dataset needs scikit-learn: pip install scikit-learn")
+    return Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+
+
+@register_dataset("digits")
+def load_digits(cfg: DataConfig, root: Path, seed: int) -> Dataset:
+    """scikit-learn's 1797 8×8 digits (``digits.csv.gz``: 64 pixel values 0..16 then the label
+    per row; bundled, offline) → uint8 [N, 1, 8, 8] scaled to 0..255, with a fixed stratified
+    20% test split (stream ``(0, "digits-split")``, independent of the seed)."""
+    table = np.loadtxt(_digits_file(), delimiter=",")
+    images = np.rint(table[:, :-1] * (255.0 / 16.0)).astype(np.uint8).reshape(-1, 1, 8, 8)
+    target = table[:, -1].astype(np.int64)
+    rng = numpy_rng(0, "digits-split")
+    test_parts = []
+    for label in range(10):
+        members = rng.permutation(np.flatnonzero(target == label))
+        test_parts.append(members[: round(0.2 * len(members))])
+    is_test = np.zeros(len(target), dtype=bool)
+    is_test[np.concatenate(test_parts)] = True
+    return image_dataset("digits", images[~is_test], target[~is_test], images[is_test],
+                         target[is_test], num_classes=10, classes=[str(i) for i in range(10)])
+
+
+@register_dataset("synthetic")
+def load_synthetic(cfg: DataConfig, root: Path, seed: int) -> Dataset:
+    """FedProx Synthetic(α, β) (Li et al. 2020, §5.1), one device per node: u_k ~ N(0, α²),
+    W_k, b_k ~ N(u_k, 1); B_k ~ N(0, β²), v_k ~ N(B_k, 1); x ~ N(v_k, Σ) with Σ_jj = j^-1.2;
+    y = argmax softmax(W_k x + b_k). ``iid``: one W, b ~ N(0, 1) and v = 0 for every device.
+    Samples per device: int(lognormal(samples_mean, samples_sigma)) + min_samples, capped at
+    ``SYNTHETIC_MAX_SAMPLES``; the last ``test_fraction`` of each device's samples is test."""
+    sc = cfg.synthetic
+    rng = numpy_rng(seed, "synthetic")
+    k, dim, n_cls = cfg.nodes, sc.dim, sc.classes
+    sizes = np.minimum(rng.lognormal(sc.samples_mean, sc.samples_sigma, k).astype(np.int64)
+                       + sc.min_samples, SYNTHETIC_MAX_SAMPLES)
+    u = rng.normal(0.0, sc.alpha, k)
+    b_mean = rng.normal(0.0, sc.beta, k)
+    sd = np.arange(1, dim + 1, dtype=np.float64) ** -0.6  # sqrt of Σ_jj = j^-1.2
+    w_global = rng.normal(0.0, 1.0, (dim, n_cls))
+    b_global = rng.normal(0.0, 1.0, n_cls)
+    parts: dict[str, list[np.ndarray]] = {"tx": [], "ty": [], "tg": [], "vx": [], "vy": []}
+    for node in range(k):
+        if sc.iid:
+            w, b, v = w_global, b_global, np.zeros(dim)
+        else:
+            w = rng.normal(u[node], 1.0, (dim, n_cls))
+            b = rng.normal(u[node], 1.0, n_cls)
+            v = rng.normal(b_mean[node], 1.0, dim)
+        n = int(sizes[node])
+        x = v + sd * rng.standard_normal((n, dim))
+        y = np.argmax(x @ w + b, axis=1)  # argmax of softmax = argmax of the logits
+        n_test = min(max(1, round(sc.test_fraction * n)), n - 1)
+        parts["tx"].append(x[: n - n_test])
+        parts["ty"].append(y[: n - n_test])
+        parts["tg"].append(np.full(n - n_test, node))
+        parts["vx"].append(x[n - n_test:])
+        parts["vy"].append(y[n - n_test:])
+    cat = {key: np.concatenate(val) for key, val in parts.items()}
+    return Dataset(
+        "synthetic",
+        torch.from_numpy(cat["tx"].astype(np.float32)), torch.from_numpy(cat["ty"]).long(),
+        torch.from_numpy(cat["vx"].astype(np.float32)), torch.from_numpy(cat["vy"]).long(),
+        n_cls, None, None, torch.from_numpy(cat["tg"]).long(),
+    )
