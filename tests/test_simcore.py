@@ -86,9 +86,9 @@ def test_client_dropout_drops_about_that_share_and_resumes_identically(tmp_path:
 def test_client_dropout_is_refused_where_it_cannot_act() -> None:
     with pytest.raises(UserError, match="client_dropout applies to federated"):
         small_config("algorithm.name=dsgd", "clock.client_dropout=0.2")
-    with pytest.raises(UserError, match="clock.asynchronous"):
+    with pytest.raises(UserError, match=r"clock\.asynchronous"):
         small_config("clock.asynchronous=true")
-    with pytest.raises(UserError, match="topology.name applies to decentralized"):
+    with pytest.raises(UserError, match=r"topology\.name applies to decentralized"):
         small_config("topology.name=torus")
 
 
@@ -140,7 +140,7 @@ def test_a_test_file_objective_trains_equally_through_both_engines() -> None:
         start = ctx.init_params.expand(5, -1)
         outs.append([trainer.train(nodes, start, {}, 0, 0.1, Objective(data=loss))
                      for loss in (LabelSmoothing(0.2), None)])
-    (ls_loop, ce_loop), (ls_vec, ce_vec) = outs
+    (ls_loop, ce_loop), (ls_vec, _) = outs
     torch.testing.assert_close(ls_loop.params, ls_vec.params, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ls_loop.loss, ls_vec.loss, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(ls_loop.params, ce_loop.params)  # the term acted
@@ -166,8 +166,8 @@ def test_per_sample_outputs_match_autograd_one_sample_at_a_time() -> None:
             g = torch.autograd.grad(loss, [*model.parameters(), xb])
             torch.testing.assert_close(losses[0, b], loss.detach())
             flat = torch.cat([t.reshape(-1) for t in g[:-1]])
-            torch.testing.assert_close(grads[b], flat, rtol=1e-5, atol=1e-7)
-            torch.testing.assert_close(dx[b], g[-1][0], rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(grads[b], flat, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(dx[b], g[-1][0], rtol=1e-4, atol=1e-6)
         assert some.shape[1] == sum(s.numel() for n, s in zip(ctx.layout.names,
                                                                ctx.layout.shapes, strict=True)
                                     if n in last)
