@@ -1,0 +1,27 @@
+"""The ``fedweave`` command line (DESIGN §4, a contract). One module per command; a new
+command is a new module here, imported below.
+
+Exit codes: 0 success, 2 bad input (config, missing data, impossible partition, divergence,
+a busy run directory), 1 an unexpected failure during the run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.markup import escape
+
+from fedweave.cli import data, hosts, report, run, sweep  # noqa: F401  (register commands)
+from fedweave.cli.common import app, console
+from fedweave.errors import UserError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point: unexpected errors exit 1 with the traceback."""
+    try:
+        app()
+    except UserError as exc:  # raised outside a command's own handling
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,25 @@
+"""What every command shares: the app, the error console, option types, one-line failures."""
+
+from __future__ import annotations
+
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+app = typer.Typer(add_completion=False, no_args_is_help=False,
+                  help="fedweave: federated, decentralized and one-shot learning research.")
+console = Console(stderr=True)
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s",
+                                                   help="override: dotted.key=value")]
+ImportOpt = Annotated[list[str] | None, typer.Option(
+    "--import", help="plugin module (dotted name or .py file) that registers models, datasets, "
+                     "algorithms, ... (repeatable)")]
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: message`` (one line, markup-free) and exit with ``code``."""
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)

@@ -1,0 +1,79 @@
+"""``fedweave data list|show|download``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedweave.cli.common import SetOpt, app, console, fail
+from fedweave.errors import UserError
+
+data_app = typer.Typer(help="Datasets: list, show a partition, download.")
+app.add_typer(data_app, name="data")
+
+@data_app.command("list")
+def data_list(root: Annotated[Path | None, typer.Option("--root")] = None) -> None:
+    """Datasets, whether they are present, and where."""
+    from fedweave.data.sources import DATASETS, dataset_status
+
+    table = Table(title="datasets")
+    table.add_column("name")
+    table.add_column("present")
+    table.add_column("path")
+    for name in DATASETS.names():
+        present, path = dataset_status(name, root)
+        table.add_row(name, "yes" if present else "no", str(path))
+    Console().print(table)
+
+
+@data_app.command("download")
+def data_download(name: str, root: Annotated[Path | None, typer.Option("--root")] = None
+                  ) -> None:
+    """Download a dataset (checksum-verified) into the data root."""
+    from fedweave.data.download import download_dataset
+    from fedweave.data.sources import default_root
+
+    try:
+        path = download_dataset(name, root or default_root())
+    except UserError as exc:
+        fail(str(exc), 2)
+        return
+    console.print(f"{name} → {path}")
+
+
+@data_app.command("show")
+def data_show(
+    config: Annotated[Path | None, typer.Argument(help="config whose data section to use")] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="heatmap PNG")] = Path("partition.png"),
+) -> None:
+    """Per-node class counts of a partition (table + heatmap) and size statistics."""
+    from fedweave.data.federated import build_federated_data
+    from fedweave.plugins import load_config
+    from fedweave.records.plots import plot_partition
+
+    try:
+        cfg = load_config(config, list(set_ or []))
+        data = build_federated_data(cfg.data, cfg.seed)
+    except UserError as exc:
+        fail(str(exc), 2)
+        return
+    counts = data.label_counts()
+    table = Table(title=f"{cfg.data.dataset}: {cfg.data.partition} over {cfg.data.nodes} nodes")
+    table.add_column("node")
+    for c in range(counts.shape[1]):
+        table.add_column(str(c), justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("val", justify="right")
+    for i, row in enumerate(counts.tolist()):
+        table.add_row(str(i), *map(str, row), str(sum(row)), str(len(data.val_idx[i])))
+    Console().print(table)
+    sizes = counts.sum(1).double()
+    console.print(f"samples per node: min {int(sizes.min())}  mean {sizes.mean():.1f}  "
+                  f"max {int(sizes.max())}  std {sizes.std():.1f}; test set {len(data.test_y)}")
+    plot_partition(counts, out)
+    console.print(f"heatmap → {out}")

@@ -1,0 +1,31 @@
+"""``fedweave hosts``: torchrun commands for reference system 001's hosts.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedweave.cli.common import app, fail
+from fedweave.errors import UserError
+
+
+@app.command("hosts")
+def hosts_cmd(
+    hosts: Annotated[Path, typer.Argument(help="seed 001 hosts.json (name, addr, port)")],
+    config: Annotated[Path, typer.Argument(help="the experiment's config, same path on all")],
+    port: Annotated[int, typer.Option("--port", help="store port on the first host")] = 29400,
+) -> None:
+    """Print the torchrun command to start on each host of a hosts.json: entry i (file order)
+    is rank i, one process per host, the store on the first host (static rendezvous, so the
+    ranks follow the file). With ``data.nodes`` = number of hosts host i computes node i."""
+    from fedweave.parallel.launch import torchrun_commands
+
+    try:
+        commands = torchrun_commands(hosts, str(config), port)
+    except UserError as exc:
+        fail(str(exc), 2)
+        return
+    for host, command in commands:
+        typer.echo(f"# on {host}\n{command}")

@@ -1,0 +1,27 @@
+"""``fedweave report``: plots and an HTML page of one or more runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedweave.cli.common import app, console, fail
+from fedweave.errors import UserError
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+    out: Annotated[Path | None, typer.Option("--out", help="folder for plots + HTML")] = None,
+) -> None:
+    """Plots and an HTML page; several runs overlay in one figure."""
+    from fedweave.records.report import write_report
+
+    try:
+        page = write_report(run_dirs, out)
+    except UserError as exc:
+        fail(str(exc), 2)
+        return
+    console.print(f"report → {page}")
