@@ -12,9 +12,10 @@ registrations first (``fedweave.plugins``).
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -95,7 +96,9 @@ class ModelConfig(Section):
     group_channels: int = Field(32, ge=1, description="channels per GroupNorm group")
     dropout: float = Field(0.0, ge=0, lt=1)
     last_dropout: float = Field(0.0, ge=0, lt=1)
-    hidden: list[int] = Field(default_factory=lambda: [200, 200], description="mlp widths")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [200, 200],
+        description="mlp hidden layer widths (units, each at least 1)")
     stem: Literal["cifar", "imagenet"] = "cifar"
 
 
@@ -123,6 +126,10 @@ class AlgorithmConfig(Section):
     supports_async: ClassVar[bool] = False
     #: True when the server combines client rows with the ``aggregator`` section's rule
     uses_aggregator: ClassVar[bool] = False
+
+    def check(self, config: Config) -> None:
+        """Rules between this algorithm's keys and the rest of ``config`` (e.g. a cohort
+        against ``data.nodes``); raise ``ValueError`` naming the key and the fix."""
 
 
 class Pluggable:
@@ -211,15 +218,30 @@ class ClockConfig(Section):
     swap_timeout: float | None = Field(None, gt=0, description="seconds; late exchange drops")
 
 
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 class EngineConfig(Section):
     name: Literal["local", "distributed"] = "local"
-    backend: Literal["auto", "loop", "vectorized"] = "auto"
-    device: str = "auto"
+    backend: Literal["auto", "loop", "vectorized"] = Field(
+        "auto", description="gradient engine: loop, vectorized, or auto (measured once per "
+        "machine, model and shapes, then reused: fedweave.training.select)")
+    device: str = Field(
+        "auto", description="auto (cuda when this torch sees a GPU, else cpu), cpu, cuda, "
+        "cuda:N or mps; a device this torch cannot use is refused before the data is "
+        "loaded")
     threads: int | None = Field(None, ge=1)
     timeout_s: float = Field(300.0, gt=0, description="distributed: peer timeout")
     exchange: Literal["auto", "all_gather", "point_to_point"] = Field(
         "auto", description="distributed decentralized runs: all-gather every node's "
         "gradients, or split the nodes and send neighbour messages point to point")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if not DEVICE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+        return value
 
 
 class OutputConfig(Section):
@@ -314,6 +336,7 @@ class Config(Section):
             raise ValueError(
                 f"aggregator.name={self.aggregator.name}: algorithm.name={alg.name} does not "
                 "aggregate client rows; remove the aggregator section")
+        alg.check(self)
         return self
 
 
@@ -339,19 +362,29 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[An
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+def read_text(path: Path, what: str, expected: str) -> str:
+    """The UTF-8 text of a file a config key names (``what``: "config", "topology.file",
+    ...); a missing, unreadable, binary (NUL bytes) or non-UTF-8 file is a one-line
+    ``UserError`` saying what was ``expected``."""
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path}: not a text file (byte {exc.start} is not UTF-8; "
+                        f"expected {expected})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if "\x00" in text:
+        raise UserError(f"{what} {path}: not a text file (it contains NUL bytes; expected "
+                        f"{expected})")
+    return text
+
+
 def read_raw(path: Path) -> dict[str, Any]:
     """The mapping in a YAML (or ``.toml``) config file; unreadable files, syntax errors (with
     file:line) and duplicate keys are one-line ``UserError``s."""
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file (expected UTF-8 YAML or TOML)") from None
-    except OSError as exc:
-        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
-    if "\x00" in text:
-        raise UserError(f"{path}: not a text file (it contains NUL bytes)")
+    text = read_text(path, "config", "UTF-8 YAML or TOML")
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

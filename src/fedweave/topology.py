@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from fedweave.config import TopologyConfig
+from fedweave.config import TopologyConfig, read_text
 from fedweave.errors import UserError
 from fedweave.registry import Registry
 from fedweave.rng import numpy_rng
@@ -165,31 +165,29 @@ def _explicit(cfg: TopologyConfig, n: int, rng: np.random.Generator) -> nx.Graph
 def read_edge_file(path: Path, hosts: Path | None = None) -> list[tuple[int, int]]:
     """Edges from a file: text lines ``i j`` (``#`` comments), JSON ``[[i, j], ...]``, or the
     seed's ``node_list.json`` (a JSON object with ``"nodes"``, see ``load_seed_node_list``)."""
-    if not path.is_file():
-        raise UserError(f"topology.file not found: {path}")
-    text = path.read_text()
+    text = read_text(path, "topology.file", "lines 'i j', JSON pairs or node_list.json")
     if not text.lstrip().startswith(("[", "{")):
         try:
             rows = [line.split("#")[0].split() for line in text.splitlines()]
             return [(int(r[0]), int(r[1])) for r in rows if r]
         except (ValueError, IndexError):
             raise UserError(f"topology.file={path}: expected lines 'i j'") from None
-    data = _read_json(path)
+    data = _read_json(path, "topology.file")
     if isinstance(data, dict):
         return load_seed_node_list(path, hosts)[0]
     try:
         return [(int(i), int(j)) for i, j in data]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"topology.file={path}: expected a JSON list of [i, j] pairs") from None
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
+def _read_json(path: Path, what: str) -> Any:
+    text = read_text(path, what, "JSON")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"cannot parse {path}: {exc}") from None
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise UserError(f"cannot parse {path}: {detail}") from None
 
 
 def load_seed_node_list(
@@ -209,7 +207,7 @@ def load_seed_node_list(
     either end counts. The per-edge offsets and ``round`` of the seed are not returned; use
     ``exchange_schedule`` for offsets.
     """
-    data = _read_json(node_list)
+    data = _read_json(node_list, "topology.file")
     nodes = data.get("nodes") if isinstance(data, dict) else None
     if isinstance(nodes, list):
         entries = {str(e.get("name")): e for e in nodes if isinstance(e, dict)}
@@ -239,7 +237,7 @@ def load_seed_node_list(
 
 
 def read_hosts(path: Path) -> dict[str, str]:
-    data = _read_json(path)
+    data = _read_json(path, "topology.hosts")
     if isinstance(data, dict) and isinstance(data.get("hosts"), list):
         data = {str(h.get("name")): h for h in data["hosts"] if isinstance(h, dict)}
     error = UserError(f"{path}: expected {{'hosts': [{{'name', 'addr', 'port'}}, ...]}}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,11 +50,11 @@ def run_cmd(
     if out is not None and resume is None:
         overrides.append(f"output.dir={out}")
     if procs is not None and procs > 1 and not under_torchrun():
-        from fedweave.parallel.launch import launch_local
+        from fedweave.parallel.launch import launch_local, preflight
 
         try:  # validate once, before any rank starts (one line, not one per rank)
             if resume is None:
-                load_config(config, overrides, imports or [])
+                preflight(load_config(config, overrides, imports or []))
             elif not (resume / "config.yaml").is_file():
                 raise UserError(f"--resume {resume}: not a run directory (no config.yaml)")
         except UserError as exc:
@@ -66,7 +68,10 @@ def run_cmd(
             args += ["--out", str(out)]
         if resume is not None:
             args += ["--resume", str(resume)]
-        raise typer.Exit(launch_local(procs, args))
+        code = launch_local(procs, args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # the ranks are gone: skip torch's teardown (seconds on a busy machine)
     writer = is_writer()
     try:
         kwargs: dict[str, Any] = {"imports": list(imports or [])}

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fedweave.comm import LAUNCHED_ENV
+
 KILL_ENV = "FEDWEAVE_TEST_KILL_RANK"
 """Test-only fault injection: ``RANK:ROUND[:hang]`` makes rank RANK exit with code 1 (or hang,
 with ``:hang``) when it starts round index ROUND (0-based, i.e. after ROUND completed rounds).
@@ -178,6 +180,8 @@ class Comm:
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self._failing.locked():  # the main thread is already reporting: let it finish
             return
+        if os.environ.get(LAUNCHED_ENV):  # fedweave run --procs: the launcher reports it
+            os._exit(1)
         what = self._inflight[1] if self._inflight else "computation"
         self.fail(what, "SIGTERM", sigterm=True)
 

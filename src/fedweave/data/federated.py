@@ -7,7 +7,8 @@ a whole cohort is one gather of shape [K, B, ...]. Images stay uint8 in memory a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +32,17 @@ class FederatedData:
     val_idx: list[torch.Tensor]
     augment: bool = False
     seed: int = 0
+    # derived from the shards, computed once (recomputed when a shard list is replaced)
+    _derived: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    def _cached(self, name: str, source: list[torch.Tensor],
+                make: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+        hit = self._derived.get(name)
+        if hit is None or hit[0] is not source:
+            hit = (source, make(source))
+            self._derived[name] = hit
+        return hit[1]
 
     @property
     def nodes(self) -> int:
@@ -42,8 +54,9 @@ class FederatedData:
 
     @property
     def sizes(self) -> torch.Tensor:
-        """Training samples per node, int64 [N]."""
-        return torch.tensor([len(i) for i in self.train_idx], dtype=torch.int64)
+        """Training samples per node, int64 [N] (computed once per shard list; read-only)."""
+        return self._cached("sizes", self.train_idx,
+                            lambda s: torch.tensor([len(i) for i in s], dtype=torch.int64))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Model input from stored samples: uint8 images → normalised float32."""
@@ -65,7 +78,8 @@ class FederatedData:
         return torch.cat(self.train_idx).sort().values
 
     def union_val(self) -> torch.Tensor:
-        return torch.cat(self.val_idx).unique()
+        """All nodes' validation indices, sorted and unique (computed once per shard list)."""
+        return self._cached("union_val", self.val_idx, lambda s: torch.cat(s).unique())
 
     def label_counts(self) -> torch.Tensor:
         return label_counts(self.y, self.train_idx, self.num_classes)

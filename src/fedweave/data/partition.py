@@ -131,29 +131,45 @@ def natural(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
     if groups is None:
         raise UserError(f"data.partition=natural needs a dataset with natural groups "
                         f"(femnist, synthetic); {cfg.dataset!r} has none")
-    ids = np.unique(groups)
+    ids, counts = np.unique(groups, return_counts=True)
     if cfg.nodes > len(ids):
         raise UserError(f"data.nodes={cfg.nodes} exceeds the {len(ids)} natural groups of "
                         f"{cfg.dataset!r}: lower data.nodes")
     chosen = ids if cfg.nodes == len(ids) else np.sort(rng.choice(ids, cfg.nodes, replace=False))
-    return [np.flatnonzero(groups == g) for g in chosen]
+    # each group's indices in ascending order, by one stable sort (not one scan per group)
+    members = np.split(np.argsort(groups, kind="stable"), np.cumsum(counts)[:-1])
+    return [members[i] for i in np.searchsorted(ids, chosen)]
 
 
 def split_validation(shards: list[torch.Tensor], fraction: float, seed: int,
                      from_train: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per node: hold out ``fraction`` of its shard as validation (at least one sample stays
-    for training). With ``from_train`` (seed 001) validation is the whole training shard."""
-    train, val = [], []
-    for node, shard in enumerate(shards):
-        if from_train:
-            train.append(shard)
-            val.append(shard)
-            continue
-        n_val = min(round(fraction * len(shard)), max(len(shard) - 1, 0))
-        perm = torch.from_numpy(numpy_rng(seed, "validation", node).permutation(len(shard)))
-        train.append(shard[perm[n_val:]].sort().values)
-        val.append(shard[perm[:n_val]].sort().values)
-    return train, val
+    for training): the shard positions ``perm[:n_val]`` of a permutation drawn from
+    ``(seed, "validation", node)``, n_val = min(round(fraction·n), n − 1); both parts sorted.
+    With ``from_train`` (seed 001) validation is the whole training shard.
+
+    One pass over all nodes: the per-node streams only mark positions in one flat array,
+    the parts are cut out of it and sorted per node in bulk (views of two flat tensors), so
+    100k nodes cost their generators, not 100k rounds of tensor operations."""
+    if from_train:
+        return list(shards), list(shards)
+    counts = np.array([len(s) for s in shards], dtype=np.int64)
+    flat = torch.cat(list(shards)).cpu().numpy() if len(shards) else np.zeros(0, np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    n_val = np.array([min(round(fraction * int(n)), max(int(n) - 1, 0)) for n in counts],
+                     dtype=np.int64)
+    is_val = np.zeros(len(flat), dtype=bool)
+    for node in np.flatnonzero(n_val):
+        perm = numpy_rng(seed, "validation", int(node)).permutation(int(counts[node]))
+        is_val[starts[node] + perm[: n_val[node]]] = True
+    owner = np.repeat(np.arange(len(shards), dtype=np.int64), counts)
+
+    def parts(mask: np.ndarray, sizes: np.ndarray) -> list[torch.Tensor]:
+        order = np.lexsort((flat[mask], owner[mask]))  # by node, then index
+        values = torch.from_numpy(np.ascontiguousarray(flat[mask][order]).astype(np.int64))
+        return list(values.split(sizes.tolist()))
+
+    return parts(~is_val, counts - n_val), parts(is_val, n_val)
 
 
 def label_counts(labels: torch.Tensor, shards: list[torch.Tensor],

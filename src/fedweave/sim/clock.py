@@ -11,6 +11,7 @@ order.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedweave.config import ClockConfig
+from fedweave.config import ClockConfig, read_text
 from fedweave.errors import UserError
 from fedweave.rng import derive_seed, numpy_rng
 
@@ -75,10 +76,8 @@ def node_profiles(cfg: ClockConfig, n: int, seed: int) -> NodeProfile:
 
 
 def _read_trace(path: Path, n: int, up: torch.Tensor, down: torch.Tensor) -> NodeProfile:
-    if not path.is_file():
-        raise UserError(f"clock.trace not found: {path}")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    text = read_text(path, "clock.trace", "CSV with columns node,seconds_per_sample")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     columns = {"seconds_per_sample": torch.zeros(n, dtype=torch.float64)}
     if rows and "bandwidth_up" in rows[0]:
         columns["bandwidth_up"] = up
@@ -100,8 +99,9 @@ def _read_trace(path: Path, n: int, up: torch.Tensor, down: torch.Tensor) -> Nod
         ) from None
     if len(seen) != n:
         raise UserError(f"clock.trace={path}: has {len(seen)} nodes, data.nodes is {n}")
-    if any(bool((v <= 0).any()) for v in columns.values()):
-        raise UserError(f"clock.trace={path}: times and bandwidths must be positive")
+    if any(bool((v <= 0).any() or not v.isfinite().all()) for v in columns.values()):
+        raise UserError(f"clock.trace={path}: times and bandwidths must be positive, finite "
+                        "numbers")
     return NodeProfile(columns["seconds_per_sample"], up, down)
 
 

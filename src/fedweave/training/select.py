@@ -12,16 +12,37 @@ engine, with a one-line notice: vmap cannot run training-mode BatchNorm). ``auto
     one engine is ``CLEAR_MARGIN``× faster;
     rule: vectorized if min_t(vectorized) < min_t(loop), else loop.
 
-The decision is cached per (model architecture, input shape, device, threads, batch width,
-cohort-size bucket 2^⌈log2 K⌉) for the life of the process, and recorded on the engine as
-``engine.calibration`` (chosen engine, seconds per step measured, the rule), which the runner
-writes to summary.json.
+The decision is made once per machine and then sticks, so timing noise never changes results:
+it is stored in ``$XDG_CACHE_HOME/fedweave/engine-decisions.json`` (default
+``~/.cache/fedweave``), keyed by the hardware (CPU model and count, GPU name), the torch
+version, the thread count, the device, the model (module classes and parameter shapes), the
+input shape, the batch width and the cohort-size bucket 2^⌈log2 K⌉. The file is json (nothing
+in it executes), written atomically under an exclusive ``fcntl.flock`` with first-writer-wins:
+two processes calibrating at once (the ranks of a distributed run) both adopt the decision
+stored first. A damaged file is ignored and rewritten; where it cannot be written, the decision
+holds for the process only, with one warning. Delete the file to measure again, or pin
+``engine.backend: loop|vectorized``. The record (chosen engine, seconds per step measured,
+the rule, where the decision came from) is ``engine.calibration``, which the runner writes to
+summary.json; a resumed run reuses its checkpoint's engine whatever the cache says.
+
+Why a measured-once cache rather than a fixed rule: which engine is faster depends on the
+machine (cores, BLAS, a GPU) and the workload in ways a rule of thumb gets wrong by several
+times; measuring once keeps that benefit, and storing the result makes it as repeatable as a
+rule on that machine. Another machine may decide differently: pin ``engine.backend`` for
+numbers that must agree across machines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+import os
+import platform
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +51,7 @@ from torch import nn
 from fedweave.config import EngineConfig
 from fedweave.core.population import ParamLayout, flat_params, model_buffers, stack_buffers
 from fedweave.data.federated import FederatedData
+from fedweave.errors import UserError
 from fedweave.models import uses_batchnorm
 from fedweave.training.batches import batch_schedule
 from fedweave.training.loop import LoopEngine
@@ -41,13 +63,105 @@ log = logging.getLogger("fedweave")
 CALIBRATION_STEPS = 2
 CLEAR_MARGIN = 1.3
 CALIBRATION_NODES = 16  # at most this many nodes are timed (cost ∝ K for both engines)
-_DECISIONS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_DECISIONS: dict[str, dict[str, Any]] = {}
+BACKENDS = ("loop", "vectorized")
 
 
 def resolve_device(name: str) -> torch.device:
+    """``engine.device`` as a device this torch can use, or a one-line ``UserError``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if torch.version.cuda is None:
+            raise UserError(f"engine.device={name}: this torch ({torch.__version__}) is built "
+                            "without CUDA; use engine.device=cpu (or auto), or install a CUDA "
+                            "build of torch")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise UserError(f"engine.device={name}: no CUDA device is visible (check the "
+                            "driver and CUDA_VISIBLE_DEVICES); use engine.device=cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"engine.device={name}: this machine has {count} CUDA device(s), "
+                            f"cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"engine.device={name}: MPS is not available here; use "
+                        "engine.device=cpu or auto")
+    return device
+
+
+# ---------------------------------------------------------------- the machine's decisions
+CACHE_FORMAT = 1
+_WARNED_CACHE: set[str] = set()
+
+
+def decision_file() -> Path:
+    """``$XDG_CACHE_HOME/fedweave/engine-decisions.json`` (default ``~/.cache/fedweave``)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "fedweave" / "engine-decisions.json"
+
+
+def _hardware(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    out: dict[str, Any] = {"machine": platform.machine(), "cpu": cpu,
+                           "cpus": os.cpu_count()}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def _read_decisions(path: Path) -> dict[str, Any]:
+    """The stored decisions ({key hash: record}); a missing or damaged file reads as none."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT \
+            or not isinstance(data.get("decisions"), dict):
+        return {}
+    return {k: v for k, v in data["decisions"].items()
+            if isinstance(v, dict) and v.get("chosen") in BACKENDS}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _store_decision(digest: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Store ``record`` under ``digest`` unless one is stored already (first writer wins);
+    returns the stored record. Without a writable cache, ``record`` itself (one warning)."""
+    path = decision_file()
+    try:
+        with _locked(path):
+            decisions = _read_decisions(path)
+            if digest in decisions:
+                return dict(decisions[digest])
+            decisions[digest] = record
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"format": CACHE_FORMAT, "decisions": decisions},
+                                      indent=1, default=str))
+            os.replace(tmp, path)
+    except OSError as exc:
+        if str(path) not in _WARNED_CACHE:
+            _WARNED_CACHE.add(str(path))
+            log.warning("engine.backend=auto: cannot store the engine decision in %s (%s); "
+                        "another run may decide differently: pin engine.backend=%s to keep it",
+                        path, exc.strerror or exc, record["chosen"])
+    return record
 
 
 def _bucket(k: int) -> int:
@@ -79,12 +193,20 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
     k = max(1, min(cohort, data.nodes, CALIBRATION_NODES))
     nodes = torch.arange(k)
     width = min(batch_size, max(len(data.train_idx[i]) for i in range(k)))
-    key = (type(model).__name__, tuple((n, tuple(s)) for n, s in
-                                       zip(layout.names, layout.shapes, strict=True)),
-           tuple(m.__class__.__name__ for m in model.modules()), data.input_shape,
-           str(device), torch.get_num_threads(), width, _bucket(k))
-    if key in _DECISIONS:
-        return _DECISIONS[key]["chosen"], {**_DECISIONS[key], "cached": True}
+    key = {"hardware": _hardware(device), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "device": str(device),
+           "model": [type(model).__name__, [m.__class__.__name__ for m in model.modules()],
+                     [[n, list(s)] for n, s in zip(layout.names, layout.shapes, strict=True)]],
+           "input_shape": list(data.input_shape), "batch": width, "cohort_bucket": _bucket(k)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    if digest in _DECISIONS:
+        return _DECISIONS[digest]["chosen"], {**_DECISIONS[digest], "cached": True,
+                                              "source": "this process"}
+    stored = _read_decisions(decision_file()).get(digest)
+    if stored is not None:
+        _DECISIONS[digest] = stored
+        return stored["chosen"], {**stored, "cached": True,
+                                  "source": f"machine cache {decision_file()}"}
     t_start = time.perf_counter()
     batches = batch_schedule(data, nodes, torch.full((k,), steps + 1), batch_size,
                              key=(-1,), purpose="calibration")
@@ -121,13 +243,15 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
         "step_s": {"loop": times["loop"], "vectorized": times["vectorized"]},
         "speedup_vectorized": t_loop / t_vec if t_vec > 0 else None,
         "calibration_s": time.perf_counter() - t_start,
-        "cached": False,
+        "key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _DECISIONS[key] = record
-    return chosen, record
+    stored = _store_decision(digest, record)
+    _DECISIONS[digest] = stored
+    if stored is not record:  # another process stored its decision first: adopt it
+        return stored["chosen"], {**stored, "cached": True,
+                                  "source": f"machine cache {decision_file()}"}
+    return chosen, {**record, "cached": False, "source": "measured"}
 
-
-BACKENDS = ("loop", "vectorized")
 
 
 def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
