@@ -92,6 +92,7 @@ def test_rank_killed_by_a_signal_is_named(tmp_path: Path) -> None:
     os.kill(ranks[1], signal.SIGKILL)
     _, err = end(launcher, ranks)
     assert launcher.returncode == 137
-    lines = error_lines(err)  # the launcher's; rank 0 may have noticed the lost peer first
-    assert any("rank 1 was killed by SIGKILL (exit 137)" in line for line in lines), err
-    assert all("rank 1" in line for line in lines) and len(lines) <= 2
+    # the launcher's line, or rank 0's when it noticed the lost peer first
+    (line,) = error_lines(err)
+    assert ("rank 1 was killed by SIGKILL (exit 137)" in line
+            or "rank 1 died or hung (rank 0 noticed" in line), line

@@ -48,11 +48,22 @@ def test_100k_clients_run_a_round_in_bounded_memory(tmp_path: Path) -> None:
     assert large < 1500
 
 
-def test_a_run_that_would_not_fit_says_so_up_front(tmp_path: Path) -> None:
+def test_data_that_would_not_fit_says_so_up_front(tmp_path: Path) -> None:
     """A million devices of 2000 samples: ~460 GiB, refused before anything is allocated."""
     proc = fedweave("run", *RUN, "--set", "data.nodes=1000000",
                     "--set", "data.synthetic.min_samples=2000", "--out", str(tmp_path / "runs"),
                     cwd=tmp_path)
     assert_one_line_error(proc, "data.nodes=1000000", "GiB of memory", "GiB are available",
                           "lower data.nodes")
+    assert not run_dirs(tmp_path / "runs")
+
+
+def test_a_cohort_that_would_not_fit_says_so_up_front(tmp_path: Path) -> None:
+    """1000 clients of a 17M-parameter MLP trained at once: ~380 GiB of parameter state."""
+    proc = fedweave("run", "--set", "model.name=mlp", "--set", "model.hidden=[4096,4096]",
+                    "--set", "data.nodes=1000", "--set", "data.partition=iid",
+                    "--set", "data.min_samples=1", "--set", "rounds=1",
+                    "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert_one_line_error(proc, "training 1000 models of 17088522 parameters at once",
+                          "GiB are available", "algorithm.clients_per_round")
     assert not run_dirs(tmp_path / "runs")

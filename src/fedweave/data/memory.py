@@ -18,9 +18,14 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def available_bytes() -> int | None:
-    """Memory this process can still take: ``MemAvailable`` of /proc/meminfo, lowered to the
-    cgroup's limit minus its usage (cgroup v2) when there is one; None where unknown."""
+def available_bytes(device: str = "cpu") -> int | None:
+    """Memory this process can still take: on a CUDA device its free memory; else
+    ``MemAvailable`` of /proc/meminfo, lowered to the cgroup's limit minus its usage (cgroup
+    v2) when there is one; None where unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
     free: int | None = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -40,10 +45,11 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GiB"
 
 
-def require_memory(nbytes: int, what: str, fix: str) -> None:
-    """``UserError`` naming the estimate when ``nbytes`` exceed ``HEADROOM`` of the available
-    memory (no check where the available memory is unknown)."""
-    free = available_bytes()
+def require_memory(nbytes: int, what: str, fix: str, device: str = "cpu") -> None:
+    """``UserError`` naming the estimate when ``nbytes`` exceed ``HEADROOM`` of the memory
+    available on ``device`` (no check where it is unknown)."""
+    free = available_bytes(device)
     if free is not None and nbytes > HEADROOM * free:
+        where = f" on {device}" if device != "cpu" else ""
         raise UserError(f"{what} needs about {gib(nbytes)} of memory but {gib(free)} are "
-                        f"available: {fix}")
+                        f"available{where}: {fix}")

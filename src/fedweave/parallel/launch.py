@@ -146,7 +146,10 @@ def launch_local(procs: int, args: list[str]) -> int:
                 # peer (exit 1 is also what the ranks that noticed the failure give)
                 rank, first = min(failed, key=lambda f: (f[1] > 0, f[1] != 2, f[0]))
                 code = int(first) if first > 0 else 128 - int(first)
-                if first < 0:  # killed by a signal: it could not say so itself
+                for c in children:
+                    c.wait()
+                noticed = any(c.returncode == 1 for r, c in enumerate(children) if r != rank)
+                if first < 0 and not noticed:  # killed by a signal, and nobody said so
                     _say(f"distributed run stopped: rank {rank} was killed by "
                          f"{signal.Signals(-first).name} (exit {code}); the other ranks were "
                          "stopped; resume from the last checkpoint with fedweave run --resume "

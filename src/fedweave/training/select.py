@@ -51,6 +51,7 @@ from torch import nn
 from fedweave.config import EngineConfig
 from fedweave.core.population import ParamLayout, flat_params, model_buffers, stack_buffers
 from fedweave.data.federated import FederatedData
+from fedweave.data.memory import require_memory
 from fedweave.errors import UserError
 from fedweave.models import uses_batchnorm
 from fedweave.training.batches import batch_schedule
@@ -254,11 +255,27 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
 
 
 
+STATE_COPIES = 6  # per trained model: start, working copy, gradient, 2 optimizer moments, result
+
+
+def check_cohort(layout: ParamLayout, cohort: int, device: torch.device) -> None:
+    """Refuse up front a cohort (all nodes, for decentralized runs) whose stacked parameter
+    state alone, ``STATE_COPIES`` float32 copies of [K, P], exceeds the memory available on
+    the device (a lower bound: activations come on top)."""
+    require_memory(cohort * layout.total * 4 * STATE_COPIES,
+                   f"training {cohort} models of {layout.total} parameters at once "
+                   f"({STATE_COPIES} copies each, activations not counted)",
+                   "train fewer at once (algorithm.clients_per_round or fraction; data.nodes "
+                   "for decentralized runs) or choose a smaller model", str(device))
+
+
 def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
                    data: FederatedData, seed: int, cohort_size: int, batch_size: int,
                    forced: str | None = None) -> tuple[str, dict[str, Any]]:
     """(backend, record) for ``cfg.backend``: as asked, the loop for BatchNorm models,
-    ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``)."""
+    ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``).
+    First, a cohort whose stacked training state cannot fit is refused (``check_cohort``)."""
+    check_cohort(layout, cohort_size, next(model.parameters()).device)
     if forced is not None:
         return forced, {"chosen": forced, "rule": "the backend recorded by the resumed run"}
     backend = cfg.backend
