@@ -99,10 +99,11 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # three subprocesses (~10 s alone on a quiet machine)
 def test_cli_prune_and_influence(tmp_path: Path) -> None:
-    sets = [a for s in DEC for a in ("--set", s)]
-    proc = cli("prune", "--scorer", "el2n", "--train-ratio", "0.5", "--out", str(tmp_path),
-               *sets, "--set", "influence.el2n.runs=1", cwd=tmp_path)
+    sets = [a for s in [*DEC, "engine.threads=1"] for a in ("--set", s)]
+    proc = cli("prune", "--scorer", "random", "--train-ratio", "0.5", "--out", str(tmp_path),
+               *sets, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     root = next(tmp_path.glob("*/summary.json")).parent
     summary = json.loads((root / "summary.json").read_text())
@@ -116,9 +117,10 @@ def test_cli_prune_and_influence(tmp_path: Path) -> None:
     bad = cli("influence", str(root / "stage1"), "--scorer", "tracin", "--set", "rounds=9",
               cwd=tmp_path)
     assert bad.returncode == 2 and "influence.* keys only" in bad.stderr
-    bad = cli("influence", str(root / "stage1"), "--scorer", "dice", cwd=tmp_path)
-    assert bad.returncode == 0, bad.stderr  # dsgd ring: replayed with the hook
-    assert "replay matched" in bad.stderr
+    from fedweave.influence.pipeline import score_run
+
+    _, meta = score_run(root / "stage1", "dice")  # a finished D-SGD run: replayed with the hook
+    assert meta["replayed"] and meta["replay_max_abs_diff"] == 0.0
 
 
 def test_noise_is_seeded_recorded_and_only_on_the_chosen_nodes() -> None:

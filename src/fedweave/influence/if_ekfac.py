@@ -156,9 +156,9 @@ def fit_ekfac(run: ScoredRun, theta: torch.Tensor, buffers: Buffers, nodes: list
     n = 0
     a_cov: list[torch.Tensor] = []
     g_cov: list[torch.Tensor] = []
-    for _, x, _ in batches(run, nodes):
+    for _, x, y in batches(run, nodes):
         logits, acts, outs = capture(theta, buffers, x)
-        deltas = output_grads(logits, outs, None, fisher, gen)
+        deltas = output_grads(logits, outs, y if fisher == "empirical" else None, fisher, gen)
         for i, (a, d) in enumerate(zip(acts, deltas, strict=True)):
             a_term, g_term = a.T @ a, torch.einsum("kbi,kbj->ij", d, d)
             if len(a_cov) <= i:
@@ -172,9 +172,9 @@ def fit_ekfac(run: ScoredRun, theta: torch.Tensor, buffers: Buffers, nodes: list
              for a, g in zip(a_cov, g_cov, strict=True)]
     gen = torch_generator(run.config.seed, "ekfac-labels", nodes[0])  # the same draws again
     lam = [torch.zeros(qg.shape[0], qa.shape[0], dtype=torch.float64) for qa, qg in bases]
-    for _, x, _ in batches(run, nodes):
+    for _, x, y in batches(run, nodes):
         logits, acts, outs = capture(theta, buffers, x)
-        deltas = output_grads(logits, outs, None, fisher, gen)
+        deltas = output_grads(logits, outs, y if fisher == "empirical" else None, fisher, gen)
         for i, (a, d) in enumerate(zip(acts, deltas, strict=True)):
             qa, qg = bases[i]
             lam[i] += torch.einsum("kbi,bj->ij", (d @ qg) ** 2, (a @ qa) ** 2)
