@@ -26,7 +26,6 @@ def noisy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ScoredRun, torc
     res = run(load_config(None, [*NOISY, f"output.dir={tmp_path_factory.mktemp('noise')}"]))
     flipped = json.loads((Path(res.run_dir) / "label_noise.json").read_text())["indices"]
     sr = ScoredRun.open(Path(res.run_dir))
-    index = torch.cat(sr.data.train_idx)
     assert len(flipped) == sum(-(-len(s) * 2 // 10) for s in sr.data.train_idx)  # ⌈0.2 n_i⌉
     return sr, torch.tensor(flipped)
 

@@ -144,7 +144,7 @@ def test_noise_is_seeded_recorded_and_only_on_the_chosen_nodes() -> None:
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     from fedweave.errors import UserError
 
-    with pytest.raises(UserError, match="needs data.prune.scores"):
+    with pytest.raises(UserError, match=r"needs data\.prune\.scores"):
         load_config(None, ["data.prune.ratio=0.5"])
     with pytest.raises(UserError, match="noisy_nodes"):
         load_config(None, ["data.noisy_nodes=[0]"])

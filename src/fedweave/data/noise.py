@@ -84,11 +84,13 @@ def input_noise(n_samples: int, input_shape: tuple[int, ...], train_idx: list[to
     if not cfg.input_noise:
         return None
     rows = torch.full((n_samples,), -1, dtype=torch.int64)
-    parts = []
+    parts: list[torch.Tensor] = []
+    offset = 0
     for node in noisy_nodes(cfg, len(train_idx)):
         shard = train_idx[node]
         gen = torch_generator(seed, "input-noise", node)
-        rows[shard] = torch.arange(len(shard)) + sum(len(p) for p in parts)
+        rows[shard] = torch.arange(len(shard)) + offset
+        offset += len(shard)
         parts.append(cfg.input_noise * torch.randn(len(shard), *input_shape, generator=gen))
     return InputNoise(rows, torch.cat(parts))
 

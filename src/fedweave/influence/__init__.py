@@ -11,6 +11,6 @@ from fedweave.influence import (  # noqa: F401  (register the built-in scorers)
     random,
     tracin,
 )
-from fedweave.influence.base import SCORERS, Scorer, ScoredRun, Scores, register_scorer
+from fedweave.influence.base import SCORERS, ScoredRun, Scorer, Scores, register_scorer
 
 __all__ = ["SCORERS", "ScoredRun", "Scorer", "Scores", "register_scorer"]

@@ -49,7 +49,7 @@ import torch
 from fedweave.callbacks import Callback
 from fedweave.core.population import Buffers, select_buffers
 from fedweave.errors import UserError
-from fedweave.influence.base import Scorer, ScoredRun, Scores, register_scorer
+from fedweave.influence.base import ScoredRun, Scorer, Scores, register_scorer
 
 if TYPE_CHECKING:
     from fedweave.algorithms.decentralized.base import DecentralizedAlgorithm, StepInfo
@@ -67,6 +67,8 @@ class StepRecord:
     x_before: torch.Tensor     # [N, P]
     buffers: Buffers
     rows: list[torch.Tensor]   # per node: global indices of its real batch samples
+    idx: torch.Tensor          # [N, width] the step's padded batches
+    weight: torch.Tensor       # [N, width] 1 for real samples
     lr: torch.Tensor           # [N]
     v_before: torch.Tensor     # [N, P] validation gradients at x_before
     v_after: torch.Tensor      # [N, P] validation gradients at x_after
@@ -97,6 +99,15 @@ class DiceHook(Callback):
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         union = run.validation(None) if run.shared_validation() else None
         self.valsets = [union or run.validation(j) for j in range(data.nodes)]
+        width = max(len(v[1]) for v in self.valsets)
+        pad = [(width - len(y),) for _, y in self.valsets]
+        self.val_x = torch.stack([torch.cat([x, x[:1].expand(p[0], *x.shape[1:])])
+                                  for (x, _), p in zip(self.valsets, pad, strict=True)])
+        self.val_y = torch.stack([torch.cat([y, y[:1].expand(p[0])])
+                                  for (_, y), p in zip(self.valsets, pad, strict=True)])
+        self.val_w = torch.stack([torch.cat([torch.ones(len(y)), torch.zeros(p[0])])
+                                  for (_, y), p in zip(self.valsets, pad, strict=True)]
+                                 ).to(self.val_x.device)
 
     def attach(self, algo: DecentralizedAlgorithm) -> None:
         cfg = self.run.config
@@ -113,9 +124,8 @@ class DiceHook(Callback):
 
     # ------------------------------------------------------------------ pieces
     def _val_grads(self, x: torch.Tensor, buffers: Buffers) -> torch.Tensor:
-        probe = self.run.probe
-        return torch.stack([probe.mean_grad(x[k], select_buffers(buffers, k), *self.valsets[k])
-                            for k in range(x.shape[0])])
+        """[N, P]: every node's validation gradient at its row of ``x`` (one vmapped call)."""
+        return self.run.probe.stacked_grads(x, buffers, self.val_x, self.val_y, self.val_w)
 
     def _val_losses(self, node: int, models: torch.Tensor, buffers: Buffers) -> torch.Tensor:
         probe, (xv, yv) = self.run.probe, self.valsets[node]
@@ -137,14 +147,14 @@ class DiceHook(Callback):
 
     def _credit(self, rec: StepRecord, hop: int, direction: torch.Tensor) -> None:
         """Per-sample contributions (η/B)⟨∇ℓ(z), direction_j⟩ of rec's batches."""
+        x, y = self.run.data.gather(rec.idx)
+        dots = self.run.probe.stacked_dots(rec.x_before, rec.buffers, x, y, direction)
+        dots = (dots * rec.weight).double().cpu()
         for j in range(direction.shape[0]):
             rows = rec.rows[j]
             if len(rows) == 0:
                 continue
-            x, y = self._batch(rec, j)
-            dots = self.run.probe.sample_dots(rec.x_before[j], select_buffers(rec.buffers, j),
-                                              x, y, direction[j]).double().cpu()
-            contrib = float(rec.lr[j]) / len(rows) * dots
+            contrib = float(rec.lr[j]) / len(rows) * dots[j][rec.weight[j].cpu() > 0]
             rows_cpu = rows.cpu()
             self.totals[j].index_add_(0, self.position[rows_cpu], contrib)
             row = self.batch_rows.setdefault((j, rec.epoch, rec.step), {"score": 0.0})
@@ -166,8 +176,8 @@ class DiceHook(Callback):
         else:
             v_before, l_before = self._val_grads(info.x_before, buffers), None
         v_after = self._val_grads(info.x_after, buffers)
-        rec = StepRecord(epoch, t, info.x_before.detach().clone(), buffers, rows,
-                         info.lr.view(-1).detach().clone(), v_before, v_after)
+        rec = StepRecord(epoch, t, info.x_before.detach().clone(), buffers, rows, bt.idx[:, t],
+                         bt.weight[:, t], info.lr.view(-1).detach().clone(), v_before, v_after)
         W = algo.W.to(v_after.dtype)
         off = (W - torch.diag(torch.diagonal(W))).T  # Ŵᵀ: one edge crossing
         if self.hops == 1:
@@ -182,10 +192,7 @@ class DiceHook(Callback):
                 for mid in reversed(records[-h + 1:]):
                     a = off @ self._apply_d(mid, a)
                 self._credit(records[-h], h, a)
-        if self.gt:
-            l_after = self._ground_truth(rec, info, W, l_before, buffers)
-        else:
-            l_after = None
+        l_after = self._ground_truth(rec, info, W, l_before, buffers) if self.gt else None
         self._cache = (info.x_after.detach().clone(), v_after, l_after)
         self.steps += 1
 

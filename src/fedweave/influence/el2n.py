@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from fedweave.influence.base import Scorer, ScoredRun, Scores, register_scorer
+from fedweave.influence.base import ScoredRun, Scorer, Scores, register_scorer
 from fedweave.rng import derive_seed
 
 

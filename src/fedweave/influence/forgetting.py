@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from fedweave.errors import UserError
-from fedweave.influence.base import Scorer, ScoredRun, Scores, register_scorer
+from fedweave.influence.base import ScoredRun, Scorer, Scores, register_scorer
 
 
 @register_scorer("forgetting")

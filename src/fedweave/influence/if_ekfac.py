@@ -1,6 +1,7 @@
 """``if_ekfac`` and ``if_exact``: influence functions (Koh & Liang, ICML 2017) on the final model,
 
-    score(z) = ∇L_val(θ)ᵀ H⁻¹ (∇ℓ(z; θ) + λθ) / (n − 1),   H = ∇²_θ (1/n) Σ_i ℓ_i + (λ + damping) I,
+    score(z) = ∇L_val(θ)ᵀ H⁻¹ (∇ℓ(z; θ) + λθ) / (n − 1),
+    H = ∇²_θ (1/n) Σ_i ℓ_i + (λ + damping) I,
 
 restricted to the parameters of chosen ``nn.Linear`` layers (``influence.layers``; default the
 last one, as reference system 000), where λ = ``train.l2_lambda`` + ``train.weight_decay`` (the
@@ -8,9 +9,9 @@ run's own L2 term ½λ‖θ‖²). At the optimum of (1/n) Σ ℓ_i + ½λ‖θ�
 the Newton step to the optimum of the objective without z, (1/(n−1)) Σ_{i≠z} ℓ_i + ½λ‖θ‖² —
 Koh & Liang's (1/n) H⁻¹∇ℓ(z) plus the common term of the L2 weight growing from 1/n to
 1/(n−1) of the data, which puts the scores on the scale of exact leave-one-out. So the score is
-the rise of validation loss without z: higher = more helpful. A sample of node j is scored with node j's
-final model and Hessian over node j's training data (decentralized), or the global model and the
-Hessian over all training data (federated and centralized runs).
+the rise of validation loss without z: higher = more helpful. A sample of node j is scored
+with node j's final model and Hessian over node j's training data (decentralized), or the
+global model and the Hessian over all training data (federated and centralized runs).
 
 ``if_ekfac`` approximates H per layer with EK-FAC (George et al., NeurIPS 2018, "Fast Approximate
 Natural Gradient Descent in a Kronecker-factored Eigenbasis"; Grosse et al. 2023 for influence):
@@ -40,7 +41,7 @@ from torch.func import functional_call, hessian
 
 from fedweave.core.population import Buffers
 from fedweave.errors import UserError
-from fedweave.influence.base import Scorer, ScoredRun, Scores, register_scorer
+from fedweave.influence.base import ScoredRun, Scorer, Scores, register_scorer
 from fedweave.influence.probe import CHUNK
 from fedweave.rng import torch_generator
 
@@ -121,6 +122,7 @@ def output_grads(logits: torch.Tensor, outs: list[torch.Tensor], y: torch.Tensor
     """Per layer ``[K, B, out]``: ∂ℓ/∂s per sample for K label draws: every class weighted by
     √p (expected), one sampled label, or the true label ``y`` (empirical / scoring)."""
     p = torch.softmax(logits.detach(), 1)
+    draws: list[tuple[torch.Tensor, torch.Tensor | None]]
     if fisher == "expected" and y is None:
         draws = [(torch.full_like(p[:, 0], c, dtype=torch.int64), p[:, c].sqrt())
                  for c in range(p.shape[1])]
@@ -271,8 +273,8 @@ class IFEKFAC(InfluenceFunction):
         for _, x, y in batches(run, [node]):
             logits, acts, outs = capture(theta, buffers, x)
             deltas = output_grads(logits, outs, y, "empirical", None)
-            parts.append(sum(torch.einsum("bi,ij,bj->b", d[0], m, a)
-                             for d, m, a in zip(deltas, ihvp, acts, strict=True)))
+            parts.append(torch.stack([torch.einsum("bi,ij,bj->b", d[0], m, a) for d, m, a
+                                      in zip(deltas, ihvp, acts, strict=True)]).sum(0))
         return torch.cat(parts).cpu()
 
 

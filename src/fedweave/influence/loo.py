@@ -17,7 +17,7 @@ import dataclasses
 
 import torch
 
-from fedweave.influence.base import Scorer, ScoredRun, Scores, register_scorer
+from fedweave.influence.base import ScoredRun, Scorer, Scores, register_scorer
 
 
 def retrain(run: ScoredRun, train_idx: list[torch.Tensor]) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jvp
+from torch.func import functional_call, grad, jvp, vmap
 
 from fedweave.core.population import Buffers, ParamLayout
 
@@ -95,9 +95,42 @@ class Probe:
             parts = []
             for s in range(0, len(y), CHUNK):
                 xb, yb = x[s: s + CHUNK], y[s: s + CHUNK]
-                _, d = jvp(lambda p, xb=xb, yb=yb: per_sample(p, xb, yb), (views,), (tangent,))
+                d = jvp(lambda p, xb=xb, yb=yb: per_sample(p, xb, yb), (views,), (tangent,))[1]
                 parts.append(d.detach())
             return torch.cat(parts) if parts else theta.new_zeros(0)
+        finally:
+            self.model.train(was)
+
+    def stacked_grads(self, thetas: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                      y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``[M, P]``: ∇ of model m's weighted mean loss Σ_b w_mb ℓ_mb / Σ_b w_mb over its own
+        rows ``x[m]``, ``y[m]`` (padding has weight 0), all models in one vmapped call."""
+        def mean(p: dict[str, torch.Tensor], b: Buffers, xb: torch.Tensor, yb: torch.Tensor,
+                 wb: torch.Tensor) -> torch.Tensor:
+            loss = F.cross_entropy(self._logits(p, b, xb), yb, reduction="none")
+            return (loss * wb).sum() / wb.sum().clamp(min=1)
+
+        was = self._eval()
+        try:
+            out = vmap(grad(mean))(self.layout.views(thetas.detach()), buffers, x, y, w)
+            return self.layout.flatten(out, lead=1)
+        finally:
+            self.model.train(was)
+
+    def stacked_dots(self, thetas: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                     y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``[M, B]``: ⟨∇ℓ(x[m, b]; θ_m), u_m⟩ for every model m and its rows (one vmapped JVP)."""
+        def per_sample(p: dict[str, torch.Tensor], b: Buffers, xb: torch.Tensor,
+                       yb: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+            def f(q: dict[str, torch.Tensor]) -> torch.Tensor:
+                return F.cross_entropy(self._logits(q, b, xb), yb, reduction="none")
+            return jvp(f, (p,), (t,))[1]
+
+        was = self._eval()
+        try:
+            views = self.layout.views(thetas.detach())
+            tangent = self.layout.views(u.detach().to(thetas.dtype))
+            return vmap(per_sample)(views, buffers, x, y, tangent).detach()
         finally:
             self.model.train(was)
 
@@ -115,7 +148,7 @@ class Probe:
             out = torch.zeros_like(theta)
             for s in range(0, len(y), CHUNK):
                 xb, yb = x[s: s + CHUNK], y[s: s + CHUNK]
-                _, h = jvp(lambda p, xb=xb, yb=yb: grad(total)(p, xb, yb), (views,), (tangent,))
+                h = jvp(lambda p, xb=xb, yb=yb: grad(total)(p, xb, yb), (views,), (tangent,))[1]
                 out += self.layout.flatten(h, lead=0)
             return out / max(len(y), 1)
         finally:

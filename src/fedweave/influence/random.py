@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from fedweave.influence.base import Scorer, ScoredRun, Scores, register_scorer
+from fedweave.influence.base import ScoredRun, Scorer, Scores, register_scorer
 from fedweave.rng import torch_generator
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from fedweave.influence.base import Scorer, ScoredRun, Scores, register_scorer
+from fedweave.influence.base import ScoredRun, Scorer, Scores, register_scorer
 
 
 def visit_weights(run: ScoredRun, first: int, last: int) -> torch.Tensor:
