@@ -46,6 +46,10 @@ def prune_cmd(
             if stage1 is not None:
                 if config is not None:
                     raise UserError("give either CONFIG or --stage1 RUN_DIR, not both")
+                changed = [o for o in overrides if not o.startswith(("output.", "influence."))]
+                if changed:
+                    raise UserError(f"--set {changed[0]}: with --stage1 stage 2 repeats stage 1's "
+                                    "config; only output.* and influence.* keys may change")
                 if not (stage1 / "config.yaml").is_file():
                     raise UserError(f"--stage1 {stage1}: not a run directory (no config.yaml)")
                 cfg = load_config(stage1 / "config.yaml", overrides, imports or [])

@@ -154,8 +154,7 @@ class PrunePipeline:
 
     def run_stage2(self, sc: StageContext) -> dict[str, Any]:
         scores = Path(sc.results["score"]["scores"])
-        base = ScoredRun.open(self.stage1_dir(sc)).config if self.stage1 else self.config
-        result = train_stage(sc, stage2_config(base, scores, self.ratio, self.keep))
+        result = train_stage(sc, stage2_config(self.config, scores, self.ratio, self.keep))
         return result.summary
 
     def run_compare(self, sc: StageContext) -> dict[str, Any]:
