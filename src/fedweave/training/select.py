@@ -14,16 +14,14 @@ engine, with a one-line notice: vmap cannot run training-mode BatchNorm). ``auto
 
 The decision is made once per machine and then sticks, so timing noise never changes results:
 it is stored in ``$XDG_CACHE_HOME/fedweave/engine-decisions.json`` (default
-``~/.cache/fedweave``), keyed by the hardware (CPU model and count, GPU name), the torch
-version, the thread count, the device, the model (module classes and parameter shapes), the
-input shape, the batch width and the cohort-size bucket 2^⌈log2 K⌉. The file is json (nothing
-in it executes), written atomically under an exclusive ``fcntl.flock`` with first-writer-wins:
-two processes calibrating at once (the ranks of a distributed run) both adopt the decision
-stored first. A damaged file is ignored and rewritten; where it cannot be written, the decision
-holds for the process only, with one warning. Delete the file to measure again, or pin
-``engine.backend: loop|vectorized``. The record (chosen engine, seconds per step measured,
-the rule, where the decision came from) is ``engine.calibration``, which the runner writes to
-summary.json; a resumed run reuses its checkpoint's engine whatever the cache says.
+``~/.cache/fedweave``; ``fedweave.training.decisions``), keyed by the hardware (CPU model and
+count, GPU name), the torch version, the thread count, the device, the model (module classes
+and parameter shapes), the input shape, the batch width and the cohort-size bucket
+2^⌈log2 K⌉; two processes calibrating at once both adopt the decision stored first. Delete the
+file to measure again, or pin ``engine.backend: loop|vectorized``. The record (chosen
+engine, seconds per step measured, the rule, where the decision came from) is
+``engine.calibration``, which the runner writes to summary.json; a resumed run reuses its
+checkpoint's engine whatever the cache says.
 
 Why a measured-once cache rather than a fixed rule: which engine is faster depends on the
 machine (cores, BLAS, a GPU) and the workload in ways a rule of thumb gets wrong by several
@@ -34,15 +32,10 @@ numbers that must agree across machines.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import platform
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,6 +48,13 @@ from fedweave.data.memory import require_memory
 from fedweave.errors import UserError
 from fedweave.models import uses_batchnorm
 from fedweave.training.batches import batch_schedule
+from fedweave.training.decisions import (
+    BACKENDS,
+    decision_file,
+    hardware,
+    store_decision,
+    stored_decision,
+)
 from fedweave.training.loop import LoopEngine
 from fedweave.training.protocol import GradientEngine
 from fedweave.training.vectorized import VectorizedEngine
@@ -65,7 +65,8 @@ CALIBRATION_STEPS = 2
 CLEAR_MARGIN = 1.3
 CALIBRATION_NODES = 16  # at most this many nodes are timed (cost ∝ K for both engines)
 _DECISIONS: dict[str, dict[str, Any]] = {}
-BACKENDS = ("loop", "vectorized")
+__all__ = ["BACKENDS", "build_engine", "calibrate", "choose_backend", "make_gradient_engine",
+           "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,80 +90,6 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"engine.device={name}: MPS is not available here; use "
                         "engine.device=cpu or auto")
     return device
-
-
-# ---------------------------------------------------------------- the machine's decisions
-CACHE_FORMAT = 1
-_WARNED_CACHE: set[str] = set()
-
-
-def decision_file() -> Path:
-    """``$XDG_CACHE_HOME/fedweave/engine-decisions.json`` (default ``~/.cache/fedweave``)."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "fedweave" / "engine-decisions.json"
-
-
-def _hardware(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    out: dict[str, Any] = {"machine": platform.machine(), "cpu": cpu,
-                           "cpus": os.cpu_count()}
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
-    return out
-
-
-def _read_decisions(path: Path) -> dict[str, Any]:
-    """The stored decisions ({key hash: record}); a missing or damaged file reads as none."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT \
-            or not isinstance(data.get("decisions"), dict):
-        return {}
-    return {k: v for k, v in data["decisions"].items()
-            if isinstance(v, dict) and v.get("chosen") in BACKENDS}
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _store_decision(digest: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Store ``record`` under ``digest`` unless one is stored already (first writer wins);
-    returns the stored record. Without a writable cache, ``record`` itself (one warning)."""
-    path = decision_file()
-    try:
-        with _locked(path):
-            decisions = _read_decisions(path)
-            if digest in decisions:
-                return dict(decisions[digest])
-            decisions[digest] = record
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"format": CACHE_FORMAT, "decisions": decisions},
-                                      indent=1, default=str))
-            os.replace(tmp, path)
-    except OSError as exc:
-        if str(path) not in _WARNED_CACHE:
-            _WARNED_CACHE.add(str(path))
-            log.warning("engine.backend=auto: cannot store the engine decision in %s (%s); "
-                        "another run may decide differently: pin engine.backend=%s to keep it",
-                        path, exc.strerror or exc, record["chosen"])
-    return record
 
 
 def _bucket(k: int) -> int:
@@ -194,7 +121,7 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
     k = max(1, min(cohort, data.nodes, CALIBRATION_NODES))
     nodes = torch.arange(k)
     width = min(batch_size, max(len(data.train_idx[i]) for i in range(k)))
-    key = {"hardware": _hardware(device), "torch": torch.__version__,
+    key = {"hardware": hardware(device), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "device": str(device),
            "model": [type(model).__name__, [m.__class__.__name__ for m in model.modules()],
                      [[n, list(s)] for n, s in zip(layout.names, layout.shapes, strict=True)]],
@@ -203,7 +130,7 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
     if digest in _DECISIONS:
         return _DECISIONS[digest]["chosen"], {**_DECISIONS[digest], "cached": True,
                                               "source": "this process"}
-    stored = _read_decisions(decision_file()).get(digest)
+    stored = stored_decision(digest)
     if stored is not None:
         _DECISIONS[digest] = stored
         return stored["chosen"], {**stored, "cached": True,
@@ -246,7 +173,7 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
         "calibration_s": time.perf_counter() - t_start,
         "key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    stored = _store_decision(digest, record)
+    stored = store_decision(digest, record)
     _DECISIONS[digest] = stored
     if stored is not record:  # another process stored its decision first: adopt it
         return stored["chosen"], {**stored, "cached": True,
