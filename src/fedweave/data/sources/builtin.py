@@ -67,8 +67,9 @@ def load_synthetic(cfg: DataConfig, root: Path, seed: int) -> Dataset:
                         sizes - 1)
     n_train = sizes - n_test
     total, train_total = int(sizes.sum()), int(n_train.sum())
-    # features (float32) and labels of every sample, device ids and index shards of train
-    require_memory(total * (4 * dim + 8) + train_total * 24,
+    # features (float32) and labels of every sample, device ids and index shards of train,
+    # and the validation samples gathered for an evaluation
+    require_memory(int(total * (4 * dim + 8) + train_total * (24 + cfg.val_fraction * 4 * dim)),
                    f"data.dataset=synthetic with data.nodes={k} ({total} samples × {dim} "
                    "features)", "lower data.nodes or data.synthetic.samples_mean")
     u = rng.normal(0.0, sc.alpha, k)
