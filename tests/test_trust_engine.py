@@ -85,3 +85,21 @@ def test_resume_reuses_the_runs_engine(tmp_path: Path) -> None:
                                "--set", f"engine.backend={backend}")
     assert metric_rows(run_dir) == metric_rows(straight)
     assert resumed["final"] == s_ref["final"]
+
+
+def test_stored_decisions_first_writer_wins_and_damage_is_ignored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes that calibrate the same workload at once keep the decision stored
+    first; a damaged file reads as empty and is rewritten (json only: nothing executes)."""
+    from fedweave.training import decisions
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = decisions.decision_file()
+    path.parent.mkdir(parents=True)
+    path.write_text("{damaged")
+    assert decisions.stored_decision("w") is None
+    assert decisions.store_decision("w", {"chosen": "loop"})["chosen"] == "loop"
+    assert decisions.store_decision("w", {"chosen": "vectorized"})["chosen"] == "loop"
+    assert decisions.stored_decision("w") == {"chosen": "loop"}
+    path.write_text(json.dumps({"format": 1, "decisions": {"w": {"chosen": "os.system"}}}))
+    assert decisions.stored_decision("w") is None  # only the two engines are accepted
