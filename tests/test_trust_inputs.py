@@ -30,7 +30,7 @@ def refused(tmp_path: Path, *args: str, needles: tuple[str, ...], out: Path | No
     ("../escaped", "escaped"),
     ("/abs/x", "abs-x"),
     ("a" * 300, "a" * NAME_MAX),
-])
+], ids=["dotdot", "absolute", "300-chars"])
 def test_run_name_is_one_component_under_out(tmp_path: Path, name: str, expected: str) -> None:
     out = tmp_path / "deep" / "runs"
     proc = fedweave("run", *FAST, "--set", f"name={name}", "--out", str(out), cwd=tmp_path)
@@ -83,7 +83,7 @@ def test_out_unwritable(tmp_path: Path) -> None:
     (b"\x7fELF\x02\x01\x01\x00\x00\x00 binary", "not a text file (it contains NUL bytes"),
     (b"name: caf\xe9\n", "not a text file (byte 9 is not UTF-8"),
     (b"rounds: 1\nrounds: 2\n", "duplicate key 'rounds'"),
-])
+], ids=["binary", "latin-1", "duplicate-key"])
 def test_bad_config_file(tmp_path: Path, content: bytes, needle: str) -> None:
     config = tmp_path / "c.yaml"
     config.write_bytes(content)
@@ -97,7 +97,8 @@ def test_bad_config_file(tmp_path: Path, content: bytes, needle: str) -> None:
     ("algorithm.clients_per_round=50", ("clients_per_round=50 exceeds data.nodes=10",)),
     ("model.hidden=[0]", ("model.hidden.0", "greater than or equal to 1")),
     ("engine.device=banana", ("engine.device", "'banana' is not a device")),
-])
+], ids=["lr-1e400", "topology-for-fedavg", "async-for-fedavg", "cohort-above-nodes",
+        "hidden-0", "device-banana"])
 def test_refused_overrides(tmp_path: Path, override: str, needles: tuple[str, ...]) -> None:
     extra = ["--set", "model.name=mlp"] if override.startswith("model.hidden") else []
     refused(tmp_path, "--set", override, *extra, needles=needles)
@@ -133,7 +134,7 @@ def test_set_mapping_merges_into_the_section(tmp_path: Path) -> None:
     (b"\x00\x01\x02\x03", "NUL"),
     (b"0 1\n1 2\n\xff\xfe\n", "not a text file"),
     (b"[[0, 1e400]]", "expected a JSON list of [i, j] pairs"),  # inf as a node id
-])
+], ids=["binary", "non-utf8", "inf-node-id"])
 def test_bad_topology_file(tmp_path: Path, content: bytes, needle: str) -> None:
     edges = tmp_path / "edges.txt"
     edges.write_bytes(content)
