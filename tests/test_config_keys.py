@@ -20,6 +20,8 @@ BASE = ["rounds=2", "data.nodes=4", "model.name=logistic", "output.plots=false",
         "output.progress=false", "engine.backend=loop", "data.partition=iid"]
 DEC = ["algorithm.name=dsgd", "topology.name=ring"]
 SYNTHETIC = ["data.dataset=synthetic", "data.partition=natural"]
+NODE_LIST = Path(__file__).resolve().parents[1] / "configs" / "topologies" / \
+    "node_list.n8.random.round8.json"
 
 #: key → (context overrides, new value); keys not listed get an automatic new value in BASE
 CONTEXT: dict[str, tuple[list[str], Any]] = {
@@ -34,6 +36,8 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "data.shards_per_node": (["data.partition=shards"], 3),
     "data.classes_per_node": (["data.partition=classes", "data.classes_per_node=5"], 3),
     "data.class_share_low": (["data.partition=classes", "data.classes_per_node=4"], 0.2),
+    "data.class_order": (["data.partition=classes", "data.classes_per_node=3"], "shuffled"),
+    "data.class_shift": (["data.partition=classes", "data.classes_per_node=3"], 2),
     "data.sigma": (["data.partition=quantity"], 2.0),
     "data.val_from_train": ([], True),
     "data.train_samples": ([], 500),
@@ -57,6 +61,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "train.momentum": ([], 0.9),
     "train.nesterov": (["train.momentum=0.9"], True),
     "train.local_steps": ([], 3),
+    "train.epoch_samples": ([], 200),
     "train.step_size": (["train.scheduler=step", "train.gamma=0.5"], 2),
     "train.gamma": (["train.scheduler=step", "train.step_size=1"], 0.5),
     "train.scheduler": (["train.gamma=0.5", "train.step_size=1"], "step"),
@@ -79,6 +84,8 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "clock.client_dropout": ([], 0.5),
     "clock.link_drop": ([*DEC, "topology.name=complete"], 0.5),
     "clock.swap_timeout": ([*DEC, "clock.bandwidth_up=1e3"], 1.0),
+    "clock.train_fraction": ([*DEC, "clock.asynchronous=true"], 0.5),
+    "clock.phase": ([*DEC, "clock.asynchronous=true", "clock.train_fraction=0.5"], "random"),
     "engine.name": ([], None),  # distributed: tested in test_distributed
     "engine.backend": (["model.name=cnn"], "vectorized"),
     "engine.device": ([], None),  # no second device here
@@ -107,6 +114,10 @@ ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {
     "k": (["data.nodes=6", "data.partition=dirichlet"], 2),
     "pca_dim": (["data.nodes=8", "algorithm.k=3", "data.partition=dirichlet"], 4),
     "exchange_period": (["topology.name=ring", "data.nodes=5"], 2),
+    "offsets": (["topology.name=edges", f"topology.file={NODE_LIST}", "data.nodes=8",
+                 "algorithm.exchange_period=8"], "file"),
+    "exchange": (["algorithm.exchange_period=2"], "two_way"),
+    "epoch_swap": (["algorithm.exchange_period=3", "algorithm.exchange=two_way"], True),
     "piw": (["algorithm.exchange_period=2"], 2.0),
     "use_gcoef": (["algorithm.exchange_period=2"], True),
     "mu": ([], 100.0),

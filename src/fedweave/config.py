@@ -89,6 +89,13 @@ class DataConfig(Section):
     shards_per_node: int = Field(2, ge=1)
     classes_per_node: int | None = Field(None, ge=1)
     class_share_low: float = Field(0.8, gt=0, le=1, description="seed 001: shares ~ U(low, 1)")
+    class_order: Literal["natural", "shuffled"] | list[int] = Field(
+        "natural", description="partition: classes: the class sequence the windows slide "
+        "over: label order, a seeded shuffle, or an explicit list of every class (reference "
+        "system 001: [7, 8, 2, 6, 4, 5, 1, 3, 0, 9])")
+    class_shift: int = Field(1, ge=0, description="partition: classes: node i's window starts "
+                             "at position class_shift·i of class_order (reference system 001: "
+                             "4)")
     sigma: float = Field(1.0, ge=0, description="log-normal sigma of quantity skew")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     val_from_train: bool = Field(
@@ -136,6 +143,10 @@ class TrainConfig(Section):
     batch_size: int = Field(32, ge=1)
     local_epochs: float = Field(1.0, gt=0)
     local_steps: int | None = Field(None, ge=1, description="overrides local_epochs")
+    epoch_samples: int | None = Field(
+        None, ge=1, description="samples in one epoch of a node, whatever its shard size "
+        "(reference system 001's train_data_length: 10,000); each shard sample is drawn "
+        "⌊m/n⌋ or ⌈m/n⌉ times, in random order; default: the shard size")
     scheduler: Literal["none", "step"] = "none"
     step_size: int = Field(1, ge=1, description="StepLR period in rounds")
     gamma: float = Field(0.9, gt=0)
@@ -240,6 +251,13 @@ class ClockConfig(Section):
     client_dropout: float = Field(0.0, ge=0, lt=1)
     link_drop: float = Field(0.0, ge=0, lt=1, description="probability an exchange is lost")
     swap_timeout: float | None = Field(None, gt=0, description="seconds; late exchange drops")
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="asynchronous decentralized runs: share of each node's "
+        "epoch period spent training; the rest it is idle (reference system 001's nodes spend "
+        "most of it evaluating): period T_i = S·τ_i / train_fraction")
+    phase: Literal["zero", "random"] = Field(
+        "zero", description="asynchronous decentralized runs: node i starts its first epoch "
+        "at 0 or at a seeded phase ~ U(0, T_i) (desynchronised train/idle periods)")
 
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -404,6 +422,13 @@ class Config(Section):
             if kind != "decentralized" and key in _changed(self.clock):
                 raise ValueError(f"clock.{key} is a fault of peer exchanges; algorithm.name="
                                  f"{alg.name} is {kind}")
+        for key in ("train_fraction", "phase"):
+            if key in _changed(self.clock) and (kind != "decentralized"
+                                                or not self.clock.asynchronous):
+                raise ValueError(
+                    f"clock.{key} shapes the train/idle periods of asynchronous peers; it "
+                    f"needs a decentralized algorithm and clock.asynchronous=true "
+                    f"(algorithm.name={alg.name}, asynchronous={self.clock.asynchronous})")
         if self.clock.client_dropout and kind != "federated":
             raise ValueError(
                 f"clock.client_dropout applies to federated cohorts; algorithm.name={alg.name} "

@@ -86,17 +86,19 @@ def shards(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
 @PARTITIONERS.register("classes")
 def classes(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
             groups: np.ndarray | None) -> list[np.ndarray]:
-    """Seed 001's split: node i holds classes (i + j) mod C for j < classes_per_node (a window
-    shifted per node); each class is shared among its holders with weights ~ U(low, 1),
-    normalised over the holders."""
+    """Reference system 001's split: with o = ``class_order`` (the labels, a seeded shuffle or
+    a given list) node i holds the window o[(s·i + j) mod C], j < ``classes_per_node``,
+    s = ``class_shift``; each class is shared among its holders with weights ~ U(low, 1),
+    normalised over the holders (a disjoint cover of the class's samples)."""
     labels = np.unique(y)
     c_total, k = len(labels), cfg.classes_per_node or len(labels)
     if k > c_total:
         raise UserError(f"data.classes_per_node={k} exceeds the {c_total} classes in the data")
+    order = class_order(labels, cfg, rng)
     holders: dict[int, list[int]] = {int(c): [] for c in labels}
     for node in range(cfg.nodes):
         for j in range(k):
-            holders[int(labels[(node + j) % c_total])].append(node)
+            holders[int(order[(cfg.class_shift * node + j) % c_total])].append(node)
     out: list[list[np.ndarray]] = [[] for _ in range(cfg.nodes)]
     share = rng.uniform(cfg.class_share_low, 1.0, size=(cfg.nodes, c_total))
     for ci, c in enumerate(labels):
@@ -109,6 +111,21 @@ def classes(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
         for node, part in zip(who, np.split(idx, cuts), strict=True):
             out[node].append(part)
     return [np.concatenate(parts) if parts else np.zeros(0, np.int64) for parts in out]
+
+
+def class_order(labels: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
+    """The class sequence of ``data.class_order``: ``natural`` (sorted labels), ``shuffled``
+    (a permutation drawn from the partition stream) or the given list, which must name every
+    class of the data once."""
+    if cfg.class_order == "natural":
+        return labels
+    if cfg.class_order == "shuffled":
+        return rng.permutation(labels)
+    order = np.asarray(cfg.class_order, dtype=labels.dtype)
+    if sorted(order.tolist()) != labels.tolist():
+        raise UserError(f"data.class_order={list(cfg.class_order)} must list every class of the "
+                        f"data once: {labels.tolist()} in some order")
+    return order
 
 
 @PARTITIONERS.register("quantity")

@@ -146,6 +146,15 @@ def job_time(
     return float(total) if isinstance(node, int) else total
 
 
+def epoch_phases(cfg: ClockConfig, seed: int, periods: torch.Tensor) -> torch.Tensor:
+    """float64 [n] start of each node's first epoch period: 0 (``clock.phase: zero``) or
+    φ_i ~ U(0, T_i) from ``numpy_rng(seed, "clock-phase")`` (``random``), T_i = ``periods``."""
+    if cfg.phase == "zero":
+        return torch.zeros_like(periods, dtype=torch.float64)
+    u = numpy_rng(seed, "clock-phase").uniform(0.0, 1.0, len(periods))
+    return _vec(u) * periods.to(torch.float64)
+
+
 def _uniform(seed: int, purpose: str, *keys: int) -> float:
     """A U[0, 1) draw that depends only on ``(seed, purpose, keys)``."""
     return derive_seed(seed, purpose, *keys) / 2**63

@@ -41,7 +41,8 @@ class LocalTrainer:
         sizes = self.data.sizes[nodes.cpu()]
         steps = local_steps(self.cfg, sizes)
         batches = batch_schedule(self.data, nodes.cpu(), steps, self.cfg.batch_size,
-                                 (round_index,), width=width)
+                                 (round_index,), width=width,
+                                 shuffle=self.cfg.epoch_samples is not None)
         params = params.clone()
         state = self.optimizer.init(params)
         loss_sum = torch.zeros(len(nodes), dtype=params.dtype, device=params.device)
