@@ -29,6 +29,8 @@ from fedweave.data.federated import FederatedData, build_federated_data
 from fedweave.models import build_model, uses_batchnorm
 from fedweave.parallel.adapters import DistributedGradientEngine, DistributedTrainer
 from fedweave.rng import derive_seed
+from fedweave.robust.attacks import uplink
+from fedweave.robust.data import corrupt_data
 from fedweave.training.optim import scheduled_lr
 from fedweave.training.protocol import GradientEngine
 from fedweave.training.select import BACKENDS, build_engine, choose_backend, resolve_device
@@ -133,6 +135,7 @@ class RunContext:
             trainer = DistributedTrainer(local, data, self.config.train, self.comm)
         else:
             trainer = LocalTrainer(local, data, self.config.train)
+        trainer = uplink(trainer, self.config.attack, self.config.clock, self.seed)  # attackers
         shape = ModelShape(name, model_config, model, layout, flat_params(model),
                            model_buffers(model), engine, local, trainer)
         self.shapes[name] = shape
@@ -202,6 +205,7 @@ def build_context(config: Config, data: FederatedData | None = None,
         device = local_device(device)
         comm = init_comm(config.engine.timeout_s, device)
     data = (data or build_federated_data(config.data, config.seed)).to(device)
+    data = corrupt_data(data, config.attack, config.seed)  # the data attacks' shards
     torch.manual_seed(derive_seed(config.seed, "init"))
     probe = build_model(config.model, data.input_shape, data.num_classes).to(device)
     chosen, record = choose_backend(config.engine, probe, ParamLayout.of(probe), data,
