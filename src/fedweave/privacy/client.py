@@ -25,8 +25,17 @@ import torch
 
 from fedweave.algorithms.federated.aggregate import Aggregator
 from fedweave.config import AggregatorConfig, PrivacyConfig
+from fedweave.errors import UserError
 from fedweave.privacy.accountant import epsilon
 from fedweave.rng import numpy_rng, torch_generator
+
+
+def check_target(privacy: PrivacyConfig, first: float) -> None:
+    """A target ε that even the first round exceeds is refused before the run starts."""
+    target = privacy.target_epsilon
+    if target is not None and first > target:
+        raise UserError(f"privacy.target_epsilon={target}: one round already spends "
+                        f"ε={first:.3g}; raise the target or privacy.noise_multiplier")
 
 
 def poisson_cohort(seed: int, round_index: int, nodes: int, q: float) -> torch.Tensor:
@@ -61,23 +70,34 @@ class DPFedAvg(Aggregator):
 
 
 class ClientLedger:
-    """ε of DP-FedAvg after r rounds: r releases of the cohort's subsampled Gaussian."""
+    """ε of DP-FedAvg: after r rounds, r releases of the cohort's subsampled Gaussian."""
 
     def __init__(self, privacy: PrivacyConfig, nodes: int, expected: int) -> None:
         self.privacy, self.nodes, self.expected = privacy, nodes, expected
+        self.rounds = 0
+        check_target(privacy, self.next_epsilon())
 
     def epsilon(self, rounds: int) -> float:
         p = self.privacy
         return epsilon(p.accountant, p.sampling, p.noise_multiplier, rounds, p.delta,
                        self.nodes, self.expected)
 
-    def record(self, rounds: int) -> dict[str, Any]:
+    def update(self, round_index: int) -> float:
+        """After round ``round_index`` (0-based): the ε spent so far."""
+        self.rounds = round_index + 1
+        return self.epsilon(self.rounds)
+
+    def next_epsilon(self) -> float:
+        """The ε one more round would bring the total to."""
+        return self.epsilon(self.rounds + 1)
+
+    def record(self) -> dict[str, Any]:
         """summary.json's ``privacy`` entry (ε null when infinite: no noise)."""
         p = self.privacy
-        eps = self.epsilon(rounds)
+        eps = self.epsilon(self.rounds)
         return {"privacy": {"level": "client", "epsilon": eps if math.isfinite(eps) else None,
                             "delta": p.delta, "accountant": p.accountant,
                             "sampling": p.sampling, "noise_multiplier": p.noise_multiplier,
                             "clip": p.clip if math.isfinite(p.clip) else None,
                             "expected_cohort": self.expected, "clients": self.nodes,
-                            "releases": rounds}}
+                            "releases": self.rounds}}

@@ -143,7 +143,7 @@ class CohortAlgorithm(Algorithm):
         if cfg.attack.active():
             extras["attackers_in_cohort"] = float(self.attackers[plan.clients].sum())
         if self.ledger is not None:
-            extras["epsilon"] = self.ledger.epsilon(self.last_round + 1)
+            extras["epsilon"] = self.ledger.update(self.last_round)
         return RoundResult(*local.mean_train(), bytes_up=up, bytes_down=down,
                            sim_time=plan.duration, extras=extras,
                            clients={"client": plan.clients, "train_loss": local.loss.cpu(),
@@ -154,7 +154,7 @@ class CohortAlgorithm(Algorithm):
         cfg, out = self.ctx.config, super().info()
         out.update(attack_record(cfg.attack, self.ctx.data.nodes, cfg.seed))
         if self.ledger is not None:
-            out.update(self.ledger.record(self.last_round + 1))
+            out.update(self.ledger.record())
         return out
 
 
