@@ -11,7 +11,7 @@ the last copy received from each neighbour (edges refresh once per K steps).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -21,6 +21,8 @@ from fedweave.algorithms.decentralized.base import LocalOptimizerAlgorithm, Peri
 
 class DSGDConfig(PeriodicConfig):
     name: Literal["dsgd"] = "dsgd"
+    #: ``aggregator.name`` replaces Σ_j W_ij x_j by a robust rule (fedweave.robust.peers)
+    uses_aggregator: ClassVar[bool] = True
 
 
 @register_algorithm("dsgd", DSGDConfig)
