@@ -42,20 +42,16 @@ def test_rdp_epsilon_equals_dp_accounting_for_both_sampling_schemes() -> None:
     assert epsilon("rdp", "poisson", 0.0, 3, 1e-5, 10, 1) == math.inf
 
 
-def test_prv_epsilon_equals_opacus_and_agrees_with_rdp() -> None:
-    pytest.importorskip("opacus")
-    from opacus.accountants import PRVAccountant, RDPAccountant
+def test_pld_epsilon_equals_dp_accounting_and_is_tighter_than_rdp() -> None:
+    from dp_accounting.pld import PLDAccountant
 
-    prv = PRVAccountant()
-    for _ in range(40):
-        prv.step(noise_multiplier=1.2, sample_rate=0.05)
-    ours = epsilon("prv", "poisson", 1.2, 40, 1e-5, 100, 5)
-    assert ours == pytest.approx(prv.get_epsilon(1e-5), rel=1e-9)
-    rdp = RDPAccountant()  # two maintained RDP implementations agree
-    rdp.history = [(1.2, 0.05, 40)]
-    assert epsilon("rdp", "poisson", 1.2, 40, 1e-5, 100, 5) == pytest.approx(
-        rdp.get_epsilon(1e-5), rel=1e-3)
-    assert ours <= epsilon("rdp", "poisson", 1.2, 40, 1e-5, 100, 5)  # PRV is the tighter one
+    pld = PLDAccountant()
+    for _ in range(40):  # one release per round, composed as they happen
+        pld.compose(dp_accounting.PoissonSampledDpEvent(
+            0.05, dp_accounting.GaussianDpEvent(1.2)))
+    ours = epsilon("pld", "poisson", 1.2, 40, 1e-5, 100, 5)
+    assert ours == pytest.approx(pld.get_epsilon(1e-5), rel=1e-6)
+    assert 0.5 < ours <= epsilon("rdp", "poisson", 1.2, 40, 1e-5, 100, 5)
 
 
 def test_server_rule_clips_sums_noises_and_divides_by_the_expected_cohort() -> None:
@@ -126,7 +122,7 @@ def test_privacy_is_refused_where_it_cannot_act() -> None:
         (["privacy.level=client", "algorithm.name=scaffold"], "releases more"),
         (["privacy.level=client", "aggregator.name=median"], "remove aggregator.name"),
         (["privacy.level=client", "privacy.clip=.inf"], "noise_multiplier=0"),
-        (["privacy.level=client", "privacy.accountant=prv", "privacy.sampling=fixed"],
+        (["privacy.level=client", "privacy.accountant=pld", "privacy.sampling=fixed"],
          "Poisson sampling only"),
         (["privacy.level=client", "algorithm.name=dsgd"], "protects federated clients"),
         (["privacy.noise_multiplier=2"], "privacy.level is null"),

@@ -268,7 +268,7 @@ class PrivacyConfig(Section):
     (each client with q = m/N) or fixed-size. ``level: sample`` is DP-SGD (Abadi et al. 2016)
     in local training: per-sample gradients clipped to ``clip``, summed, N(0, (σ·clip)²) added,
     divided by the expected batch b_i; batches are Poisson (each sample with q = b_i/n_i) or
-    fixed-size. ε at ``delta`` comes from Google's dp-accounting (rdp) or Opacus (prv)."""
+    fixed-size. ε at ``delta`` comes from Google's dp-accounting (RDP or PLD accountant)."""
 
     level: Literal["client", "sample"] | None = Field(None, description="what is protected: "
                                                       "a client's whole data or one sample; "
@@ -281,10 +281,10 @@ class PrivacyConfig(Section):
     sampling: Literal["poisson", "fixed"] = Field(
         "poisson", description="client: cohorts of independent draws with q = m/N (poisson) or "
         "m without replacement (fixed); sample: the same for each local batch")
-    accountant: Literal["rdp", "prv"] = Field(
-        "rdp", description="rdp: Rényi DP (dp-accounting; Poisson, or sampling without "
-        "replacement under replace-one adjacency); prv: privacy random variables (Opacus, "
-        "Poisson sampling only)")
+    accountant: Literal["rdp", "pld"] = Field(
+        "rdp", description="rdp: Rényi DP (Poisson, or sampling without replacement under "
+        "replace-one adjacency); pld: privacy loss distributions (tighter, Poisson sampling "
+        "only); both from Google's dp-accounting")
     target_epsilon: float | None = Field(None, gt=0, description="stop the run before the "
                                          "round that would take ε above this")
 
@@ -458,8 +458,8 @@ class Config(Section):
         if p.clip == float("inf") and p.noise_multiplier > 0:
             raise ValueError("privacy.clip=inf bounds nothing, so no noise can make it private: "
                              "set privacy.noise_multiplier=0 or a finite clip")
-        if p.accountant == "prv" and p.sampling == "fixed":
-            raise ValueError("privacy.accountant=prv accounts Poisson sampling only: set "
+        if p.accountant == "pld" and p.sampling == "fixed":
+            raise ValueError("privacy.accountant=pld accounts Poisson sampling only: set "
                              "privacy.sampling=poisson or privacy.accountant=rdp")
 
 
