@@ -28,6 +28,7 @@ from fedweave.core.population import Buffers, ParamLayout, flat_params, model_bu
 from fedweave.data.federated import FederatedData, build_federated_data
 from fedweave.models import build_model, uses_batchnorm
 from fedweave.parallel.adapters import DistributedGradientEngine, DistributedTrainer
+from fedweave.privacy.sample import SampleDPEngine
 from fedweave.rng import derive_seed
 from fedweave.robust.attacks import uplink
 from fedweave.robust.data import corrupt_data
@@ -128,6 +129,9 @@ class RunContext:
         backend = "loop" if uses_batchnorm(model) else self.backend
         local = build_engine(backend, model, layout, data, self.seed)
         local.calibration = self.calibration
+        if self.config.privacy.level == "sample":  # DP-SGD: privatised local gradients
+            local = SampleDPEngine(local, self.config.privacy, self.config.train, data,
+                                   self.seed)
         engine: GradientEngine = local
         trainer: LocalTrainer
         if self.comm is not None:

@@ -22,6 +22,7 @@ import logging
 import math
 from functools import lru_cache
 
+from fedweave.config import PrivacyConfig
 from fedweave.errors import UserError
 
 
@@ -85,3 +86,11 @@ def epsilon(accountant: str, sampling: str, noise_multiplier: float, steps: int,
 
     orders, rdp = _rdp_step(sampling, noise_multiplier, population, sample)
     return float(compute_epsilon(orders, [steps * r for r in rdp], delta)[0])
+
+
+def check_target(privacy: PrivacyConfig, first: float) -> None:
+    """A target ε that even the first round exceeds is refused before the run starts."""
+    target = privacy.target_epsilon
+    if target is not None and first > target:
+        raise UserError(f"privacy.target_epsilon={target}: one round already spends "
+                        f"ε={first:.3g}; raise the target or privacy.noise_multiplier")

@@ -25,17 +25,8 @@ import torch
 
 from fedweave.algorithms.federated.aggregate import Aggregator
 from fedweave.config import AggregatorConfig, PrivacyConfig
-from fedweave.errors import UserError
-from fedweave.privacy.accountant import epsilon
+from fedweave.privacy.accountant import check_target, epsilon
 from fedweave.rng import numpy_rng, torch_generator
-
-
-def check_target(privacy: PrivacyConfig, first: float) -> None:
-    """A target ε that even the first round exceeds is refused before the run starts."""
-    target = privacy.target_epsilon
-    if target is not None and first > target:
-        raise UserError(f"privacy.target_epsilon={target}: one round already spends "
-                        f"ε={first:.3g}; raise the target or privacy.noise_multiplier")
 
 
 def poisson_cohort(seed: int, round_index: int, nodes: int, q: float) -> torch.Tensor:

@@ -29,7 +29,9 @@ from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
+from fedweave.errors import UserError
 from fedweave.privacy.client import ClientLedger, DPFedAvg, poisson_cohort
+from fedweave.privacy.sample import SampleLedger
 from fedweave.robust.attacks import attack_record, attackers
 from fedweave.sim.clock import client_dropped, job_time, node_profiles
 from fedweave.sim.scheduler import Scheduler
@@ -60,14 +62,21 @@ class CohortAlgorithm(Algorithm):
     default_aggregator: ClassVar[str] = "weighted_mean"
     #: models sent each way per client and round (SCAFFOLD also sends control variates)
     messages: ClassVar[int] = 1
+    #: True when ``state()`` keeps the DP-SGD ledger (privacy.level: sample)
+    keeps_ledger: ClassVar[bool] = False
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
         cfg, n = ctx.config, ctx.data.nodes
         self.profile = node_profiles(cfg.clock, n, ctx.seed)
         expected = cohort_size(n, self.config.clients_per_round, self.config.fraction)
-        self.ledger: ClientLedger | None = None
+        self.ledger: ClientLedger | SampleLedger | None = None
         self.aggregate: Aggregator
+        if cfg.privacy.level == "sample":
+            if not self.keeps_ledger:
+                raise UserError(f"privacy.level=sample: algorithm.name={self.config.name} "
+                                "does not checkpoint the privacy ledger")
+            self.ledger = SampleLedger(cfg.privacy, cfg.train, ctx.data.sizes)
         if cfg.privacy.level == "client":
             self.aggregate = DPFedAvg(cfg.privacy, expected, ctx.seed)
             self.ledger = ClientLedger(cfg.privacy, n, expected)
@@ -83,7 +92,7 @@ class CohortAlgorithm(Algorithm):
         """The round's cohort of ``data.nodes`` clients (CPU), by count or fraction."""
         n, cfg = self.ctx.data.nodes, self.config
         size = cohort_size(n, cfg.clients_per_round, cfg.fraction)
-        if self.ledger is not None and self.ctx.config.privacy.sampling == "poisson":
+        if isinstance(self.ledger, ClientLedger) and self.ctx.config.privacy.sampling == "poisson":
             return poisson_cohort(self.ctx.seed, r, n, size / n)
         return sample_cohort(self.ctx.seed, r, n, size)
 
@@ -142,8 +151,10 @@ class CohortAlgorithm(Algorithm):
             extras["updates_rejected"] = float(self.aggregate.rejected)
         if cfg.attack.active():
             extras["attackers_in_cohort"] = float(self.attackers[plan.clients].sum())
-        if self.ledger is not None:
+        if isinstance(self.ledger, ClientLedger):
             extras["epsilon"] = self.ledger.update(self.last_round)
+        elif self.ledger is not None:
+            extras["epsilon"] = self.ledger.update(plan.clients)
         return RoundResult(*local.mean_train(), bytes_up=up, bytes_down=down,
                            sim_time=plan.duration, extras=extras,
                            clients={"client": plan.clients, "train_loss": local.loss.cpu(),
@@ -163,6 +174,7 @@ class FederatedAlgorithm(CohortAlgorithm):
     """One global model (with a server optimizer); a cohort trains from it each round."""
 
     config: ServerOptConfig
+    keeps_ledger = True
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
@@ -179,10 +191,15 @@ class FederatedAlgorithm(CohortAlgorithm):
         return self.server.x.detach().unsqueeze(0), stack_buffers(self.buffers, 1), ["global"]
 
     def state(self) -> State:
-        return {"server": self.server.state(), "buffers": self.buffers,
-                "clock": self.clock.state()}
+        out: State = {"server": self.server.state(), "buffers": self.buffers,
+                      "clock": self.clock.state()}
+        if isinstance(self.ledger, SampleLedger):
+            out["privacy_steps"] = self.ledger.steps
+        return out
 
     def load_state(self, state: State) -> None:
         self.server.load_state(section(state, "server"))
         self.buffers = section(state, "buffers")
         self.clock.load_state(section(state, "clock"))
+        if isinstance(self.ledger, SampleLedger):
+            self.ledger.steps = state["privacy_steps"].cpu()
