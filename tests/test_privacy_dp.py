@@ -106,6 +106,18 @@ def test_epsilon_is_recorded_per_round_and_in_the_summary(tmp_path: Path) -> Non
     assert summary["privacy"]["releases"] == 4 and summary["privacy"]["accountant"] == "rdp"
 
 
+def test_delta_and_accountant_change_the_reported_epsilon_only() -> None:
+    over = [*BASE, "rounds=2", "privacy.level=client", "privacy.noise_multiplier=1.5"]
+    rdp = run(load_config(None, over), write=False)
+    loose = run(load_config(None, [*over, "privacy.delta=1e-3"]), write=False)
+    pld = run(load_config(None, [*over, "privacy.accountant=pld"]), write=False)
+    for other in (loose, pld):
+        assert other.summary["final"]["test_loss"] == rdp.summary["final"]["test_loss"]
+        assert other.summary["privacy"]["epsilon"] < rdp.summary["privacy"]["epsilon"]
+    assert pld.summary["privacy"]["epsilon"] == pytest.approx(
+        epsilon("pld", "poisson", 1.5, 2, 1e-5, 20, 5))
+
+
 def test_a_run_stops_before_the_round_that_would_pass_the_target_epsilon() -> None:
     over = [*BASE, "rounds=30", "privacy.level=client", "privacy.noise_multiplier=1.0"]
     res = run(load_config(None, [*over, "privacy.target_epsilon=5"]), write=False)
