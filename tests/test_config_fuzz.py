@@ -6,8 +6,9 @@ the end or stop with one ``UserError`` line; through the CLI a bad config exits 
 no traceback and no run directory. Never another exception, never a hang (a SIGALRM guard).
 
 Settings (deterministic: ``derandomize=True``, no example database; ``FEDWEAVE_FUZZ_EXAMPLES=n``
-runs n random examples per property instead): 300 examples of validation, 25 tiny runs
-(1 round, ≤ 300 samples), 4 CLI calls."""
+runs n random examples per property instead): 300 examples of validation (5 s deadline each),
+25 tiny runs (1–2 rounds, ≤ 300 samples) and 4 CLI calls, each under a SIGALRM guard or a
+subprocess timeout instead of a wall-time deadline."""
 
 from __future__ import annotations
 
@@ -35,11 +36,13 @@ load_builtins()
 _RANDOM = os.environ.get("FEDWEAVE_FUZZ_EXAMPLES")
 
 
-def fuzz(examples: int, seconds: float) -> settings:
+def fuzz(examples: int, seconds: float | None) -> settings:
+    """``seconds``: Hypothesis' per-example deadline (None where a loaded machine makes wall
+    time meaningless; the SIGALRM guard and the subprocess timeout still catch a hang)."""
     return settings(max_examples=int(_RANDOM) if _RANDOM else examples,
                     derandomize=not _RANDOM, database=None,
-                    deadline=timedelta(seconds=seconds),
-                    suppress_health_check=[HealthCheck.too_slow])
+                    deadline=None if seconds is None else timedelta(seconds=seconds),
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 def _leaves(cls: type[BaseModel], prefix: str) -> list[str]:
@@ -135,7 +138,7 @@ SMALL = ["rounds=1", "data.train_samples=300", "data.test_samples=60", "model.na
          "engine.backend=loop", "output.plots=false", "output.progress=false"]
 
 
-@fuzz(25, 90)
+@fuzz(25, None)
 @given(st.lists(st.one_of(RUNTIME, override()), min_size=1, max_size=5))
 def test_configs_that_validate_run_or_stop_with_one_user_error_line(overrides: list[str]
                                                                     ) -> None:
@@ -149,7 +152,7 @@ def test_configs_that_validate_run_or_stop_with_one_user_error_line(overrides: l
             one_line(exc)
 
 
-@fuzz(4, 120)
+@fuzz(4, None)
 @given(st.lists(override(), min_size=1, max_size=3).filter(lambda o: _refused(o)))
 def test_the_cli_refuses_bad_configs_with_exit_2_one_line_and_no_run_directory(
         overrides: list[str]) -> None:
