@@ -90,7 +90,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "attack.std": (["attack.name=gaussian", "attack.fraction=0.5"], 10.0),
     "attack.scale": (["attack.name=sign_flip", "attack.fraction=0.5"], 2.0),
     "attack.z": (["attack.name=alie", "attack.fraction=0.5"], 1.5),
-    "attack.label_fraction": (["attack.name=noisy_labels", "attack.fraction=0.5"], 1.0),
+    "attack.label_fraction": (["attack.name=noisy_labels", "attack.fraction=0.5"], 0.9),
     "privacy.level": (["privacy.level=client"], "sample"),
     "privacy.clip": (["privacy.level=client"], 0.1),
     "privacy.noise_multiplier": (["privacy.level=client"], 0.5),

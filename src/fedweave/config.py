@@ -277,9 +277,9 @@ class AttackConfig(Section):
     scale: float = Field(10.0, gt=0, description="k: sign_flip sends −k·Δ, scale sends k·Δ")
     z: float | None = Field(None, gt=0, description="alie: z of μ − z·σ; null = z_max of "
                             "Baruch et al. from the n rows and m attackers aggregated together")
-    label_fraction: float = Field(0.5, gt=0, le=1, description="noisy_labels: share of each "
-                                  "attacker's training labels replaced by another class "
-                                  "(uniform)")
+    label_fraction: float = Field(0.5, gt=0, lt=1, description="noisy_labels: share of each "
+                                  "attacker's training labels (rounded up) replaced by another "
+                                  "class (uniform)")
 
     def active(self) -> bool:
         return self.name is not None

@@ -1,14 +1,15 @@
 """Data attacks: the attackers' training shards are corrupted once, before the run.
 
     label_flip     y → C − 1 − y on every training sample of an attacker
-    noisy_labels   a ``label_fraction`` of each attacker's training samples (drawn from
-                   (seed, "noisy-labels", node)) get another class, uniformly
-    input_noise    x → x + N(0, std²) on the normalised inputs of the attackers' training
-                   samples (noise fixed per sample, from (seed, "input-noise"))
+    noisy_labels   ⌈label_fraction · n_i⌉ of each attacker's training labels get another class,
+                   uniformly (``fedweave.data.noise.flip_labels`` with the attackers as the
+                   noisy nodes: the same draws as ``data.label_noise``)
+    input_noise    a fixed N(0, std²) perturbation of the normalised inputs of every training
+                   sample of the attackers, added when batches are gathered
+                   (``fedweave.data.noise.input_noise``: the same draws as ``data.input_noise``)
 
 Validation and test samples stay clean. The corrupted data is a new ``FederatedData`` (the
-caller's tensors are never written); with ``input_noise`` the images are stored normalised
-as float32 from then on (4× the memory of uint8).
+caller's tensors are never written).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import replace
 
 import torch
 
-from fedweave.config import AttackConfig
+from fedweave.config import AttackConfig, DataConfig
 from fedweave.data.federated import FederatedData
-from fedweave.rng import numpy_rng, torch_generator
+from fedweave.data.noise import flip_labels, input_noise
+from fedweave.errors import UserError
 from fedweave.robust.attacks import DATA_ATTACKS, attackers
 
 
@@ -28,25 +30,17 @@ def corrupt_data(data: FederatedData, cfg: AttackConfig, seed: int) -> Federated
     if cfg.name not in DATA_ATTACKS:
         return data
     bad = torch.nonzero(attackers(cfg, data.nodes, seed)).flatten().tolist()
-    idx = torch.cat([data.train_idx[i] for i in bad]).to(data.y.device)
+    faults = DataConfig(label_noise=cfg.label_fraction, input_noise=cfg.std, noisy_nodes=bad)
     if cfg.name == "input_noise":
-        x = data.features(data.x)  # normalised float32 (a copy when stored as uint8)
-        if x is data.x:
-            x = x.clone()
-        gen = torch_generator(seed, "input-noise")
-        noise = torch.randn((len(idx), *x.shape[1:]), generator=gen) * cfg.std
-        x[idx] += noise.to(x)
-        return replace(data, x=x, mean=None, std=None)
+        if data.input_noise is not None:
+            raise UserError("attack.name=input_noise and data.input_noise both perturb inputs: "
+                            "use one of them")
+        noise = input_noise(len(data.y), data.input_shape, data.train_idx, faults, seed)
+        return replace(data, input_noise=None if noise is None else noise.to(data.y.device))
+    if cfg.name == "noisy_labels":
+        y, _ = flip_labels(data.y.cpu(), data.train_idx, faults, data.num_classes, seed)
+        return replace(data, y=y.to(data.y.device))
     y = data.y.clone()
-    c = data.num_classes
-    if cfg.name == "label_flip":
-        y[idx] = c - 1 - y[idx]
-        return replace(data, y=y)
-    for node in bad:  # noisy_labels
-        shard = data.train_idx[node].to(y.device)
-        rng = numpy_rng(seed, "noisy-labels", node)
-        count = round(cfg.label_fraction * len(shard))
-        pick = shard[torch.from_numpy(rng.choice(len(shard), count, replace=False)).to(y.device)]
-        shift = torch.from_numpy(rng.integers(1, c, size=count)).to(y)
-        y[pick] = (y[pick] + shift) % c
+    idx = torch.cat([data.train_idx[i] for i in bad]).to(y.device)
+    y[idx] = data.num_classes - 1 - y[idx]
     return replace(data, y=y)
