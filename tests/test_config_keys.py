@@ -86,6 +86,26 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "clock.swap_timeout": ([*DEC, "clock.bandwidth_up=1e3"], 1.0),
     "clock.train_fraction": ([*DEC, "clock.asynchronous=true"], 0.5),
     "clock.phase": ([*DEC, "clock.asynchronous=true", "clock.train_fraction=0.5"], "random"),
+    "clock.deadline_s": (["clock.speeds=[1,1,1,0.05]"], 1.0),
+    "clock.message_corruption": ([], 0.5),
+    "clock.corrupt_nodes": (["clock.message_corruption=0.7"], [0]),
+    "clock.node_crash": (DEC, 0.4),
+    "clock.crash_rounds": ([*DEC, "rounds=3", "clock.node_crash=0.4"], 2),
+    "attack.name": (["attack.name=gaussian", "attack.fraction=0.5"], "sign_flip"),
+    "attack.fraction": (["attack.name=sign_flip", "attack.fraction=0.25"], 0.5),
+    "attack.nodes": (["attack.name=sign_flip", "attack.nodes=[0]"], [1]),
+    "attack.std": (["attack.name=gaussian", "attack.fraction=0.5"], 10.0),
+    "attack.scale": (["attack.name=sign_flip", "attack.fraction=0.5"], 2.0),
+    "attack.z": (["attack.name=alie", "attack.fraction=0.5"], 1.5),
+    "attack.label_fraction": (["attack.name=noisy_labels", "attack.fraction=0.5"], 0.9),
+    "privacy.level": (["privacy.level=client"], "sample"),
+    "privacy.clip": (["privacy.level=client"], 0.1),
+    "privacy.noise_multiplier": (["privacy.level=client"], 0.5),
+    "privacy.sampling": (["privacy.level=client", "algorithm.clients_per_round=2"], "fixed"),
+    "privacy.target_epsilon": (["privacy.level=client", "privacy.noise_multiplier=2",
+                                "rounds=4"], 3.0),
+    "privacy.delta": ([], None),  # changes ε only: test_privacy_dp
+    "privacy.accountant": ([], None),  # changes ε only: test_privacy_dp
     "engine.name": ([], None),  # distributed: tested in test_distributed
     "engine.backend": (["model.name=cnn"], "vectorized"),
     "engine.device": ([], None),  # no second device here

@@ -161,6 +161,8 @@ class AlgorithmConfig(Section):
     supports_async: ClassVar[bool] = False
     #: True when the server combines client rows with the ``aggregator`` section's rule
     uses_aggregator: ClassVar[bool] = False
+    #: True when that aggregate is the only thing released about a client (client-level DP)
+    client_privacy: ClassVar[bool] = False
 
     def check(self, config: Config) -> None:
         """Rules between this algorithm's keys and the rest of ``config`` (e.g. a cohort
@@ -251,6 +253,23 @@ class ClockConfig(Section):
     client_dropout: float = Field(0.0, ge=0, lt=1)
     link_drop: float = Field(0.0, ge=0, lt=1, description="probability an exchange is lost")
     swap_timeout: float | None = Field(None, gt=0, description="seconds; late exchange drops")
+    deadline_s: float | None = Field(
+        None, gt=0, description="federated rounds: virtual seconds the server waits; members "
+        "whose job (download + training + upload) takes longer are stragglers and dropped "
+        "(counted as stragglers_dropped); null = wait for everyone")
+    message_corruption: float = Field(
+        0.0, ge=0, le=1, description="probability that a model a node sends (a client's upload "
+        "or a peer message) arrives with NaN values, drawn per (seed, round or step, sender, "
+        "receiver); receivers reject non-finite models and count them (updates_rejected, "
+        "messages_rejected)")
+    corrupt_nodes: list[int] | None = Field(
+        None, description="senders whose messages message_corruption can hit; null = every node")
+    node_crash: float = Field(
+        0.0, ge=0, lt=1, description="decentralized: probability that a running node crashes "
+        "at the start of a round (epoch), drawn per (seed, round, node); it neither steps nor "
+        "exchanges while down and its neighbours re-normalise their mixing weights")
+    crash_rounds: int = Field(1, ge=1, description="rounds a crashed node stays down before it "
+                              "rejoins with the model it had when it crashed")
     train_fraction: float = Field(
         1.0, gt=0, le=1, description="asynchronous decentralized runs: share of each node's "
         "epoch period spent training; the rest it is idle (reference system 001's nodes spend "
@@ -258,6 +277,68 @@ class ClockConfig(Section):
     phase: Literal["zero", "random"] = Field(
         "zero", description="asynchronous decentralized runs: node i starts its first epoch "
         "at 0 or at a seeded phase ~ U(0, T_i) (desynchronised train/idle periods)")
+
+
+class AttackConfig(Section):
+    """Byzantine nodes (``fedweave.robust``): which nodes attack and what they send. The
+    attackers are fixed for the run (``nodes``, or ⌊fraction·N⌉ nodes drawn from (seed,
+    "attackers")) and recorded in summary.json ``attack.nodes``. Model attacks replace the
+    update Δ = x_sent − x_start of an attacker (a client's trained model minus the global model;
+    a peer's model after its local step minus before it): gaussian Δ ~ N(0, std²), sign_flip
+    −k·Δ, scale k·Δ (model replacement), alie μ − z·σ of the honest updates (Baruch et al.
+    2019). Data attacks corrupt the attackers' training shards: label_flip y → C−1−y,
+    noisy_labels (a label_fraction of labels to other classes), input_noise (Gaussian noise
+    of std ``std`` on the normalised inputs)."""
+
+    name: Literal["label_flip", "noisy_labels", "input_noise", "gaussian", "sign_flip", "scale",
+                  "alie"] | None = Field(None, description="the attack; null = none")
+    fraction: float = Field(0.0, ge=0, le=1, description="share of data.nodes that attack "
+                            "(rounded to the nearest count)")
+    nodes: list[int] | None = Field(None, description="explicit attacker node ids (instead "
+                                    "of fraction)")
+    std: float = Field(100.0, gt=0, description="gaussian: std of the noise sent as the "
+                       "update (parameter units); input_noise: std of the noise added to the "
+                       "normalised inputs (DICE's anomaly setting: 100)")
+    scale: float = Field(10.0, gt=0, description="k: sign_flip sends −k·Δ, scale sends k·Δ")
+    z: float | None = Field(None, gt=0, description="alie: z of μ − z·σ; null = z_max of "
+                            "Baruch et al. from the n rows and m attackers aggregated together")
+    label_fraction: float = Field(0.5, gt=0, lt=1, description="noisy_labels: share of each "
+                                  "attacker's training labels (rounded up) replaced by another "
+                                  "class (uniform)")
+
+    def active(self) -> bool:
+        return self.name is not None
+
+
+class PrivacyConfig(Section):
+    """Differential privacy (``fedweave.privacy``). ``level: client`` is DP-FedAvg (McMahan et
+    al. 2018): every client update x_i − x is clipped to L2 norm ``clip``, the server adds
+    N(0, (σ·clip)²) to their sum and divides by the expected cohort m; cohorts are Poisson
+    (each client with q = m/N) or fixed-size. ``level: sample`` is DP-SGD (Abadi et al. 2016)
+    in local training: per-sample gradients clipped to ``clip``, summed, N(0, (σ·clip)²) added,
+    divided by the expected batch b_i; batches are Poisson (each sample with q = b_i/n_i) or
+    fixed-size. ε at ``delta`` comes from Google's dp-accounting (RDP or PLD accountant)."""
+
+    level: Literal["client", "sample"] | None = Field(None, description="what is protected: "
+                                                      "a client's whole data or one sample; "
+                                                      "null = no privacy")
+    clip: float = Field(1.0, gt=0, allow_inf_nan=True, description="C: L2 bound of a client "
+                        "update (client) or a per-sample gradient (sample); .inf = no clipping "
+                        "(then noise_multiplier must be 0 and ε is infinite)")
+    noise_multiplier: float = Field(1.0, ge=0, description="σ: the noise std is σ·C")
+    delta: float = Field(1e-5, gt=0, lt=1, description="δ of the reported (ε, δ)")
+    sampling: Literal["poisson", "fixed"] = Field(
+        "poisson", description="client: cohorts of independent draws with q = m/N (poisson) or "
+        "m without replacement (fixed); sample: the same for each local batch")
+    accountant: Literal["rdp", "pld"] = Field(
+        "rdp", description="rdp: Rényi DP (Poisson, or sampling without replacement under "
+        "replace-one adjacency); pld: privacy loss distributions (tighter, Poisson sampling "
+        "only); both from Google's dp-accounting")
+    target_epsilon: float | None = Field(None, gt=0, description="stop the run before the "
+                                         "round that would take ε above this")
+
+    def active(self) -> bool:
+        return self.level is not None
 
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -378,6 +459,9 @@ class Config(Section):
     aggregator: SerializeAsAny[AggregatorConfig] = Field(default_factory=AggregatorConfig)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig, description="Byzantine nodes")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
+                                   description="differential privacy and its accountant")
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     influence: InfluenceConfig = Field(default_factory=InfluenceConfig,
@@ -438,7 +522,69 @@ class Config(Section):
                 f"aggregator.name={self.aggregator.name}: algorithm.name={alg.name} does not "
                 "aggregate client rows; remove the aggregator section")
         alg.check(self)
+        if self.clock.deadline_s is not None and kind != "federated":
+            raise ValueError(f"clock.deadline_s drops federated stragglers; algorithm.name="
+                             f"{alg.name} is {kind} (peer exchanges have clock.swap_timeout)")
+        for key in ("node_crash", "crash_rounds"):
+            if kind != "decentralized" and key in _changed(self.clock):
+                raise ValueError(f"clock.{key}: node crashes are simulated for decentralized "
+                                 f"runs; algorithm.name={alg.name} is {kind}")
+        if self.clock.message_corruption and kind == "centralized":
+            raise ValueError("clock.message_corruption: the centralized reference sends no "
+                             "messages")
+        if "corrupt_nodes" in _changed(self.clock) and not self.clock.message_corruption:
+            raise ValueError("clock.corrupt_nodes needs clock.message_corruption > 0")
+        self._check_attack(kind)
+        self._check_privacy()
         return self
+
+    def _check_attack(self, kind: str) -> None:
+        att, name = self.attack, self.attack.name
+        if name is None:
+            changed = _changed(att)
+            if changed:
+                raise ValueError(f"attack.{changed[0]} is set but attack.name is null: name "
+                                 "the attack or remove the attack section")
+            return
+        if kind == "centralized":
+            raise ValueError(f"attack.name={name}: the centralized reference has no nodes to "
+                             "attack it")
+        if att.nodes is not None and "fraction" in _changed(att):
+            raise ValueError("set attack.nodes or attack.fraction, not both")
+        if att.nodes is None and att.fraction == 0:
+            raise ValueError(f"attack.name={name} needs attackers: set attack.fraction > 0 or "
+                             "attack.nodes")
+        uses = {"std": ("gaussian", "input_noise"), "scale": ("sign_flip", "scale"),
+                "z": ("alie",), "label_fraction": ("noisy_labels",)}
+        for key in _changed(att):
+            if key in uses and name not in uses[key]:
+                raise ValueError(f"attack.{key} applies to attack.name in "
+                                 f"{'/'.join(uses[key])}, not {name}")
+
+    def _check_privacy(self) -> None:
+        p, alg = self.privacy, self.algorithm
+        if p.level is None:
+            changed = _changed(p)
+            if changed:
+                raise ValueError(f"privacy.{changed[0]} is set but privacy.level is null: set "
+                                 "privacy.level=client or sample, or remove the section")
+            return
+        if alg.kind != "federated":
+            raise ValueError(f"privacy.level={p.level} protects federated clients; "
+                             f"algorithm.name={alg.name} is {alg.kind}")
+        if p.level == "client" and not alg.client_privacy:
+            raise ValueError(f"privacy.level=client: algorithm.name={alg.name} releases more "
+                             "than one clipped, noised aggregate per round; use fedavg or "
+                             "fedprox, or privacy.level=sample")
+        if p.level == "client" and self.aggregator.name is not None:
+            raise ValueError("privacy.level=client aggregates by the clipped, noised sum: "
+                             "remove aggregator.name")
+        if p.clip == float("inf") and p.noise_multiplier > 0:
+            raise ValueError("privacy.clip=inf bounds nothing, so no noise can make it private: "
+                             "set privacy.noise_multiplier=0 or a finite clip")
+        if p.accountant == "pld" and p.sampling == "fixed":
+            raise ValueError("privacy.accountant=pld accounts Poisson sampling only: set "
+                             "privacy.sampling=poisson or privacy.accountant=rdp")
 
 
 # ---------------------------------------------------------------------------- loading

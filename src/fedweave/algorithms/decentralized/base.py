@@ -42,9 +42,9 @@ the first S·τ_i of each period and is idle for the rest, so its k-th step fini
 (r+1)·max_i T_i.
 
 Time runs on the shared virtual-time scheduler (``fedweave.sim.scheduler``: asynchronous
-peers keep one "step" event each, and one "epoch_end" event with ``epoch_swap``) and messages travel through ``fedweave.sim.transport``
-(transfer times, faults, the in-flight queue). Faults (``fedweave.sim.clock``): an exchange
-lost with probability ``clock.link_drop`` is not
+peers keep one "step" event each, and one "epoch_end" event with ``epoch_swap``) and messages
+travel through ``fedweave.sim.transport`` (transfer times, faults, the in-flight queue). Faults
+(``fedweave.sim.clock``): an exchange lost with probability ``clock.link_drop`` is not
 delivered (the receiver keeps its stale copy); an edge whose exchange misses
 ``clock.swap_timeout`` is dropped for the rest of the run, W is recomputed on the live graph
 and the edge's duals leave the sums (seed 001 stops the node instead; we keep training).
@@ -72,11 +72,15 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import Algorithm, RoundResult
+from fedweave.algorithms.federated.aggregate import build_aggregator
 from fedweave.comm.partition import node_partition
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
+from fedweave.errors import UserError
+from fedweave.robust.attacks import attack_record
+from fedweave.robust.peers import NeighbourRule, PeerFaults, down_nodes
 from fedweave.sim.clock import epoch_phases, node_profiles
 from fedweave.sim.scheduler import EPS, Scheduler
 from fedweave.sim.transport import Transport
@@ -181,6 +185,7 @@ class DecentralizedAlgorithm(Algorithm):
         self.two_way = getattr(self.config, "exchange", "one_way") == "two_way"
         self.epoch_swap = bool(getattr(self.config, "epoch_swap", False))
         self.alive = torch.ones(e, dtype=torch.bool)
+        self.up = torch.ones(n, dtype=torch.bool)  # nodes not crashed (clock.node_crash)
         self.part, self.engine, self.exchange_mode = node_partition(
             ctx, self.slot_own, self.slot_nbr, len(self.message_keys))
         # what this process holds
@@ -217,12 +222,20 @@ class DecentralizedAlgorithm(Algorithm):
         self.transport = Transport(clock, self.profile, cfg.seed, self.slot_own, self.slot_nbr,
                                    self.edges, self.msg_bytes)
         self.late = self.transport.late
+        self.faults = PeerFaults(cfg.attack, clock, n, cfg.seed)  # attacks, corruption, crashes
+        self._check_faults()
         #: sync, every edge every step, no faults: mixing sees current rows (W @ x when one
         #: process holds every node; split processes still route the rows as messages)
         self.fast = (self.mixes and not self.async_ and self.period == 1 and not self.two_way
-                     and clock.link_drop == 0 and not bool(self.late.any()))
+                     and clock.link_drop == 0 and not bool(self.late.any())
+                     and not self.faults.active and not clock.node_crash
+                     and cfg.aggregator.name is None)
         self.W_config = mixing_matrix(self.graph, cfg.topology.mixing)
         self._set_mixing()
+        #: ``aggregator.name``: a robust rule replaces the neighbour average of the models
+        self.neighbour_rule = NeighbourRule(build_aggregator(cfg.aggregator, "weighted_mean"),
+                                            self.own, self.rows) if cfg.aggregator.name else None
+        self.x_before = self.x
         self.copies: dict[str, torch.Tensor] = {}
         self.observers: list[StepObserver] = []
         #: the local loss: the engine's data term, then the parameter terms (½λ‖x‖²)
@@ -279,12 +292,27 @@ class DecentralizedAlgorithm(Algorithm):
 
     # ------------------------------------------------------------------ helpers
 
+    def _check_faults(self) -> None:
+        attack = self.ctx.config.attack
+        if self.faults.model_attack and "x" not in self.message_keys:
+            raise UserError(f"attack.name={attack.name} corrupts the model a peer sends; "
+                            f"algorithm.name={self.config.name} sends no model")
+        if attack.name == "alie" and self.part.split:
+            raise UserError("attack.name=alie needs every node's update on every process: use "
+                            "engine.exchange=all_gather")
+        if self.ctx.config.clock.node_crash and self.async_:
+            raise UserError("clock.node_crash is simulated for synchronous rounds: set "
+                            "clock.asynchronous=false")
+
     def _set_mixing(self) -> None:
+        #: edges in use: not timed out, both ends up
+        self.live = self.alive & self.up[self.edges[:, 0]] & self.up[self.edges[:, 1]] \
+            if len(self.edges) else self.alive
         live = nx.empty_graph(self.n)
-        live.add_edges_from(self.edges[self.alive].tolist())
+        live.add_edges_from(self.edges[self.live].tolist())
         w = mixing_matrix(live, self.ctx.config.topology.mixing)
         dev, dtype = self.ctx.device, self.ctx.init_params.dtype
-        alive = self.alive[self.slot_edge]
+        alive = self.live[self.slot_edge]
         self.W = w.to(dev, dtype)
         lo, hi = self.part.lo, self.part.hi
         if not self.part.split:
@@ -331,6 +359,9 @@ class DecentralizedAlgorithm(Algorithm):
     def mix(self, own_value: torch.Tensor, key: str, fresh: bool) -> torch.Tensor:
         """Σ_j W_ij m_j: ``W @ m`` when fresh (on split processes: the held rows of W times the
         held rows and the copies just received), else W_ii m_i + Σ_j W_ij (copy of m_j)."""
+        if key == "x" and self.neighbour_rule is not None:
+            return self.neighbour_rule(own_value, self.copies[key], self.w_diag, self.w_slot,
+                                       self.slot_alive.view(-1) > 0)
         if fresh and not self.part.split:
             return self.W_sparse @ own_value if self.n > 1 else own_value
         if fresh:
@@ -391,10 +422,12 @@ class DecentralizedAlgorithm(Algorithm):
         x_before = self.x.clone() if watch else self.x
         if stepped:
             self.objective.add_param_grads(g, self.x)  # in place (g is fresh): ½λ‖x‖², ...
+            if self.faults.model_attack:  # attacks replace the update of this local step
+                self.x_before = self.x.clone()
             self.local_update(active, g, lr)
         x_local = self.x.clone() if watch else self.x
         k = self.steps_done
-        due = self.due(k) & stepping[self.slot_own] & self.alive[self.slot_edge]
+        due = self.due(k) & stepping[self.slot_own] & self.live[self.slot_edge]
         self.steps_done = k + stepping.to(torch.int64)
         if self.two_way:  # combine with what arrived before, publish, then swap
             if stepped:
@@ -404,7 +437,7 @@ class DecentralizedAlgorithm(Algorithm):
         else:
             longest, fresh = self._exchange(due, k, now)
             if stepped:
-                held_due = (due & self.alive[self.slot_edge])[self.slots].to(dev)
+                held_due = (due & self.live[self.slot_edge])[self.slots].to(dev)
                 self.combine(active, held_due, lr, fresh)
         if watch:
             info = StepInfo(active, x_before, g, x_local, self.x, lr, groups)
@@ -457,17 +490,23 @@ class DecentralizedAlgorithm(Algorithm):
     def _send(self, sent: torch.Tensor, now: float) -> None:
         """Messages of the ``sent`` slots (global, sorted) to the slots ``rev`` at the other
         end: received at once (synchronous) or queued until their arrival time."""
-        mine = self.local_slot[sent[self.local_slot[sent] >= 0]].to(self.x.device)
+        held = sent[self.local_slot[sent] >= 0]  # global slots this process sends
+        mine = self.local_slot[held].to(self.x.device)
         msg = ({k: v[mine] for k, v in self.outbox.items()} if self.two_way
                else self.message(mine))
         payload = torch.cat([msg[key] for key in self.message_keys], 1)
+        if self.faults.active:
+            payload = self._outgoing(held, payload)
         where = "neighbour exchange" + (f" at virtual time {now:.4g} s" if self.async_ else "")
         src, rows = self.part.route(sent, payload, where)
         dest = self.local_slot[self.slot_rev[src]]
         p = self.x.shape[1]
         msg = {key: rows[:, i * p:(i + 1) * p] for i, key in enumerate(self.message_keys)}
         if not self.async_:
-            self.receive(dest.to(self.x.device), msg)
+            ok = self.faults.accept(msg)  # a non-finite model never reaches a copy
+            self.receive(dest[ok].to(self.x.device),
+                         {k: v[ok.to(v.device)] for k, v in msg.items()})
+            self._rejected(dest[~ok])
             return
         self.transport.post(dest.tolist(), msg, now + self.transport.transfer(src))
         self._deliver(now)
@@ -475,16 +514,47 @@ class DecentralizedAlgorithm(Algorithm):
     def _deliver(self, now: float) -> None:
         """Hand the messages that have arrived by ``now`` to ``receive`` (live edges only)."""
         for slots, msg in self.transport.deliver(now):
-            alive = self.alive[self.held_edge[slots]]
+            ok = self.faults.accept(msg)
+            self._rejected(slots[~ok & self.live[self.held_edge[slots]]])
+            alive = self.live[self.held_edge[slots]] & ok
             if bool(alive.any()):
                 self.receive(slots[alive].to(self.x.device),
                              {k: v[alive.to(v.device)] for k, v in msg.items()})
+
+    def _rejected(self, slots: torch.Tensor) -> None:
+        """Held slots whose message was rejected: the receiver mixes its own model in place
+        of that neighbour's (its weight moves to the self-loop for this exchange)."""
+        if len(slots) and "x" in self.copies:
+            dev = self.x.device
+            self.copies["x"][slots.to(dev)] = self.x[self.own[slots.to(dev)]]
+
+    def _outgoing(self, sent: torch.Tensor, payload: torch.Tensor) -> torch.Tensor:
+        """Messages of the global slots ``sent`` (held here) as they arrive: attacked models,
+        corrupted payloads (``fedweave.robust.peers``)."""
+        senders, receivers = self.slot_own[sent], self.slot_nbr[sent]
+        steps = self.steps_done[senders]
+        if self.faults.model_attack:
+            p, i = self.x.shape[1], self.message_keys.index("x")
+            rows = self.own[self.local_slot[sent].to(self.x.device)]
+            honest = None
+            if self.ctx.config.attack.name == "alie":
+                good = ~self.faults.bad[self.part.lo:self.part.hi].to(self.x.device)
+                honest = (self.x - self.x_before)[good]
+            payload = payload.clone()
+            payload[:, i * p:(i + 1) * p] = self.faults.attack_models(
+                senders, steps, payload[:, i * p:(i + 1) * p], self.x_before[rows], honest)
+        return self.faults.corrupt(senders, receivers, steps, payload)
 
     # ------------------------------------------------------------------ rounds
 
     def round(self, r: int) -> RoundResult:
         self.part.start_round(r)
         self._gathered = None
+        up = ~down_nodes(self.ctx.config.clock, self.ctx.seed, r, self.n)
+        if not torch.equal(up, self.up):  # crashes and rejoins: the live graph changes
+            self.up = up
+            self._set_mixing()
+        self.faults.rejected = 0
         dtype = self.x.dtype
         stats = {k: torch.zeros(self.rows, dtype=dtype, device=self.x.device)
                  for k in ("loss", "correct", "seen")}
@@ -503,8 +573,13 @@ class DecentralizedAlgorithm(Algorithm):
             "edges_dropped": float(self.edges_dropped),
             "edges_dropped_round": float(self.edges_dropped - dropped_before),
             "exchanges_lost": float(self.exchanges_lost),
-            "live_edges": float(self.alive.sum()),
+            "live_edges": float(self.live.sum()),
         }
+        if self.faults.active:  # every process counts what it received
+            count = torch.tensor([self.faults.rejected], dtype=torch.int64)
+            extras["messages_rejected"] = float(self.part.gather_lists({"n": count})["n"].sum())
+        if self.ctx.config.clock.node_crash:
+            extras["nodes_down"] = float((~self.up).sum())
         return RoundResult(
             train_loss=float((loss * weights).sum()), train_acc=float((acc * weights).sum()),
             bytes_up=self.bytes_up, bytes_down=self.bytes_down, sim_time=sim,
@@ -524,7 +599,7 @@ class DecentralizedAlgorithm(Algorithm):
     def _round_sync(self, r: int, stats: dict[str, torch.Tensor]) -> float:
         """Every node steps S times in lock step; a step lasts the slowest node's compute
         plus the slowest transfer of its exchanges."""
-        everyone = torch.ones(self.n, dtype=torch.bool)
+        everyone = self.up.clone()  # crashed nodes do not step
         sim = 0.0
         compute = float(self.tau.max())
         for t in range(self.S):
@@ -624,7 +699,14 @@ class DecentralizedAlgorithm(Algorithm):
         return bool(ok.all())
 
     def info(self) -> dict[str, Any]:
-        return {"neighbour_exchange": self.exchange_mode}
+        cfg = self.ctx.config
+        return {"neighbour_exchange": self.exchange_mode,
+                **attack_record(cfg.attack, self.n, cfg.seed)}
+
+    def model_weights(self) -> torch.Tensor | None:
+        """With attackers, the means over nodes are over the honest nodes only."""
+        bad = self.faults.bad
+        return (~bad).to(torch.float64) if bool(bad.any()) else None
 
     def write_artifacts(self, plots_dir: Path) -> None:
         """plots/topology.png and topology.json (edges, degrees, mixing, spectral gap)."""

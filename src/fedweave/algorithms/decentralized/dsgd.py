@@ -15,7 +15,7 @@ each node epoch (the reference's ``diff()``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -29,6 +29,8 @@ class DSGDConfig(SwapConfig):
     epoch_swap: bool = Field(
         False, description="at the end of each node epoch swap models with every live "
         "neighbour, both ways (reference system 001's diff() after its evaluation)")
+    #: ``aggregator.name`` replaces Σ_j W_ij x_j by a robust rule (fedweave.robust.peers)
+    uses_aggregator: ClassVar[bool] = True
 
 
 @register_algorithm("dsgd", DSGDConfig)
