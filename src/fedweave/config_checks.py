@@ -28,7 +28,7 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
     d, m, t, a = cfg.data, cfg.model, cfg.train, cfg.algorithm
     for key, partition in (("alpha", "dirichlet"), ("shards_per_node", "shards"),
                            ("classes_per_node", "classes"), ("class_share_low", "classes"),
-                           ("sigma", "quantity")):
+                           ("sigma", "quantity"), ("natural_blocks", "natural")):
         if _set(d, key) and d.partition != partition:
             yield f"data.{key}", f"data.partition={d.partition} (it shapes {partition} only)"
     if d.dataset != "synthetic":

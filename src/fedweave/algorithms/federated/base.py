@@ -8,6 +8,13 @@ cost time). With ``clock.client_dropout`` = p each member drops out with probabi
 (Bernoulli keyed by (seed, "client-dropout", round, client)): it still costs its job's time
 (the server only learns it is gone when it should have arrived), sends nothing, and the round
 aggregates the others; ``clients_dropped`` is recorded per round.
+
+Each member's job costs what it sends (``member_costs``: bytes each way and the share of the
+dense model's compute, e.g. a width-sliced submodel's). With re-drawn bandwidths, shared
+server links or per-step compute (``clock.profile``, ``bandwidth_sigma``, ``server_up`` /
+``server_down``, ``seconds_per_step``) the round runs on ``sim.clock.FederatedClock`` (one
+multicast download, uploads sharing the server's link); otherwise each job takes
+``sim.clock.job_time``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
-from fedweave.sim.clock import client_dropped, job_time, node_profiles
+from fedweave.sim.clock import FederatedClock, client_dropped, job_time
 from fedweave.sim.scheduler import Scheduler
 from fedweave.training.batches import local_steps
 from fedweave.training.protocol import LocalResult
@@ -38,11 +45,22 @@ class RoundPlan:
     cohort: torch.Tensor      # [K] sampled clients (CPU)
     arrived: torch.Tensor     # [K] bool: the client's update reaches the server
     duration: float           # virtual seconds until the last member's job ends
+    costs: MemberCosts | None = None
 
     @property
     def clients(self) -> torch.Tensor:
         """The clients whose updates arrive (CPU)."""
         return self.cohort[self.arrived]
+
+
+@dataclass
+class MemberCosts:
+    """What each cohort member's job costs: bytes down and up, and its compute as a share of
+    one dense job of the main model (float64 [K] each)."""
+
+    bytes_down: torch.Tensor
+    bytes_up: torch.Tensor
+    compute: torch.Tensor
 
 
 class CohortAlgorithm(Algorithm):
@@ -56,7 +74,8 @@ class CohortAlgorithm(Algorithm):
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
-        self.profile = node_profiles(ctx.config.clock, ctx.data.nodes, ctx.seed)
+        self.fclock = FederatedClock(ctx.config.clock, ctx.data.nodes, ctx.seed)
+        self.profile = self.fclock.profile
         self.aggregate = build_aggregator(ctx.config.aggregator, self.default_aggregator)
         self.clock = Scheduler(("arrival",))
 
@@ -67,25 +86,45 @@ class CohortAlgorithm(Algorithm):
         return sample_cohort(self.ctx.seed, r, n,
                              cohort_size(n, cfg.clients_per_round, cfg.fraction))
 
-    def job_times(self, cohort: torch.Tensor) -> torch.Tensor:
+    def member_costs(self, r: int, cohort: torch.Tensor) -> MemberCosts:
+        """``messages`` dense models each way and one dense job's compute per member."""
+        k = len(cohort)
+        nbytes = torch.full((k,), float(self.messages * self.ctx.model_bytes),
+                            dtype=torch.float64)
+        return MemberCosts(nbytes, nbytes.clone(), torch.ones(k, dtype=torch.float64))
+
+    def job_times(self, cohort: torch.Tensor, costs: MemberCosts | None = None, r: int = 0,
+                  dropped: list[bool] | None = None) -> torch.Tensor:
         """Virtual seconds of each member's job: download + compute (steps · min(B, n_i)
-        samples) + upload of ``messages`` models each way."""
+        samples, times its compute share) + upload (``member_costs``)."""
         cfg = self.ctx.config
+        costs = costs or self.member_costs(r, cohort)
         sizes = self.ctx.data.sizes[cohort]
-        samples = local_steps(cfg.train, sizes) * sizes.clamp(max=cfg.train.batch_size)
-        nbytes = self.messages * self.ctx.model_bytes
-        return torch.as_tensor(job_time(self.profile, cohort, samples.double(), nbytes, nbytes,
-                                        cfg.clock.latency_s))
+        steps = local_steps(cfg.train, sizes)
+        samples = steps * sizes.clamp(max=cfg.train.batch_size)
+        if self.fclock.static:
+            return torch.as_tensor(job_time(self.profile, cohort, samples.double() * costs.compute,
+                                            costs.bytes_down, costs.bytes_up,
+                                            cfg.clock.latency_s))
+        nodes = cohort.tolist()
+        compute = [self.fclock.compute_seconds(i, float(n), float(s), float(c)) for i, n, s, c
+                   in zip(nodes, samples.tolist(), steps.tolist(), costs.compute.tolist(),
+                          strict=True)]
+        start = self.clock.now
+        ends = self.fclock.job_arrivals(start, nodes, r, costs.bytes_down.tolist(),
+                                        costs.bytes_up.tolist(), compute, dropped)
+        return torch.tensor([e - start for e in ends], dtype=torch.float64)
 
     def plan(self, r: int) -> RoundPlan:
         """Sample the cohort and run its jobs on the scheduler: every member's arrival is an
         event at start + job time; the round ends with the last one."""
         cohort = self.cohort(r)
         clock_cfg, seed = self.ctx.config.clock, self.ctx.seed
-        times = self.job_times(cohort)
+        costs = self.member_costs(r, cohort)
+        drops = [client_dropped(clock_cfg, seed, r, node) for node in cohort.tolist()]
+        times = self.job_times(cohort, costs, r, drops)
         start = self.clock.now
-        for k, node in enumerate(cohort.tolist()):
-            dropped = client_dropped(clock_cfg, seed, r, node)
+        for k, dropped in enumerate(drops):
             self.clock.at(start + float(times[k]), "arrival", k, tag=int(dropped),
                           value=float(times[k]))
         arrived = torch.zeros(len(cohort), dtype=torch.bool)
@@ -95,13 +134,14 @@ class CohortAlgorithm(Algorithm):
             arrived[event.node] = not event.tag
             duration = max(duration, event.value)
         self.clock.now = start + duration
-        return RoundPlan(cohort, arrived, duration)
+        return RoundPlan(cohort, arrived, duration, costs)
 
     def result(self, plan: RoundPlan, local: LocalResult) -> RoundResult:
         """The round's record: cohort training stats, bytes (every member downloads, the
         arrived ones upload), virtual time, dropouts and per-client rows."""
-        down = len(plan.cohort) * self.messages * self.ctx.model_bytes
-        up = int(plan.arrived.sum()) * self.messages * self.ctx.model_bytes
+        costs = plan.costs or self.member_costs(0, plan.cohort)
+        down = int(costs.bytes_down.sum())
+        up = int(costs.bytes_up[plan.arrived].sum())
         extras = {}
         if self.ctx.config.clock.client_dropout:
             extras["clients_dropped"] = float((~plan.arrived).sum())
