@@ -11,11 +11,12 @@ seconds per activity (download, compute, upload, waiting for an aggregation) and
 PR-FL's client densities over time (``nodes/densities.csv``). Nothing here is tuned to pass.
 
     python benchmarks/prfl_time_to_target.py [--target 0.8] [--max-sim-s 6000]
-        [--methods prfl,fedasync,...] [--out benchmarks/results/prfl-fmnist]
+        [--methods prfl,fedasync,...] [--out benchmarks/results/prfl-fmnist] [--reuse]
 
 Every run uses one thread and the loop engine (the measured faster one here), writes its run
 directory under ``--out`` (plots: accuracy against simulated time and bytes; ``fedweave report
-<out>/*`` overlays them) and the table goes to ``<out>/table.json``.
+<out>/*`` overlays them) and the table goes to ``<out>/table.json``. ``--reuse`` takes the
+finished run directories already under ``--out`` (runs are deterministic).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,21 +47,36 @@ class StopAtTarget(Callback):
                 or runner.totals["sim_time_s"] >= self.max_sim_s)
 
 
-def run_method(method: str, target: float, max_sim_s: float, out: Path) -> dict[str, Any]:
+def run_method(method: str, target: float, max_sim_s: float, out: Path) -> Path:
+    """Run one method's config until the target (or the cap); its run directory."""
     cfg = load_config(ROOT / "configs" / f"prfl-fmnist-{method}.yaml", [
         "rounds=1000000", f"output.target_acc={target}", "output.checkpoint_every=0",
         "output.progress=false", f"output.dir={out}", "engine.threads=1",
         "engine.backend=loop"])
-    t0 = time.perf_counter()
     res = run(cfg, callbacks=[StopAtTarget(target, max_sim_s)])
-    s = res.summary
-    hit = s.get("time_to_target")
-    best = max(h["test_acc"] for h in res.history)
-    return {"method": method, "run_dir": str(res.run_dir), "time_to_target": hit,
-            "best_test_acc": best, "updates": s["rounds_done"], "sim_time_s": s["sim_time_s"],
-            "bytes_up": s["bytes_up"], "bytes_down": s["bytes_down"],
-            "wall_s": time.perf_counter() - t0, "client_time": s.get("client_time"),
-            "final_densities": s.get("final_densities")}
+    assert res.run_dir is not None
+    return res.run_dir
+
+
+def finished_run(method: str, target: float, out: Path) -> Path | None:
+    """A finished run directory of ``method`` for this target under ``out`` (runs are
+    deterministic: the same config gives the same numbers), else None."""
+    for summary in sorted(out.glob(f"prfl-fmnist-{method}-*/summary.json")):
+        s = json.loads(summary.read_text())
+        if s.get("target_acc") == target and s.get("algorithm") == method:
+            return summary.parent
+    return None
+
+
+def row_of(method: str, run_dir: Path) -> dict[str, Any]:
+    s = json.loads((run_dir / "summary.json").read_text())
+    acc = [float(r["value"]) for r in csv.DictReader((run_dir / "metrics.csv").open())
+           if r["split"] == "test" and r["metric"] == "acc" and r["node"] == "global"]
+    return {"method": method, "run_dir": str(run_dir), "time_to_target": s["time_to_target"],
+            "best_test_acc": max(acc), "updates": s["rounds_done"],
+            "sim_time_s": s["sim_time_s"], "bytes_up": s["bytes_up"],
+            "bytes_down": s["bytes_down"], "wall_s": s["wall_s"],
+            "client_time": s.get("client_time"), "final_densities": s.get("final_densities")}
 
 
 def densities_over_time(run_dir: str) -> list[dict[str, str]]:
@@ -98,11 +113,15 @@ def main() -> None:
     ap.add_argument("--max-sim-s", type=float, default=6000.0)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prfl-fmnist")
+    ap.add_argument("--reuse", action="store_true", help="take a method's finished run "
+                    "directory under --out instead of running it again")
     args = ap.parse_args()
     rows: dict[str, dict[str, Any]] = {}
     for method in args.methods.split(","):
-        rows[method] = run_method(method, args.target, args.max_sim_s, args.out)
-        r = rows[method]
+        run_dir = finished_run(method, args.target, args.out) if args.reuse else None
+        if run_dir is None:
+            run_dir = run_method(method, args.target, args.max_sim_s, args.out)
+        rows[method] = r = row_of(method, run_dir)
         print(f"{method}: {r['time_to_target']} best {r['best_test_acc']:.4f} "
               f"wall {r['wall_s']:.0f}s", flush=True)
     base = rows.get("prfl", {}).get("time_to_target")

@@ -101,8 +101,9 @@ class AsyncAlgorithm(Algorithm):
         self.clock = Scheduler(self.KINDS)
         self.fclock = FederatedClock(ctx.config.clock, n, ctx.seed)
         self.concurrency = min(self.config.concurrency or n, n)
-        self.steps = local_steps(train, data.sizes)
-        self.samples = (self.steps * data.sizes.clamp(max=train.batch_size)).double()
+        self.sizes = data.sizes
+        self.steps = local_steps(train, self.sizes)
+        self.samples = (self.steps * self.sizes.clamp(max=train.batch_size)).double()
         self.width = batch_width(data, torch.arange(n), train.batch_size)
         self.jobs: dict[int, Job] = {}
         self.job_count = torch.zeros(n, dtype=torch.int64)
@@ -121,8 +122,10 @@ class AsyncAlgorithm(Algorithm):
         """Called once, before the first dispatch (FedFix schedules its first tick)."""
 
     def start_row(self, node: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        """(start model, mask, rank) of a job dispatched to ``node`` now."""
-        return self.x.clone(), None, 0
+        """(start model, mask, rank) of a job dispatched to ``node`` now. Policies replace
+        ``self.x`` by a new tensor on every update (never in place), so jobs of one version
+        share it."""
+        return self.x, None, 0
 
     def download(self, nodes: list[int]) -> tuple[list[float], list[tuple[float, float]],
                                                    list[float]]:
@@ -198,7 +201,8 @@ class AsyncAlgorithm(Algorithm):
                 self._request_upload(self.jobs[event.node])
             elif event.kind == "arrival":
                 job = self.jobs[event.node]
-                self._train_pending()
+                if not job.trained:  # lazily: with every job still untrained
+                    self._train_pending()
                 job.arrived = True
                 self.arrived_at[job.node] = self.clock.now
                 self.traffic.up += job.up_bytes
@@ -215,8 +219,10 @@ class AsyncAlgorithm(Algorithm):
         if nxt is not None and nxt.time <= now * (1 + EPS):
             return
         free = self.concurrency - len(self.jobs)
+        if free <= 0:
+            return
         idle = [i for i in range(self.ctx.data.nodes) if i not in self.jobs]
-        if free <= 0 or not idle:
+        if not idle:
             return
         if free < len(idle):
             rng = numpy_rng(self.ctx.seed, "dispatch", self.dispatches)
@@ -276,7 +282,7 @@ class AsyncAlgorithm(Algorithm):
     def _updated(self, merged: list[Job]) -> RoundResult:
         """The record of one server update (train loss and accuracy of the merged jobs,
         weighted by shard size n_i as a synchronous round's); the version advances."""
-        weights = [float(self.ctx.data.sizes[j.node]) for j in merged]
+        weights = [float(self.sizes[j.node]) for j in merged]
         total = sum(weights) or 1.0
         loss = sum(w * j.loss for w, j in zip(weights, merged, strict=True)) / total
         acc = sum(w * j.acc for w, j in zip(weights, merged, strict=True)) / total

@@ -32,7 +32,7 @@ class FedAsync(AsyncAlgorithm):
 
     def on_arrival(self, job: Job) -> list[Job]:
         a = self.config.alpha * self.config.weight(self.tau(job))
-        self.x.mul_(1 - a).add_(job.row, alpha=a)
+        self.x = torch.lerp(self.x, job.row, a)
         self.mix_buffers([job], [1.0], a)
         self.release(job)
         return [job]

@@ -41,7 +41,7 @@ class FedBuff(AsyncAlgorithm):
         self.buffered.append(job)
         if len(self.buffered) < self.config.buffer_size:
             return None
-        self.x.sub_(self.sum, alpha=self.config.server_lr / self.config.buffer_size)
+        self.x = self.x - self.sum * (self.config.server_lr / self.config.buffer_size)
         merged, self.buffered = self.buffered, []
         self.mix_buffers(merged, [1.0] * len(merged), 1.0)
         self.sum.zero_()

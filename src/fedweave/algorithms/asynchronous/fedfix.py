@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import torch
 from pydantic import Field
 
 from fedweave.algorithms.asynchronous.base import AsyncAlgorithm, AsyncConfig, Job
@@ -41,11 +42,12 @@ class FedFix(AsyncAlgorithm):
         held = sorted((j for j in self.jobs.values() if j.arrived), key=lambda j: j.node)
         if not held:
             return None
-        sizes = self.ctx.data.sizes.double()
+        sizes = self.sizes.double()
         total = float(sizes.sum())
+        step = torch.zeros_like(self.x)
         for job in held:
-            p = float(sizes[job.node]) / total
-            self.x.sub_(job.row, alpha=self.config.server_lr * p)
+            step.add_(job.row, alpha=float(sizes[job.node]) / total)
             self.release(job)
+        self.x = self.x - self.config.server_lr * step
         self.mix_buffers(held, [float(sizes[j.node]) for j in held], 1.0)
         return held
