@@ -301,6 +301,11 @@ class AsyncAlgorithm(Algorithm):
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
         return self.x.unsqueeze(0), stack_buffers(self.buffers, 1), ["global"]
 
+    def finite(self) -> bool:
+        """Σx is finite iff every entry is (short of overflowing the sum, itself a sign of
+        divergence): one reduction per update instead of a [P] mask."""
+        return bool(torch.isfinite(self.x.sum()))
+
     def info(self) -> dict[str, object]:
         """Concurrency and each client's jobs and simulated seconds per activity."""
         names = ("download_s", "compute_s", "upload_s", "wait_s")
