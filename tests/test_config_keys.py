@@ -22,6 +22,8 @@ DEC = ["algorithm.name=dsgd", "topology.name=ring"]
 SYNTHETIC = ["data.dataset=synthetic", "data.partition=natural"]
 NODE_LIST = Path(__file__).resolve().parents[1] / "configs" / "topologies" / \
     "node_list.n8.random.round8.json"
+PRFL = ["model.name=mlp", "model.hidden=[16]", "algorithm.densities=[1,0.5,0.3,0.1]"]
+STALE = ["algorithm.window_s=0", "clock.speeds=[1,0.5,0.3,0.2]", "rounds=5"]
 
 #: key → (context overrides, new value); keys not listed get an automatic new value in BASE
 CONTEXT: dict[str, tuple[list[str], Any]] = {
@@ -106,6 +108,11 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
                                 "rounds=4"], 3.0),
     "privacy.delta": ([], None),  # changes ε only: test_privacy_dp
     "privacy.accountant": ([], None),  # changes ε only: test_privacy_dp
+    "clock.seconds_per_step": ([], 0.01),
+    "clock.server_up": ([], 1e4),
+    "clock.server_down": ([], 1e4),
+    "data.natural_blocks": ([], None),  # needs LEAF writers: test_async_runs
+    "output.target_acc": ([], None),  # summary.json time_to_target: test_async_runs
     "engine.name": ([], None),  # distributed: tested in test_distributed
     "engine.backend": (["model.name=cnn"], "vectorized"),
     "engine.device": ([], None),  # no second device here
@@ -147,6 +154,39 @@ ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {
     "inner_steps": ([], 2),
     "interval": ([], 2),
     "exact_diffusion": ([], True),
+    "concurrency": ([], 2),
+    "fedasync.staleness_b": (["algorithm.staleness=hinge", "rounds=4"], 0),
+    "fedbuff.staleness_b": (["algorithm.staleness=hinge", "algorithm.buffer_size=2",
+                             "rounds=4"], 0),
+    **{f"prfl.{key}": ([*PRFL, *ctx], value) for key, (ctx, value) in {
+        "densities": ([], [1.0, 0.5, 0.5, 0.2]),
+        "base_density": ([], 0.2),
+        "min_density": (["algorithm.interval=1", "rounds=6", "clock.speeds=[1,1,1,0.2]"],
+                        0.04),
+        "density_step": (["algorithm.interval=1", "algorithm.patience=1", "rounds=5"], 0.1),
+        "interval": (["rounds=4"], 2),
+        "patience": (["algorithm.interval=1", "algorithm.patience=1", "rounds=5"], 3),
+        "recovery": (["algorithm.interval=1", "algorithm.patience=1", "rounds=5"], False),
+        "balance_reference": (["algorithm.interval=1", "rounds=5",
+                               "clock.speeds=[0.5,1,1,0.3]"], "client0"),
+        "cost_coefficient": (["algorithm.interval=1", "rounds=3", "model.name=cnn"], False),
+        "merge": (STALE, "masked_average"),
+        "staleness": (STALE, "constant"),
+        "staleness_a": (STALE, 0.3),
+        "staleness_b": ([*STALE, "algorithm.staleness=hinge"], 0),
+        "residual_split": ([], False),
+    }.items()},
+    **{f"heterofl.{key}": (["model.name=mlp", "model.hidden=[16]", *ctx], value)
+       for key, (ctx, value) in {
+        "levels": ([], [1.0, 0.25]),
+        "proportions": ([], [0.25, 0.75, 0.0, 0.0, 0.0]),
+        "assignment": (["rounds=3"], "dynamic"),
+        "client_rates": ([], [1.0, 0.5, 0.5, 0.25]),
+        "weighted": (["data.partition=dirichlet"], True),
+        "scaler": ([], False),
+        "clients_per_round": (["data.nodes=6"], 2),
+        "fraction": (["data.nodes=6"], 0.5),
+    }.items()},
 }
 
 
@@ -209,7 +249,7 @@ def cases() -> list[tuple[str, list[str], list[str]]]:
         for key, ann, field in leaves(cls):
             if key == "name":
                 continue
-            ctx, value = ALGO_CONTEXT.get(key, ([], "auto"))
+            ctx, value = ALGO_CONTEXT.get(f"{name}.{key}", ALGO_CONTEXT.get(key, ([], "auto")))
             if value == "auto":
                 value = alternative(ann, field.get_default(call_default_factory=True))
             base = BASE + (["topology.name=ring"] if dec else []) + [f"algorithm.name={name}"]
@@ -228,6 +268,8 @@ def test_the_walk_covers_every_key_and_the_skipped_ones_are_tested_elsewhere() -
     keys = {k for k, _, _ in leaves(Config)}
     assert set(CONTEXT) <= keys, set(CONTEXT) - keys  # no stale entries
     algo_keys = {k for cls in ALGORITHM_CONFIGS.classes.values() for k, _, _ in leaves(cls)}
+    algo_keys |= {f"{name}.{k}" for name, cls in ALGORITHM_CONFIGS.classes.items()
+                  for k, _, _ in leaves(cls)}
     assert set(ALGO_CONTEXT) <= algo_keys, set(ALGO_CONTEXT) - algo_keys
     skipped = {k for k, (_, v) in CONTEXT.items() if v is None}
     informational = {k for k, _, f in leaves(Config) if informational_field(f)}

@@ -97,6 +97,10 @@ class DataConfig(Section):
                              "at position class_shift·i of class_order (reference system 001: "
                              "4)")
     sigma: float = Field(1.0, ge=0, description="log-normal sigma of quantity skew")
+    natural_blocks: bool = Field(
+        False, description="partition natural: every group (FEMNIST writer) is used, in "
+        "data.nodes contiguous blocks of ⌊groups/nodes⌋ groups, the last taking the rest "
+        "(PR-FL's writer-grouped clients), instead of one random group per node")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     val_from_train: bool = Field(
         False, description="seed 001: validation = the node's whole training shard"
@@ -278,6 +282,26 @@ class ClockConfig(Section):
         "zero", description="asynchronous decentralized runs: node i starts its first epoch "
         "at 0 or at a seeded phase ~ U(0, T_i) (desynchronised train/idle periods)")
 
+    # federated clients (synchronous and asynchronous): fedweave.sim.clock.FederatedClock
+    profile: Literal["custom", "prfl"] = Field(
+        "custom", description="federated client profile: custom (the keys above) or prfl "
+        "(PR-FL's 10 clients: their mean bandwidths in MB/s, client i takes entry i mod 10, "
+        "re-drawn per job as the mean of 20 log-normal draws with sigma 0.3; server up 10 and "
+        "down 50 MB/s with sigma 0.1; initial densities for algorithm prfl)")
+    seconds_per_step: float | None = Field(
+        None, gt=0, description="seconds per local step (at speed factor 1) instead of "
+        "seconds_per_sample; speeds/speed_sigma/trace (column seconds_per_step) scale it")
+    bandwidth_sigma: float = Field(
+        0.0, ge=0, description="federated clients: each job's up/down bandwidth is the "
+        "node's bandwidth times the mean of 20 draws exp(N(0, sigma^2)) from the seeded "
+        "stream (0 = static)")
+    server_up: float | None = Field(
+        None, gt=0, description="bytes/s of the server's upload link, shared FIFO by "
+        "concurrent downloads (null = unlimited)")
+    server_down: float | None = Field(
+        None, gt=0, description="bytes/s of the server's download link, shared FIFO by "
+        "concurrent uploads (null = unlimited)")
+
 
 class AttackConfig(Section):
     """Byzantine nodes (``fedweave.robust``): which nodes attack and what they send. The
@@ -380,6 +404,9 @@ class OutputConfig(Section):
     plots: bool = Field(True, description="draw plots/*.png at the end of the run")
     progress: bool = Field(True, description="progress bar / log lines on the terminal "
                            "(informational)", json_schema_extra={"informational": True})
+    target_acc: float | None = Field(
+        None, gt=0, le=1, description="test accuracy (0..1) whose first evaluation reaching it "
+        "gives summary.json time_to_target: {sim_s, update} (null in the summary if never)")
 
 
 class DICEConfig(Section):
@@ -497,11 +524,28 @@ class Config(Section):
                 raise ValueError(
                     f"topology.{changed[0]} applies to decentralized algorithms only; "
                     f"algorithm.name={alg.name} is {kind}: remove the topology section")
+        if self.clock.asynchronous and kind == "async":
+            raise ValueError(
+                f"clock.asynchronous: algorithm.name={alg.name} is asynchronous by definition "
+                "(the switch is for decentralized peers); remove clock.asynchronous")
         if self.clock.asynchronous and not alg.supports_async:
             raise ValueError(
                 f"clock.asynchronous: algorithm.name={alg.name} runs synchronous rounds; choose "
-                "an asynchronous algorithm (fedasync, fedbuff, fedfix, prfl) or a decentralized "
-                "one, or set clock.asynchronous=false")
+                "a decentralized algorithm, an asynchronous federated one (fedasync, fedbuff, "
+                "fedfix, prfl: no switch needed), or set clock.asynchronous=false")
+        clock_changed = _changed(self.clock)
+        if kind not in ("federated", "async"):
+            for key in ("profile", "seconds_per_step", "bandwidth_sigma", "server_up",
+                        "server_down"):
+                if key in clock_changed:
+                    raise ValueError(f"clock.{key} shapes federated client jobs; "
+                                     f"algorithm.name={alg.name} is {kind}")
+        if self.clock.profile == "prfl":
+            for key in ("bandwidth_up", "bandwidth_down", "bandwidth_sigma", "server_up",
+                        "server_down", "trace"):
+                if key in clock_changed:
+                    raise ValueError(f"clock.{key}: clock.profile=prfl sets the bandwidths; "
+                                     "remove one of the two")
         for key in ("link_drop", "swap_timeout"):
             if kind != "decentralized" and key in _changed(self.clock):
                 raise ValueError(f"clock.{key} is a fault of peer exchanges; algorithm.name="

@@ -29,7 +29,7 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
     for key, partition in (("alpha", "dirichlet"), ("shards_per_node", "shards"),
                            ("classes_per_node", "classes"), ("class_share_low", "classes"),
                            ("class_order", "classes"), ("class_shift", "classes"),
-                           ("sigma", "quantity")):
+                           ("sigma", "quantity"), ("natural_blocks", "natural")):
         if _set(d, key) and d.partition != partition:
             yield f"data.{key}", f"data.partition={d.partition} (it shapes {partition} only)"
     if d.dataset != "synthetic":

@@ -144,7 +144,9 @@ def quantity(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
 def natural(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
             groups: np.ndarray | None) -> list[np.ndarray]:
     """The dataset's own grouping (FEMNIST writers, synthetic devices): ``nodes`` groups drawn
-    at random, one per node."""
+    at random, one per node; with ``natural_blocks`` every group is used, node k taking the
+    k-th block of ⌊G/nodes⌋ consecutive group ids (the last block the rest), as PR-FL groups
+    FEMNIST writers into its 10 clients."""
     if groups is None:
         raise UserError(f"data.partition=natural needs a dataset with natural groups "
                         f"(femnist, synthetic); {cfg.dataset!r} has none")
@@ -152,6 +154,11 @@ def natural(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
     if cfg.nodes > len(ids):
         raise UserError(f"data.nodes={cfg.nodes} exceeds the {len(ids)} natural groups of "
                         f"{cfg.dataset!r}: lower data.nodes")
+    if cfg.natural_blocks:
+        per = len(ids) // cfg.nodes
+        blocks = [ids[k * per: (k + 1) * per if k < cfg.nodes - 1 else len(ids)]
+                  for k in range(cfg.nodes)]
+        return [np.flatnonzero(np.isin(groups, b)) for b in blocks]
     chosen = ids if cfg.nodes == len(ids) else np.sort(rng.choice(ids, cfg.nodes, replace=False))
     # each group's indices in ascending order, by one stable sort (not one scan per group)
     members = np.split(np.argsort(groups, kind="stable"), np.cumsum(counts)[:-1])

@@ -50,6 +50,51 @@ def plot_curves(runs: dict[str, list[dict[str, str]]], out_dir: Path) -> list[Pa
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
+    return paths + plot_time_to_accuracy(runs, out_dir)
+
+
+def accuracy_against(rows: list[dict[str, str]]) -> dict[str, list[tuple[float, float]]]:
+    """The evaluated model's (or the mean's) test accuracy against simulated seconds
+    (``time``) and against cumulative bytes up + down (``bytes``, from the stats rows
+    ``bytes_up_total`` / ``bytes_down_total``), as sorted (x, accuracy) points."""
+    acc: dict[int, float] = {}
+    sim: dict[int, float] = {}
+    traffic: dict[int, float] = defaultdict(float)
+    for r in rows:
+        rnd = int(r["round"])
+        if r["split"] == "test" and r["metric"] == "acc" and r["node"] in ("global", "mean"):
+            acc[rnd] = float(r["value"])
+            sim[rnd] = float(r["sim_time"])
+        elif r["split"] == "stats" and r["metric"] in ("bytes_up_total", "bytes_down_total"):
+            traffic[rnd] += float(r["value"])
+    return {"time": sorted((sim[k], a) for k, a in acc.items()),
+            "bytes": sorted((traffic[k], a) for k, a in acc.items() if k in traffic)}
+
+
+def plot_time_to_accuracy(runs: dict[str, list[dict[str, str]]], out_dir: Path) -> list[Path]:
+    """accuracy_vs_time.png (test accuracy against simulated seconds) and
+    accuracy_vs_bytes.png (against bytes up + down), several runs overlaid; drawn when some
+    run has simulated time (resp. traffic records)."""
+    series = {name: accuracy_against(rows) for name, rows in runs.items()}
+    paths = []
+    for key, xlabel, fname in (("time", "simulated seconds", "accuracy_vs_time.png"),
+                               ("bytes", "bytes up + down", "accuracy_vs_bytes.png")):
+        if not any(pts and pts[-1][0] > 0 for s in series.values() for pts in [s[key]]):
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for name, s in series.items():
+            if s[key]:
+                xs, ys = zip(*s[key], strict=True)
+                ax.plot(xs, ys, lw=1.6, label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / fname
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
     return paths
 
 

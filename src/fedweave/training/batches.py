@@ -28,13 +28,16 @@ def batch_width(data: FederatedData, nodes: torch.Tensor, batch_size: int) -> in
 
 def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor,
                    batch_size: int, key: tuple[int, ...], purpose: str = "batches",
-                   width: int | None = None, shuffle: bool = False) -> Batches:
+                   width: int | None = None, shuffle: bool = False,
+                   row_keys: torch.Tensor | None = None) -> Batches:
     """Batches of each node for one round: step s of node i takes samples
     [s·b_i, (s+1)·b_i) of a stream of random permutations of its shard, b_i = min(B, n_i).
     ``width``: padded width (default ``batch_width``); a process computing part of a stack
     passes the whole stack's width, because a batched engine's float reductions over the
     batch depend on it. ``shuffle``: permute the drawn samples (``train.epoch_samples``), so
-    repeated samples are spread over the epoch."""
+    repeated samples are spread over the epoch. ``row_keys[k]`` replaces ``key`` for row k
+    (asynchronous jobs trained together: row k's stream is (seed, purpose, row_keys[k], node),
+    its own job's)."""
     k_count, s_max = len(nodes), int(steps.max()) if len(steps) else 0
     if width is None:
         width = batch_width(data, nodes, batch_size) if k_count else 1
@@ -44,7 +47,8 @@ def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor
         shard = data.train_idx[node]
         n, s = len(shard), int(steps[k])
         b = min(batch_size, n)
-        gen = torch_generator(data.seed, purpose, *key, node)
+        row_key = key if row_keys is None else (int(row_keys[k]),)
+        gen = torch_generator(data.seed, purpose, *row_key, node)
         need = s * b
         stream = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(need / n))])
         if shuffle:

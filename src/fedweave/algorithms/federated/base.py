@@ -12,6 +12,13 @@ the server waits that long: members whose job takes longer are stragglers, dropp
 (``stragglers_dropped``), and the round lasts the deadline. Uploads with NaN/inf values are
 rejected by the aggregator (``updates_rejected``). With ``privacy.level: client`` the
 aggregation is DP-FedAvg (``fedweave.privacy.client``) and ε is recorded every round.
+
+Each member's job costs what it sends (``member_costs``: bytes each way and the share of the
+dense model's compute, e.g. a width-sliced submodel's). With re-drawn bandwidths, shared
+server links or per-step compute (``clock.profile``, ``bandwidth_sigma``, ``server_up`` /
+``server_down``, ``seconds_per_step``) the round runs on ``sim.clock.FederatedClock`` (one
+multicast download, uploads sharing the server's link); otherwise each job takes
+``sim.clock.job_time``.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from fedweave.errors import UserError
 from fedweave.privacy.client import ClientLedger, DPFedAvg, poisson_cohort
 from fedweave.privacy.sample import SampleLedger
 from fedweave.robust.attacks import attack_record, attackers
-from fedweave.sim.clock import client_dropped, job_time, node_profiles
+from fedweave.sim.clock import FederatedClock, client_dropped, job_time
 from fedweave.sim.scheduler import Scheduler
 from fedweave.training.batches import local_steps
 from fedweave.training.protocol import LocalResult
@@ -47,11 +54,22 @@ class RoundPlan:
     arrived: torch.Tensor     # [K] bool: the client's update reaches the server
     duration: float           # virtual seconds until the last member's job ends
     stragglers: int = 0       # members dropped for missing clock.deadline_s
+    costs: MemberCosts | None = None
 
     @property
     def clients(self) -> torch.Tensor:
         """The clients whose updates arrive (CPU)."""
         return self.cohort[self.arrived]
+
+
+@dataclass
+class MemberCosts:
+    """What each cohort member's job costs: bytes down and up, and its compute as a share of
+    one dense job of the main model (float64 [K] each)."""
+
+    bytes_down: torch.Tensor
+    bytes_up: torch.Tensor
+    compute: torch.Tensor
 
 
 class CohortAlgorithm(Algorithm):
@@ -68,7 +86,8 @@ class CohortAlgorithm(Algorithm):
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
         cfg, n = ctx.config, ctx.data.nodes
-        self.profile = node_profiles(cfg.clock, n, ctx.seed)
+        self.fclock = FederatedClock(cfg.clock, n, ctx.seed)
+        self.profile = self.fclock.profile
         expected = cohort_size(n, self.config.clients_per_round, self.config.fraction)
         self.ledger: ClientLedger | SampleLedger | None = None
         self.aggregate: Aggregator
@@ -96,15 +115,34 @@ class CohortAlgorithm(Algorithm):
             return poisson_cohort(self.ctx.seed, r, n, size / n)
         return sample_cohort(self.ctx.seed, r, n, size)
 
-    def job_times(self, cohort: torch.Tensor) -> torch.Tensor:
+    def member_costs(self, r: int, cohort: torch.Tensor) -> MemberCosts:
+        """``messages`` dense models each way and one dense job's compute per member."""
+        k = len(cohort)
+        nbytes = torch.full((k,), float(self.messages * self.ctx.model_bytes),
+                            dtype=torch.float64)
+        return MemberCosts(nbytes, nbytes.clone(), torch.ones(k, dtype=torch.float64))
+
+    def job_times(self, cohort: torch.Tensor, costs: MemberCosts | None = None, r: int = 0,
+                  dropped: list[bool] | None = None) -> torch.Tensor:
         """Virtual seconds of each member's job: download + compute (steps · min(B, n_i)
-        samples) + upload of ``messages`` models each way."""
+        samples, times its compute share) + upload (``member_costs``)."""
         cfg = self.ctx.config
+        costs = costs or self.member_costs(r, cohort)
         sizes = self.ctx.data.sizes[cohort]
-        samples = local_steps(cfg.train, sizes) * sizes.clamp(max=cfg.train.batch_size)
-        nbytes = self.messages * self.ctx.model_bytes
-        return torch.as_tensor(job_time(self.profile, cohort, samples.double(), nbytes, nbytes,
-                                        cfg.clock.latency_s))
+        steps = local_steps(cfg.train, sizes)
+        samples = steps * sizes.clamp(max=cfg.train.batch_size)
+        if self.fclock.static:
+            return torch.as_tensor(job_time(self.profile, cohort, samples.double() * costs.compute,
+                                            costs.bytes_down, costs.bytes_up,
+                                            cfg.clock.latency_s))
+        nodes = cohort.tolist()
+        compute = [self.fclock.compute_seconds(i, float(n), float(s), float(c)) for i, n, s, c
+                   in zip(nodes, samples.tolist(), steps.tolist(), costs.compute.tolist(),
+                          strict=True)]
+        start = self.clock.now
+        ends = self.fclock.job_arrivals(start, nodes, r, costs.bytes_down.tolist(),
+                                        costs.bytes_up.tolist(), compute, dropped)
+        return torch.tensor([e - start for e in ends], dtype=torch.float64)
 
     def plan(self, r: int) -> RoundPlan:
         """Sample the cohort and run its jobs on the scheduler: every member's arrival is an
@@ -112,10 +150,11 @@ class CohortAlgorithm(Algorithm):
         self.last_round = r
         cohort = self.cohort(r)
         clock_cfg, seed = self.ctx.config.clock, self.ctx.seed
-        times = self.job_times(cohort)
+        costs = self.member_costs(r, cohort)
+        drops = [client_dropped(clock_cfg, seed, r, node) for node in cohort.tolist()]
+        times = self.job_times(cohort, costs, r, drops)
         start = self.clock.now
-        for k, node in enumerate(cohort.tolist()):
-            dropped = client_dropped(clock_cfg, seed, r, node)
+        for k, dropped in enumerate(drops):
             self.clock.at(start + float(times[k]), "arrival", k, tag=int(dropped),
                           value=float(times[k]))
         arrived = torch.zeros(len(cohort), dtype=torch.bool)
@@ -134,13 +173,14 @@ class CohortAlgorithm(Algorithm):
         self.aggregate.rejected = 0
         if isinstance(self.aggregate, DPFedAvg):
             self.aggregate.round = r
-        return RoundPlan(cohort, arrived, duration, late)
+        return RoundPlan(cohort, arrived, duration, late, costs)
 
     def result(self, plan: RoundPlan, local: LocalResult) -> RoundResult:
         """The round's record: cohort training stats, bytes (every member downloads, the
         arrived ones upload), virtual time, dropouts and per-client rows."""
-        down = len(plan.cohort) * self.messages * self.ctx.model_bytes
-        up = int(plan.arrived.sum()) * self.messages * self.ctx.model_bytes
+        costs = plan.costs or self.member_costs(0, plan.cohort)
+        down = int(costs.bytes_down.sum())
+        up = int(costs.bytes_up[plan.arrived].sum())
         extras = {}
         cfg = self.ctx.config
         if cfg.clock.client_dropout:
