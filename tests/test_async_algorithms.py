@@ -148,3 +148,29 @@ def test_heterofl_fix_and_dynamic_assignment() -> None:
     with pytest.raises(UserError, match="client_rates"):
         load_config(None, [*BASE, "algorithm.name=heterofl", "algorithm.client_rates=[1]",
                            "algorithm.levels=[1,0.5]"])
+
+
+@pytest.mark.parametrize("name", ["fedasync", "fedbuff", "fedfix", "prfl"])
+def test_corrupted_uploads_are_discarded_on_arrival(name: str) -> None:
+    extra = ["algorithm.densities=[1,0.5,0.5,0.3,0.3]"] if name == "prfl" else []
+    res = _run(f"algorithm.name={name}", "clock.message_corruption=0.4", *extra)
+    assert torch.isfinite(_model(res)).all()
+    assert sum(h.get("updates_rejected", 0) for h in res.history) > 0
+    clean = _run(f"algorithm.name={name}", *extra)
+    assert all("updates_rejected" not in h for h in clean.history)
+
+
+def test_model_attacks_on_asynchronous_jobs_key_each_job_alone() -> None:
+    """An attacker's upload is drawn from its own job's key: the same whether its job is
+    trained alone or together with another client's job."""
+    cfg = load_config(None, [*BASE, "algorithm.name=fedasync", "attack.name=gaussian",
+                             "attack.nodes=[0]", "attack.std=1.0"])
+    ctx = build_context(cfg)
+    x = ctx.init_params.unsqueeze(0)
+    both = ctx.trainer.train(torch.tensor([0, 1]), x.repeat(2, 1), {}, 0, 0.1,
+                             batch_keys=torch.tensor([3, 4]))
+    alone = ctx.trainer.train(torch.tensor([0]), x, {}, 0, 0.1, batch_keys=torch.tensor([3]))
+    torch.testing.assert_close(both.params[0], alone.params[0], rtol=0, atol=0)
+    assert (both.params[0] - x[0]).abs().max() > 0.5   # noise of std 1, not a trained step
+    res = _run("algorithm.name=fedasync", "attack.name=gaussian", "attack.nodes=[0]")
+    assert res.summary["attack"]["nodes"] == [0]

@@ -128,22 +128,41 @@ class Uplink(LocalTrainer):
 
     def train(self, nodes: torch.Tensor, params: torch.Tensor, buffers: Buffers,
               round_index: int, lr: float, objective: Objective | None = None, *,
-              width: int | None = None) -> LocalResult:
+              width: int | None = None, batch_keys: torch.Tensor | None = None
+              ) -> LocalResult:
+        """The inner trainer's result with the attackers' and corrupted rows replaced; the
+        draws are keyed by (round,) or, for asynchronous jobs trained together, by each row's
+        own job key (``batch_keys``), so a job's upload does not depend on its companions."""
         local = self.inner.train(nodes, params, buffers, round_index, lr, objective,
-                                 width=width)
+                                 width=width, batch_keys=batch_keys)
         if len(nodes) == 0:
             return local
-        ids = nodes.cpu()
+        keys = (torch.full((len(nodes),), round_index, dtype=torch.int64)
+                if batch_keys is None else batch_keys.cpu())
         sent = local.params
+        for key in keys.unique().tolist():
+            rows = (keys == key).nonzero().view(-1)
+            if len(rows) != len(nodes):
+                sent = sent.clone() if sent is local.params else sent
+                sent[rows.to(sent.device)] = self._upload(key, nodes.cpu()[rows],
+                                                          params[rows.to(params.device)],
+                                                          sent[rows.to(sent.device)])
+            else:
+                sent = self._upload(key, nodes.cpu(), params, sent)
+        return replace(local, params=sent) if sent is not local.params else local
+
+    def _upload(self, key: int, ids: torch.Tensor, start: torch.Tensor, sent: torch.Tensor
+                ) -> torch.Tensor:
+        """What the rows ``ids`` (trained from ``start`` to ``sent``) upload."""
         bad = self.bad[ids]
         if self.attack.name in MODEL_ATTACKS and bool(bad.any()):
-            delta = corrupt_updates(self.attack, self.seed, (round_index,), ids,
-                                    bad.to(sent.device), sent - params)
-            sent = torch.where(bad.to(sent.device).view(-1, 1), params + delta, sent)
-        broken = corrupted_messages(self.clock, self.seed, (round_index,), ids)
+            delta = corrupt_updates(self.attack, self.seed, (key,), ids,
+                                    bad.to(sent.device), sent - start)
+            sent = torch.where(bad.to(sent.device).view(-1, 1), start + delta, sent)
+        broken = corrupted_messages(self.clock, self.seed, (key,), ids)
         if bool(broken.any()):
             sent = sent.masked_fill(broken.to(sent.device).view(-1, 1), float("nan"))
-        return replace(local, params=sent) if sent is not local.params else local
+        return sent
 
 
 def uplink(trainer: LocalTrainer, attack: AttackConfig, clock: ClockConfig, seed: int

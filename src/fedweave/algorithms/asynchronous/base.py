@@ -10,9 +10,11 @@ links, compute from the speed profile), never from wall time.
 A policy (FedAsync, FedBuff, FedFix, PR-FL) decides what an arrival does (merge now, buffer,
 hold until the next aggregation) and what a ``merge`` event does (FedFix's ticks, PR-FL's
 windows); ``round(r)`` runs events until the policy updates the server model once, so
-``rounds`` counts server updates. After the events of an instant, idle clients are dispatched
-(sampled from (seed, "dispatch", n) when more are idle than the ``concurrency`` allows) with
-the current model, all of them one dispatch group (one multicast download).
+``rounds`` counts server updates. An upload with NaN/inf values (``clock.message_corruption``)
+is discarded on arrival and counted (``updates_rejected``). After the events of an instant,
+idle clients are dispatched (sampled from (seed, "dispatch", n) when more are idle than the
+``concurrency`` allows) with the current model, all of them one dispatch group (one multicast
+download).
 
 Training is lazy and batched: a job's result depends only on its start model, its client, its
 job index (the batch stream (seed, "batches", job, client)) and its learning rate, so when an
@@ -37,6 +39,7 @@ from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
 from fedweave.rng import numpy_rng
+from fedweave.robust.attacks import attack_record
 from fedweave.sim.clock import FederatedClock
 from fedweave.sim.scheduler import EPS, Event, Scheduler
 from fedweave.training.batches import batch_width, local_steps
@@ -206,6 +209,11 @@ class AsyncAlgorithm(Algorithm):
                 job.arrived = True
                 self.arrived_at[job.node] = self.clock.now
                 self.traffic.up += job.up_bytes
+                if not bool(torch.isfinite(job.row).all()):  # a corrupted upload: discarded
+                    extras = self.traffic.extras
+                    extras["updates_rejected"] = extras.get("updates_rejected", 0.0) + 1
+                    self.release(job)
+                    continue
                 merged = self.on_arrival(job)
             else:
                 merged = self.on_merge(event)
@@ -309,7 +317,9 @@ class AsyncAlgorithm(Algorithm):
     def info(self) -> dict[str, object]:
         """Concurrency and each client's jobs and simulated seconds per activity."""
         names = ("download_s", "compute_s", "upload_s", "wait_s")
-        return {"concurrency": self.concurrency,
+        cfg = self.ctx.config
+        return {**attack_record(cfg.attack, self.ctx.data.nodes, cfg.seed),
+                "concurrency": self.concurrency,
                 "client_time": {f"client{i}": {"jobs": int(self.job_count[i]),
                                                **dict(zip(names, row, strict=True))}
                                 for i, row in enumerate(self.spent.tolist())}}
