@@ -157,3 +157,17 @@ def test_teachers_are_reused_and_half_the_data_stays_at_the_student(tmp_path: Pa
     other = load_config(config, [f"output.dir={tmp_path}", "rounds=3"])
     with pytest.raises(UserError, match="rounds"):
         distill(other, teachers_from=first.run_dir)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (["model.norm=group"], "BatchNorm"),
+    (["distill.student.class_weights=[1,2]"], "class_weights"),
+    (["data.dataset=synthetic", "data.partition=natural"], "image"),
+    (["distill.student_shards=2"], "no teacher"),
+])
+def test_impossible_settings_are_one_line_errors_before_any_work(
+        tmp_path: Path, change: list[str], words: str) -> None:
+    config = write_config(tmp_path / "tiny.yaml")
+    with pytest.raises(UserError, match=words):
+        distill(load_config(config, [f"output.dir={tmp_path / 'runs'}", *change]))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

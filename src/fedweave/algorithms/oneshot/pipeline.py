@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fedweave import __version__
@@ -53,8 +50,16 @@ from fedweave.algorithms.oneshot.synthetic import (
     write_index,
     write_set,
 )
-from fedweave.config import Config, DistillConfig, config_to_dict
-from fedweave.core.population import ParamLayout
+from fedweave.algorithms.oneshot.teachers import (
+    TEACHERS_FILE,
+    copy_teachers,
+    evaluate_teachers,
+    read_teachers,
+    teacher_config,
+    teacher_fingerprint,
+    write_teachers,
+)
+from fedweave.config import Config
 from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import build_federated_data
 from fedweave.errors import UserError
@@ -65,32 +70,7 @@ from fedweave.records.rundir import RunDirectory, atomic_write
 from fedweave.rng import derive_seed
 from fedweave.training.select import resolve_device
 
-TEACHERS_FILE = "teachers.safetensors"
 Log = Callable[[str], None]
-
-
-def teacher_config(config: Config) -> Config:
-    """The teachers stage's run: the distill config without its distill section."""
-    return config.model_copy(update={"name": f"{config.name}-teachers",
-                                     "distill": DistillConfig()})
-
-
-def teacher_fingerprint(config: Config) -> dict[str, Any]:
-    """What decides the teachers (for ``teachers_from``): everything but the run's name,
-    output, engine and the distill keys after the teachers."""
-    data = config_to_dict(config)
-    for key in ("name", "output", "engine", "plugins"):
-        data.pop(key, None)
-    data["distill"] = {"student_shards": config.distill.student_shards}
-    return data
-
-
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return prefix.rstrip(".") or "config"
 
 
 @dataclass
@@ -107,6 +87,10 @@ class Distillation:
         self.config, self.cfg = config, config.distill
         self.log: Log = log or (lambda _msg: None)
         self.teachers_from = teachers_from
+        if config.engine.name != "local":
+            raise UserError("engine.name=distributed: fedweave distill runs in one process; "
+                            "set engine.name=local")
+        weights = self.cfg.student.class_weights
         if config.engine.threads:
             torch.set_num_threads(config.engine.threads)
         self.device = resolve_device(config.engine.device)
@@ -115,6 +99,9 @@ class Distillation:
             raise UserError(f"fedweave distill synthesises images: data.dataset="
                             f"{config.data.dataset} has no image data; choose an image dataset")
         self.data = data
+        if weights is not None and len(weights) != data.num_classes:
+            raise UserError(f"distill.student.class_weights has {len(weights)} weights; "
+                            f"{config.data.dataset} has {data.num_classes} classes")
         if not uses_batchnorm(self._template()):
             raise UserError(f"fedweave distill matches the teachers' BatchNorm statistics: "
                             f"model.name={config.model.name} with model.norm="
@@ -149,22 +136,9 @@ class Distillation:
     def teachers(self, root: Path) -> Teachers:
         """The trained teachers of the run at ``root`` (read once)."""
         if self._teachers is None:
-            self._teachers = self._read_teachers(root / "teachers" / TEACHERS_FILE)
+            self._teachers = read_teachers(root / "teachers" / TEACHERS_FILE, self._template(),
+                                           self.device)
         return self._teachers
-
-    def _read_teachers(self, path: Path) -> Teachers:
-        try:
-            t = load_file(str(path), device=str(self.device))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise UserError(f"{path}: cannot read the teachers ({exc}); start a new run") from None
-        model = self._template()
-        layout = ParamLayout.of(model)
-        params = layout.views(t["params"])
-        buffers = {k.removeprefix("buffers/"): v for k, v in t.items()
-                   if k.startswith("buffers/")}
-        counts = t["counts"].double()
-        freq = (counts / counts.sum(1, keepdim=True).clamp(min=1)).float()
-        return Teachers(model, params, buffers, t["mask"].bool(), freq)
 
     def settings(self, adaptive: bool) -> InversionSettings:
         s = self.cfg.synthesis
@@ -213,54 +187,21 @@ class Distillation:
     # ------------------------------------------------------------------ stage: teachers
     def stage_teachers(self, sc: StageContext) -> dict[str, Any]:
         path = sc.dir / TEACHERS_FILE
-        cfg_t = teacher_config(self.config)
         fingerprint = teacher_fingerprint(self.config)
         reused = None
         if not path.is_file() and self.teachers_from is not None:
-            reused = self._copy_teachers(sc.dir, fingerprint)
+            reused = copy_teachers(Path(self.teachers_from), sc.dir, fingerprint)
         if not path.is_file():
             sc.dir.mkdir(parents=True, exist_ok=True)
-            params, buffers = self._train_teachers(sc, cfg_t)
-            counts = self.teacher_data.label_counts().to(self.device)
-            tensors = {"params": params.contiguous(), "mask": (counts > 0).to(torch.uint8),
-                       "counts": counts, **{f"buffers/{k}": v.contiguous()
-                                            for k, v in buffers.items()}}
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp),
-                      metadata={"fingerprint": json.dumps(fingerprint, default=str)})
-            tmp.replace(path)
+            params, buffers = self._train_teachers(sc, teacher_config(self.config))
+            write_teachers(path, params, buffers, self.teacher_data.label_counts(), fingerprint)
         teachers = self.teachers(sc.pipeline.root)
-        summary = self._evaluate_teachers(teachers)
+        summary = evaluate_teachers(teachers, self.data, self.teacher_data.val_idx)
         if reused is not None:
             summary["reused_from"] = str(reused)
         self.log(f"teachers: test acc {', '.join(f'{a:.3f}' for a in summary['test_acc'])}; "
                  f"ensemble {summary['ensemble']['test_acc']:.3f}")
         return summary
-
-    def _copy_teachers(self, folder: Path, fingerprint: dict[str, Any]) -> Path:
-        src = Path(self.teachers_from)  # type: ignore[arg-type]
-        for candidate in (src / "teachers" / TEACHERS_FILE, src / TEACHERS_FILE):
-            if candidate.is_file():
-                break
-        else:
-            raise UserError(f"--teachers {src}: no trained teachers there (expected "
-                            f"{src}/teachers/{TEACHERS_FILE}, from a finished teachers stage)")
-        try:
-            with open(candidate, "rb") as f:
-                head = f.read(8)
-                size = int.from_bytes(head, "little")
-                meta = json.loads(f.read(size)).get("__metadata__", {})
-            theirs = json.loads(meta["fingerprint"])
-        except (OSError, ValueError, KeyError):
-            raise UserError(f"--teachers {src}: {candidate} is damaged") from None
-        mine = json.loads(json.dumps(fingerprint, default=str))
-        if theirs != mine:
-            key = _first_difference(theirs, mine)
-            raise UserError(f"--teachers {src}: those teachers were trained with another {key} "
-                            "than this config; use the same teacher settings or train new ones")
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(candidate, folder / TEACHERS_FILE)
-        return candidate
 
     def _train_teachers(self, sc: StageContext, cfg_t: Config
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -275,31 +216,6 @@ class Distillation:
         algo = result.algorithm
         assert isinstance(algo, LocalTraining)
         return algo.best_models()
-
-    @torch.no_grad()
-    def _evaluate_teachers(self, teachers: Teachers) -> dict[str, Any]:
-        data = self.data
-        x, y = data.features(data.test_x), data.test_y
-        logits = teachers.logits(x)  # [T, N, C]
-        correct = logits.argmax(-1) == y
-        own = teachers.mask[:, y]  # test samples of each teacher's classes
-        val_acc = []
-        for t in range(teachers.count):
-            idx = self.teacher_data.val_idx[t]
-            if len(idx):
-                v = teachers.logits(data.features(data.x[idx]))[t].argmax(-1) == data.y[idx]
-                val_acc.append(float(v.float().mean()))
-            else:
-                val_acc.append(float("nan"))
-        ensemble = float((torch.softmax(logits, -1).mean(0).argmax(-1) == y).float().mean())
-        return {
-            "test_acc": correct.float().mean(1).tolist(),
-            "test_acc_own_classes": [float(correct[t][own[t]].float().mean())
-                                     for t in range(teachers.count)],
-            "val_acc": val_acc,
-            "classes": [torch.nonzero(m).flatten().tolist() for m in teachers.mask.cpu()],
-            "ensemble": {"test_acc": ensemble},
-        }
 
     # ------------------------------------------------------------------ stage: synthesize
     def stage_synthesize(self, sc: StageContext) -> dict[str, Any]:
