@@ -40,6 +40,12 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "data.train_samples": ([], 500),
     "data.test_samples": ([], 100),
     "data.augment": (["model.name=cnn"], True),
+    "data.label_noise": ([], 0.2),
+    "data.noisy_nodes": (["data.label_noise=0.3"], [0]),
+    "data.input_noise": ([], 10.0),
+    "data.prune.scores": ([], None),  # a scores.csv of this partition: test_influence_pipeline
+    "data.prune.ratio": ([], None),  # needs data.prune.scores: test_influence_pipeline
+    "data.prune.keep": ([], None),  # needs data.prune.scores: test_influence_pipeline
     "model.name": ([], "mlp"),
     "model.norm": (["model.name=cnn"], "none"),
     "model.width": (["model.name=cnn"], 0.5),
@@ -160,8 +166,8 @@ def cases() -> list[tuple[str, list[str], list[str]]]:
     """(key, context, context + change) for every key of the tree that a run can show."""
     out = []
     for key, ann, field in leaves(Config):
-        if informational_field(field) or key.startswith("distill."):  # DISTILL_CONTEXT
-            continue
+        if informational_field(field) or key.startswith(("distill.", "influence.")):
+            continue  # DISTILL_CONTEXT / INFLUENCE_CONTEXT: they change distill runs / scores
         ctx, value = CONTEXT.get(key, (SYNTHETIC if key.startswith("data.synthetic.") else [],
                                        "auto"))
         if value is None:
@@ -325,3 +331,43 @@ def test_keys_with_no_effect_in_their_context_are_refused_or_warned(caplog: Any)
         load_config(None, [*BASE, *over])
         assert any(word in r.getMessage() and "no effect" in r.getMessage()
                    for r in caplog.records), word
+
+
+#: influence key → (scorer whose scores it changes, new value), walked on one finished run
+INFLUENCE_CONTEXT: dict[str, tuple[str, Any]] = {
+    "influence.validation": ("tracin", "node"),
+    "influence.layers": ("if_ekfac", ["1"]),
+    "influence.damping": ("if_ekfac", 0.5),
+    "influence.fisher": ("if_ekfac", "empirical"),
+    "influence.dice.hops": ("dice", 2),
+    "influence.dice.ground_truth": ("dice", True),
+    "influence.el2n.runs": ("el2n", 2),
+    "influence.el2n.epochs": ("el2n", 2),
+}
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = load_config(None, [*BASE, *DEC, "model.name=mlp", "model.hidden=[8]", "data.nodes=3",
+                             "output.keep=all", f"output.dir={tmp_path_factory.mktemp('k')}",
+                             "influence.el2n.runs=1"])
+    return Path(run(cfg).run_dir)  # type: ignore[arg-type]
+
+
+def score_fingerprint(run_dir: Path, scorer: str, overrides: list[str]) -> tuple[Any, ...]:
+    from fedweave.influence import SCORERS, ScoredRun
+
+    out = SCORERS.get(scorer)().score(ScoredRun.open(run_dir, overrides))
+    return float(out.score.double().sum()), repr(out.batches)
+
+
+@pytest.mark.parametrize("key", sorted(INFLUENCE_CONTEXT))
+def test_every_influence_key_changes_the_scores(scored_run: Path, key: str) -> None:
+    scorer, value = INFLUENCE_CONTEXT[key]
+    before = score_fingerprint(scored_run, scorer, [])
+    assert score_fingerprint(scored_run, scorer, [f"{key}={fmt(value)}"]) != before, key
+
+
+def test_the_influence_walk_covers_every_influence_key() -> None:
+    keys = {k for k, _, _ in leaves(Config) if k.startswith("influence.")}
+    assert keys == set(INFLUENCE_CONTEXT)

@@ -63,6 +63,18 @@ class SyntheticConfig(Section):
                                  "samples held out as test")
 
 
+class PruneConfig(Section):
+    """Data pruning by per-sample scores (stage 2 of ``fedweave prune``): each node keeps the
+    ⌈ratio · n_i⌉ training samples with the highest (or lowest) score, in shard order."""
+
+    scores: Path | None = Field(None, description="a scores.csv (node,index,score; higher = "
+                                "more helpful) covering every training sample; null = no pruning")
+    ratio: float = Field(1.0, gt=0, le=1, description="fraction of each node's training shard "
+                         "kept (rounded up)")
+    keep: Literal["top", "lowest"] = Field("top", description="keep the highest scores (the "
+                                           "most helpful) or the lowest (reference system 000)")
+
+
 class DataConfig(Section):
     dataset: str = "digits"
     root: Path | None = None
@@ -88,6 +100,18 @@ class DataConfig(Section):
     normalize: bool = True
     augment: bool = False
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    label_noise: float = Field(
+        0.0, ge=0, lt=1, description="fraction of each noisy node's training labels flipped to "
+        "another class, uniformly (seeded; the flipped global training indices go to "
+        "label_noise.json in the run directory)")
+    noisy_nodes: list[int] | None = Field(
+        None, description="nodes that get label_noise / input_noise; null = every node")
+    input_noise: float = Field(
+        0.0, ge=0, description="σ of Gaussian noise added to the normalised inputs of the noisy "
+        "nodes' training samples (fixed per sample, seeded; DICE's anomaly uses 100); the "
+        "indices go to input_noise.json")
+    prune: PruneConfig = Field(default_factory=lambda: PruneConfig(),
+                               description="keep part of each node's training shard by score")
 
 
 class ModelConfig(Section):
@@ -355,6 +379,48 @@ class DistillConfig(Section):
         "ensemble (lower bound)")
 
 
+class DICEConfig(Section):
+    """DICE (Zhu et al., ICLR 2025): influence of each batch through r hops of gossip."""
+
+    hops: int = Field(1, ge=1, le=8, description="r: hops of the influence cascade (r ≥ 2 "
+                      "adds (I − ηH) Hessian-vector factors on intermediate nodes)")
+    ground_truth: bool = Field(False, description="also measure DICE-GT per batch (node j's "
+                               "loss change before gossip plus each neighbour's against a "
+                               "counterfactual gossip that used θ_j^t): N + 2E extra "
+                               "validation evaluations per step")
+
+
+class EL2NConfig(Section):
+    """EL2N (Paul et al. 2021): error norm early in training, over independent short runs."""
+
+    runs: int = Field(4, ge=1, description="independent short runs (init and batch order "
+                      "from (seed, 'el2n', run); the partition is the run's)")
+    epochs: int | None = Field(None, ge=1, description="rounds of each short run; null = "
+                               "⌈rounds / 10⌉")
+
+
+class InfluenceConfig(Section):
+    """How ``fedweave influence`` / ``fedweave prune`` score training samples (higher = more
+    helpful: removing the sample would raise the validation loss)."""
+
+    validation: Literal["global", "node"] = Field(
+        "global", description="the validation loss scores are measured on: the union of all "
+        "nodes' validation splits, or the scored sample's node's own split")
+    layers: list[str] | None = Field(
+        None, description="if_ekfac / if_exact: nn.Linear modules (names in "
+        "model.named_modules()) whose parameters define the Hessian; null = the last one")
+    damping: float | None = Field(
+        None, ge=0, description="if_ekfac / if_exact: λ added to the Hessian's eigenvalues "
+        "(besides the run's own l2_lambda + weight_decay); null = 0.1 × their mean when the "
+        "objective has no L2 term, else 0")
+    fisher: Literal["expected", "sampled", "empirical"] = Field(
+        "expected", description="if_ekfac's curvature: the Fisher (= Gauss–Newton for cross-"
+        "entropy) in expectation over the model's labels (one backward pass per class), with "
+        "one label drawn from the model per sample, or at the true labels (empirical Fisher)")
+    dice: DICEConfig = Field(default_factory=DICEConfig)
+    el2n: EL2NConfig = Field(default_factory=EL2NConfig)
+
+
 def _default_algorithm() -> AlgorithmConfig:
     cfg = ALGORITHM_CONFIGS.resolve({"name": "fedavg"})
     assert isinstance(cfg, AlgorithmConfig)
@@ -394,6 +460,8 @@ class Config(Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig, description="fedweave "
                                    "distill's synthesis, student and baselines")
+    influence: InfluenceConfig = Field(default_factory=InfluenceConfig,
+                                       description="data influence scoring (fedweave influence)")
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -409,6 +477,14 @@ class Config(Section):
     def _check(self) -> Config:
         if self.data.partition == "classes" and self.data.classes_per_node is None:
             raise ValueError("data.classes_per_node is required when data.partition is 'classes'")
+        d = self.data
+        if d.prune.scores is None and _changed(d.prune):
+            raise ValueError(f"data.prune.{_changed(d.prune)[0]} needs data.prune.scores (a "
+                             "scores.csv from fedweave influence)")
+        if d.noisy_nodes is not None and not (d.label_noise or d.input_noise):
+            raise ValueError("data.noisy_nodes needs data.label_noise or data.input_noise")
+        if d.noisy_nodes is not None and any(not 0 <= i < d.nodes for i in d.noisy_nodes):
+            raise ValueError(f"data.noisy_nodes: node ids must lie in 0..{d.nodes - 1}")
         alg = self.algorithm
         kind = alg.kind
         if kind != "decentralized":

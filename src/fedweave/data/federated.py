@@ -13,7 +13,9 @@ import torch
 
 from fedweave.config import DataConfig
 from fedweave.data.augment import random_crop_flip
+from fedweave.data.noise import InputNoise, flip_labels, input_noise
 from fedweave.data.partition import label_counts, partition, split_validation
+from fedweave.data.prune import prune_shards
 from fedweave.data.sources import Dataset, load_dataset, to_float
 from fedweave.rng import torch_generator
 
@@ -31,6 +33,9 @@ class FederatedData:
     val_idx: list[torch.Tensor]
     augment: bool = False
     seed: int = 0
+    #: corrupted training data (``fedweave.data.noise``): flipped indices, per-sample input noise
+    label_noise: torch.Tensor | None = None
+    input_noise: InputNoise | None = None
 
     @property
     def nodes(self) -> int:
@@ -58,6 +63,8 @@ class FederatedData:
         if self.augment and augment_key is not None and xb.dim() == 4:
             xb = random_crop_flip(xb, torch_generator(self.seed, "augment", *augment_key))
         xb = self.features(xb)
+        if self.input_noise is not None:
+            xb = self.input_noise.add(flat, xb)
         return xb.reshape(*idx.shape, *xb.shape[1:]), self.y[flat].reshape(idx.shape)
 
     def union_train(self) -> torch.Tensor:
@@ -73,6 +80,8 @@ class FederatedData:
     def to(self, device: torch.device) -> FederatedData:
         self.x, self.y = self.x.to(device), self.y.to(device)
         self.test_x, self.test_y = self.test_x.to(device), self.test_y.to(device)
+        if self.input_noise is not None:
+            self.input_noise = self.input_noise.to(device)
         return self
 
 
@@ -82,9 +91,12 @@ def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = N
     ds = dataset if dataset is not None else load_dataset(cfg, seed)
     shards = partition(ds.train_y, cfg, seed, ds.train_groups)
     train_idx, val_idx = split_validation(shards, cfg.val_fraction, seed, cfg.val_from_train)
+    y, flipped = flip_labels(ds.train_y, train_idx, cfg, ds.num_classes, seed)
+    noise = input_noise(len(ds.train_y), tuple(ds.train_x.shape[1:]), train_idx, cfg, seed)
     return FederatedData(
-        x=ds.train_x, y=ds.train_y, test_x=ds.test_x, test_y=ds.test_y,
+        x=ds.train_x, y=y, test_x=ds.test_x, test_y=ds.test_y,
         num_classes=ds.num_classes,
         mean=ds.mean if cfg.normalize else None, std=ds.std if cfg.normalize else None,
-        train_idx=train_idx, val_idx=val_idx, augment=cfg.augment, seed=seed,
+        train_idx=prune_shards(train_idx, cfg.prune), val_idx=val_idx, augment=cfg.augment,
+        seed=seed, label_noise=flipped if cfg.label_noise else None, input_noise=noise,
     )
