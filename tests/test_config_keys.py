@@ -41,6 +41,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "data.class_order": (["data.partition=classes", "data.classes_per_node=3"], "shuffled"),
     "data.class_shift": (["data.partition=classes", "data.classes_per_node=3"], 2),
     "data.sigma": (["data.partition=quantity"], 2.0),
+    "data.unif": (["data.partition=heterogeneous", "data.nodes=4"], 0.1),
     "data.val_from_train": ([], True),
     "data.train_samples": ([], 500),
     "data.test_samples": ([], 100),
@@ -67,6 +68,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "train.step_size": (["train.scheduler=step", "train.gamma=0.5"], 2),
     "train.gamma": (["train.scheduler=step", "train.step_size=1"], 0.5),
     "train.scheduler": (["train.gamma=0.5", "train.step_size=1"], "step"),
+    "train.milestones": (["train.scheduler=multistep", "train.gamma=0.5"], [1]),
     "topology.name": (DEC, "complete"),
     "topology.mixing": ([*DEC, "topology.name=star", "data.nodes=5"], "uniform"),
     "topology.degree": ([*DEC, "topology.name=random_regular", "data.nodes=6"], 4),
@@ -235,8 +237,8 @@ def cases() -> list[tuple[str, list[str], list[str]]]:
     """(key, context, context + change) for every key of the tree that a run can show."""
     out = []
     for key, ann, field in leaves(Config):
-        if informational_field(field) or key.startswith("influence."):
-            continue  # influence keys change scores, not runs: INFLUENCE_CONTEXT
+        if informational_field(field) or key.startswith(("distill.", "influence.")):
+            continue  # DISTILL_CONTEXT / INFLUENCE_CONTEXT: they change distill runs / scores
         ctx, value = CONTEXT.get(key, (SYNTHETIC if key.startswith("data.synthetic.") else [],
                                        "auto"))
         if value is None:
@@ -264,8 +266,104 @@ def test_every_key_changes_the_run(key: str, before: list[str], after: list[str]
     assert fingerprint(after) != fingerprint(before), f"{key} changed nothing"
 
 
+# ---------------------------------------------------------------- fedweave distill's keys
+#: a tiny distill run on digits: 2 teachers (trained once, then reused), 2 initial batches,
+#: one student epoch with one adaptive batch, both baselines
+DISTILL_BASE = ["name=walk", "rounds=1", "data.nodes=2", "data.partition=iid",
+                "model.name=cnn", "model.norm=batch", "model.width=0.25", "output.plots=false",
+                "output.progress=false", "distill.synthesis.iterations=3",
+                "distill.synthesis.batch_size=16", "distill.synthesis.initial_batches=2",
+                "distill.student.epochs=1", "distill.student.steps_per_epoch=3",
+                "distill.student.batch_size=16", "distill.student.new_batches_per_epoch=1",
+                "engine.threads=1"]
+
+#: key → (context, new value); every distill.* key is listed
+DISTILL_CONTEXT: dict[str, tuple[list[str], Any]] = {
+    "distill.synthesis.preset": ([], "paper"),
+    "distill.synthesis.iterations": ([], 4),
+    "distill.synthesis.lr": ([], 0.01),
+    "distill.synthesis.tv": ([], 0.5),
+    "distill.synthesis.l2": ([], 0.05),
+    "distill.synthesis.bn": ([], 0.5),
+    "distill.synthesis.competition": ([], 0.5),
+    # the competition term's shape shows through the uint8 images when it weighs enough
+    "distill.synthesis.temperature": (["distill.synthesis.competition=1000"], 1.0),
+    "distill.synthesis.divergence": (["distill.synthesis.competition=1000"], "reversed_kl"),
+    "distill.synthesis.batch_size": ([], 8),
+    "distill.synthesis.jitter": ([], 0),
+    "distill.synthesis.flip": ([], True),
+    "distill.synthesis.initial_batches": ([], 3),
+    "distill.synthesis.sampling": ([], 2),
+    "distill.student.model": ([], {"name": "mlp", "hidden": [16]}),
+    "distill.student.epochs": ([], 2),
+    "distill.student.steps_per_epoch": ([], 4),
+    "distill.student.batch_size": ([], 8),
+    "distill.student.lr": ([], 0.01),
+    "distill.student.momentum": ([], 0.5),
+    "distill.student.weight_decay": ([], 0.1),
+    "distill.student.milestones": (["distill.student.epochs=2"], [1]),
+    "distill.student.gamma": (["distill.student.epochs=2", "distill.student.milestones=[1]"],
+                              0.5),
+    "distill.student.loss": ([], "kl"),
+    "distill.student.temperature": (["distill.student.loss=kl"], 4.0),
+    "distill.student.class_weights": ([], [1, 2, 1, 2, 1, 2, 1, 2, 1, 2]),
+    "distill.student.augment": ([], False),
+    "distill.student.crop_padding": ([], 1),
+    "distill.student.adaptive": ([], False),
+    "distill.student.new_batches_per_epoch": ([], 2),
+    "distill.student_shards": (["data.nodes=3"], 1),  # other teachers: trained afresh
+    "distill.baselines": ([], ["real"]),
+}
+
+
+@pytest.fixture(scope="module")
+def distill_fingerprint(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from fedweave.algorithms.oneshot.pipeline import distill
+
+    out = tmp_path_factory.mktemp("distill-walk")
+    threads = torch.get_num_threads()
+    first = distill(load_config(None, [*DISTILL_BASE, "algorithm.name=local",
+                                       f"output.dir={out}"]))
+    cache: dict[tuple[str, ...], tuple[Any, ...]] = {}
+
+    def fingerprint(overrides: list[str]) -> tuple[Any, ...]:
+        if tuple(overrides) not in cache:
+            cfg = load_config(None, [*overrides, "algorithm.name=local", f"output.dir={out}"])
+            same = cfg.data.nodes == 2
+            res = distill(cfg, teachers_from=first.run_dir if same else None)
+            s = res.summary
+            from safetensors.torch import load_file
+
+            syn = load_file(str(res.run_dir / "synthetic.safetensors"))
+            cache[tuple(overrides)] = (
+                float(syn["images"].double().sum()), len(syn["labels"]),
+                s["student"]["final"]["train_loss"], s["student"]["final"]["test_loss"],
+                tuple((k, v["final"]["train_loss"]) for k, v in s["baselines"].items()))
+        return cache[tuple(overrides)]
+
+    yield fingerprint
+    torch.set_num_threads(threads)  # engine.threads=1 above
+
+
+@pytest.mark.parametrize("key", sorted(DISTILL_CONTEXT))
+def test_every_distill_key_changes_the_distill_run(key: str, distill_fingerprint: Any) -> None:
+    ctx, value = DISTILL_CONTEXT[key]
+    before = DISTILL_BASE + ctx
+    after = [*before, f"{key}={fmt(value)}"]
+    assert distill_fingerprint(after) != distill_fingerprint(before), f"{key} changed nothing"
+
+
+def test_distill_keys_are_refused_outside_fedweave_distill() -> None:
+    with pytest.raises(UserError, match=r"distill\.student"):
+        load_config(None, [*BASE, "distill.student.epochs=3"])  # fedavg: refused
+    cfg = load_config(None, [*BASE, "algorithm.name=local", "distill.student.epochs=3"])
+    with pytest.raises(UserError, match="fedweave distill"):
+        run(cfg, write=False)  # `fedweave run` would train the teachers only
+
+
 def test_the_walk_covers_every_key_and_the_skipped_ones_are_tested_elsewhere() -> None:
     keys = {k for k, _, _ in leaves(Config)}
+    assert {k for k in keys if k.startswith("distill.")} == set(DISTILL_CONTEXT)
     assert set(CONTEXT) <= keys, set(CONTEXT) - keys  # no stale entries
     algo_keys = {k for cls in ALGORITHM_CONFIGS.classes.values() for k, _, _ in leaves(cls)}
     algo_keys |= {f"{name}.{k}" for name, cls in ALGORITHM_CONFIGS.classes.items()

@@ -11,7 +11,16 @@ import sys
 
 from rich.markup import escape
 
-from fedweave.cli import data, hosts, influence, prune, report, run, sweep  # noqa: F401  (register commands)  # noqa: F401  (data influence commands)
+from fedweave.cli import (  # noqa: F401  (register commands)
+    data,
+    distill,
+    hosts,
+    influence,
+    prune,
+    report,
+    run,
+    sweep,
+)
 from fedweave.cli.common import app, console
 from fedweave.errors import UserError
 

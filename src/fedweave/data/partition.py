@@ -200,3 +200,19 @@ def label_counts(labels: torch.Tensor, shards: list[torch.Tensor],
                  num_classes: int) -> torch.Tensor:
     """[nodes, classes] sample counts, for tables and the partition heatmap."""
     return torch.stack([torch.bincount(labels[s], minlength=num_classes) for s in shards])
+
+
+@PARTITIONERS.register("heterogeneous")
+def heterogeneous(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
+                  groups: np.ndarray | None) -> list[np.ndarray]:
+    """Seed 003's ``heterogeneous(unif)`` split (Fed_distill's ``index_split_heter``): a random
+    fraction ``unif`` of the samples is split uniformly among the nodes, the rest is sorted by
+    label and cut into ``nodes`` contiguous pieces; node i gets the i-th piece of each.
+    ``unif`` 1 is iid, 0.5 the seed's "heterogeneous", 0 disjoint label ranges."""
+    order = rng.permutation(len(y))
+    cut = int(len(y) * cfg.unif)
+    uniform, rest = order[:cut], order[cut:]
+    by_label = rest[np.argsort(y[rest], kind="stable")]
+    return [np.concatenate([u, s]) for u, s in zip(np.array_split(uniform, cfg.nodes),
+                                                   np.array_split(by_label, cfg.nodes),
+                                                   strict=True)]
