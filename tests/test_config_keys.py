@@ -133,6 +133,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
 
 ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {
     "clients_per_round": (["data.nodes=6"], 2),
+    "clustered.clients_per_round": (["data.nodes=6"], 4),  # k = 3 clusters need ≥ 3 per round
     "fraction": (["data.nodes=6"], 0.5),
     "server_momentum": (["algorithm.server_optimizer=momentum"], 0.5),
     "server_betas": (["algorithm.server_optimizer=adam", "algorithm.server_lr=0.01"],
@@ -187,6 +188,7 @@ ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {
         "weighted": (["data.partition=dirichlet"], True),
         "scaler": ([], False),
         "clients_per_round": (["data.nodes=6"], 2),
+    "clustered.clients_per_round": (["data.nodes=6"], 4),  # k = 3 clusters need ≥ 3 per round
         "fraction": (["data.nodes=6"], 0.5),
     }.items()},
 }
