@@ -11,7 +11,7 @@ import sys
 
 from rich.markup import escape
 
-from fedweave.cli import data, hosts, report, run, sweep  # noqa: F401  (register commands)
+from fedweave.cli import config, data, export, hosts, report, run, sweep  # noqa: F401  (commands)
 from fedweave.cli.common import app, console
 from fedweave.errors import UserError
 
