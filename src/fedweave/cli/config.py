@@ -47,8 +47,11 @@ def config_show(
                         f"{cfg.algorithm.name}", show_lines=False)
     for col in ("key", "value", "default", "type", "unit", "description"):
         table.add_column(col, overflow="fold")
+    derived = f"{cfg.algorithm.name}-{cfg.data.dataset}"
     for key, value in resolved_keys(cfg):
         shown, default = _value(value), _value(key.default)
+        if key.path == "name" and shown == derived:
+            default = shown  # the derived name is the default
         differs = shown != default
         if changed and not differs:
             continue

@@ -9,7 +9,8 @@
 * ``output.mlflow: URI``: an MLflow run (experiment = the run name) with the flattened config
   as params, the summary row as metrics per round (step = round), ``summary.json`` as an
   artifact, and status FINISHED / FAILED / KILLED. A resumed run continues the same MLflow
-  run (its id is kept in ``<run>/trackers.json``).
+  run (its id is kept in ``<run>/trackers.json``). A ``file:`` URI (a local store) sets
+  ``MLFLOW_ALLOW_FILE_STORE=true``, which MLflow 3 requires for it.
 
 Only the process that writes the run directory logs.
 """
@@ -17,6 +18,7 @@ Only the process that writes the run directory logs.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -115,8 +117,14 @@ class MLflow(Callback):
         except ImportError:
             raise UserError(f"output.mlflow: needs the mlflow package ({EXTRA}, or "
                             "pip install mlflow-skinny)") from None
+        if "://" not in uri or uri.startswith("file:"):
+            # MLflow 3 keeps the file store only behind this switch; the user asked for it
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+        except Exception as exc:
+            raise UserError(f"output.mlflow={uri}: {str(exc).splitlines()[0][:200]}") from None
         self.run_id: str | None = None
 
     def on_start(self, runner: Runner) -> None:
