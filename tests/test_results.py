@@ -8,15 +8,15 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from fedweave.cli import app
-from fedweave.config import ALGORITHM_CONFIGS, AGGREGATOR_CONFIGS, Config
+from fedweave.config import AGGREGATOR_CONFIGS, ALGORITHM_CONFIGS, Config
 from fedweave.errors import UserError
 from fedweave.plugins import load_config
 from fedweave.runner import run
@@ -48,6 +48,11 @@ def sets(overrides: list[str]) -> list[str]:
 def only_run(folder: Path) -> Path:
     (d,) = [p for p in folder.iterdir() if (p / "config.yaml").is_file()]
     return d
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -109,6 +114,21 @@ def test_ctrl_c_stops_after_the_round_with_exit_130(tmp_path: Path) -> None:
     assert "SIGINT: stopping after this round" in "\n".join(lines)
     assert lines[-1].startswith("interrupted after round ")
     assert "Traceback" not in "\n".join(lines)
+
+
+def test_live_bar_on_a_terminal_shows_val_acc_best_s_per_round_and_eta() -> None:
+    import io
+
+    from rich.console import Console
+
+    from fedweave.cli.progress import TerminalProgress
+
+    buf = io.StringIO()
+    bar = TerminalProgress(Console(file=buf, force_terminal=True, width=200))
+    run(small_config("rounds=2"), callbacks=[bar], write=False)
+    text = buf.getvalue()
+    for part in ("round 2/2", "val acc", "best", "(r", "s/round", "ETA"):
+        assert part in text, part
 
 
 def test_version_completion_and_did_you_mean(tmp_path: Path) -> None:
@@ -243,14 +263,14 @@ def test_records_traffic_lr_time_clients_and_environment(tmp_path: Path) -> None
     res = run(cfg, overrides=[f"output.dir={tmp_path / 'runs'}"])
     d, s = res.run_dir, res.summary
     assert d is not None
-    rows = list(csv.DictReader(open(d / "metrics.csv", newline="")))
+    rows = rows_of(d / "metrics.csv")
     per_round = {(int(r["round"]), r["metric"]): float(r["value"]) for r in rows
                  if r["split"] == "round"}
     assert sum(per_round[(k, "bytes_up")] for k in range(1, 5)) == s["bytes_up"]
     assert sum(per_round[(k, "bytes_down")] for k in range(1, 5)) == s["bytes_down"]
     assert math.isclose(sum(per_round[(k, "sim_s")] for k in range(1, 5)), s["sim_time_s"])
     assert [per_round[(k, "lr")] for k in range(1, 5)] == [0.1, 0.1, 0.05, 0.05]
-    clients = list(csv.DictReader(open(d / "clients.csv", newline="")))
+    clients = rows_of(d / "clients.csv")
     for k in range(1, 5):
         members = [int(c["client"]) for c in clients if int(c["round"]) == k]
         assert len(members) == len(set(members)) == 3
@@ -258,7 +278,7 @@ def test_records_traffic_lr_time_clients_and_environment(tmp_path: Path) -> None
     val = json.loads((d / "partition.json").read_text())["val"]
     last = {}
     for i in range(6):
-        node_rows = list(csv.DictReader(open(d / "nodes" / f"{i}.csv", newline="")))
+        node_rows = rows_of(d / "nodes" / f"{i}.csv")
         assert [int(r["epoch"]) for r in node_rows] == [1, 2, 3, 4]
         last[i] = float(node_rows[-1]["val_acc"])
     weighted = sum(last[i] * val[i] for i in range(6)) / sum(val)
@@ -349,7 +369,7 @@ def test_export_of_chosen_decentralized_nodes(tmp_path: Path) -> None:
         state = load_file(str(tmp_path / f"m-{node}.safetensors"))
         module = fedweave.load_model(d, node=node)
         assert set(state) == set(module.state_dict())
-        acc = float(list(csv.DictReader(open(d / "nodes" / f"{node}.csv")))[-1]["test_acc"])
+        acc = float(rows_of(d / "nodes" / f"{node}.csv")[-1]["test_acc"])
         assert _test_accuracy(module, cfg) == acc
     bad = cli.invoke(app, ["export", str(d), "--node", "9"])
     assert bad.exit_code == 2 and "no such model" in bad.output
@@ -461,7 +481,7 @@ def test_sweep_with_seeds_writes_csv_mean_std_skips_finished_points_and_reports(
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if ln.startswith("[")]
     assert len(lines) == 4 and lines[0].startswith("[1/4] lr=0.05 seed 0: test acc ")
-    rows = list(csv.DictReader(open(out / "sweep.csv", newline="")))
+    rows = rows_of(out / "sweep.csv")
     assert [(r["train.lr"], r["seed"]) for r in rows] == [
         ("0.05", "0"), ("0.05", "1"), ("0.2", "0"), ("0.2", "1")]
     assert all(r["status"] == "finished" for r in rows)
@@ -519,7 +539,7 @@ def test_tensorboard_events_hold_the_round_and_node_scalars(tmp_path: Path) -> N
     test = [(e.step, e.value) for e in events.Scalars("accuracy/test")]
     assert test == [(h["round"], pytest.approx(h["test_acc"])) for h in res.history]
     node = [e.value for e in events.Scalars("nodes/2/test_acc")]
-    last = list(csv.DictReader(open(res.run_dir / "nodes" / "2.csv")))
+    last = rows_of(res.run_dir / "nodes" / "2.csv")
     assert node == [pytest.approx(float(r["test_acc"])) for r in last]
     assert events.Tags()["tensors"] == ["config/text_summary"]
     text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
@@ -550,9 +570,9 @@ def test_mlflow_file_store_holds_params_metrics_and_status(tmp_path: Path) -> No
 class Hook(BaseHTTPRequestHandler):
     """Records every request (method, path or absolute URL, headers, JSON body)."""
 
-    received: list[dict[str, Any]] = []
+    received: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         Hook.received.append({"path": self.path, "auth": self.headers.get("Authorization"),
                               "json": json.loads(body or b"{}")})
