@@ -82,20 +82,20 @@ def _start_and_signal(tmp_path: Path, signum: int, overrides: list[str]
 
 def test_sigterm_through_a_pipe_prints_lines_checkpoints_and_resumes_to_the_same_numbers(
         tmp_path: Path) -> None:
-    overrides = [*LOGISTIC, "rounds=12", "name=job"]
+    overrides = [*LOGISTIC, "rounds=8", "name=job"]
     proc, lines = _start_and_signal(tmp_path, signal.SIGTERM, overrides)
     assert proc.returncode == 143, lines
     run_dir = only_run(tmp_path / "runs")
     assert lines[0] == f"run directory: {run_dir}"  # printed before the first round
     rounds = [ln for ln in lines if ln.startswith("round ")]
-    assert rounds[0].startswith("round 1/12  train loss ")
+    assert rounds[0].startswith("round 1/8  train loss ")
     for part in ("val loss", "test loss", "s/round", "ETA", "sim "):
         assert part in rounds[0], part
     done = int(rounds[-1].split()[1].split("/")[0])
     assert lines[-1] == f"interrupted after round {done} — resume with: fedweave run " \
                         f"--resume {run_dir}"
     ckpt = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    assert ckpt["round"] == done and done < 12
+    assert ckpt["round"] == done and done < 8
     assert not (run_dir / "summary.json").exists()
 
     resumed = run(resume=run_dir)
@@ -683,3 +683,21 @@ def test_the_extending_page_plugins_run_from_the_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((only_run(tmp_path / "runs") / "summary.json").read_text())
     assert summary["algorithm"] == "fedavg_smooth" and summary["rounds_done"] == 2
+
+
+def test_configs_readme_lists_every_shipped_config() -> None:
+    text = (REPO / "configs" / "README.md").read_text()
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        stem = path.name
+        family = re.sub(r"-(admm|pdmm|cadmm|centralized|d2|dsgd|gossip|gradient).*", "",
+                        path.stem)
+        assert stem in text or f"{family}-<algorithm>.yaml" in text, stem
+
+
+def test_readme_cites_no_document_outside_the_repository() -> None:
+    text = (REPO / "README.md").read_text()
+    assert not re.search(r"\b(DESIGN|REFERENCE) §", text)
+    assert not re.search(r"\b[Ss]eeds? 00\d", text)  # "reference system 00N", not "seed"
+    for link in re.findall(r"\]\(([^)#]+)\)", text):
+        if "://" not in link:
+            assert (REPO / link).exists(), link
