@@ -155,6 +155,11 @@ def test_version_completion_and_did_you_mean(tmp_path: Path) -> None:
     proc = fedweave("run", "--set", "round=2", cwd=tmp_path)
     assert proc.returncode == 2 and "did you mean rounds?" in proc.stderr
     assert "Traceback" not in proc.stderr
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None:  # the fix is printed as written
+        proc = fedweave("run", "--set", "data.dataset=hf:mnist", cwd=tmp_path)
+        assert proc.returncode == 2 and "pip install 'fedweave[hf]'" in proc.stderr
 
 
 def test_resume_extends_with_rounds_and_refuses_other_changes(tmp_path: Path) -> None:

@@ -193,7 +193,7 @@ class Runner:
             (r + 1, "all", "round", metric, value, sim, wall) for metric, value in (
                 ("bytes_up", res.bytes_up), ("bytes_down", res.bytes_down),
                 ("lr", self.ctx.lr(r)), ("sim_s", res.sim_time)))
-        if res.clients:
+        if "client" in res.clients:
             clients = res.clients["client"].tolist()
             loss = res.clients.get("train_loss")
             acc = res.clients.get("train_acc")
@@ -217,19 +217,18 @@ class Runner:
                                     wall))
         if self.run_dir is None:
             return
-        trained: dict[int, tuple[float, float]] = {}
-        if res.clients:
+        trained: dict[int, dict[str, float]] = {}  # this round's cohort: its training stats
+        if "client" in res.clients:
+            stats = {k: v for k, v in res.clients.items() if k in ("train_loss", "train_acc")}
             for k, c in enumerate(res.clients["client"].tolist()):
-                trained[c] = (float(res.clients["train_loss"][k]),
-                              float(res.clients["train_acc"][k]))
-        rows = {}
+                trained[c] = {name: float(v[k]) for name, v in stats.items()}
+        rows: dict[str, dict[str, Any]] = {}
         for i in range(len(per["acc"])):
-            loss, acc = trained.get(i, ("", ""))  # type: ignore[arg-type]
-            val = per["count"][i] > 0
-            rows[str(i)] = {"epoch": r + 1, "train_loss": loss, "train_acc": acc,
-                            "val_loss": float(per["loss"][i]) if val else "",
-                            "val_acc": float(per["acc"][i]) if val else ""}
-        self.run_dir.append_node_rows(rows)  # type: ignore[arg-type]
+            row: dict[str, Any] = {"epoch": r + 1, **trained.get(i, {})}
+            if per["count"][i] > 0:
+                row.update(val_loss=float(per["loss"][i]), val_acc=float(per["acc"][i]))
+            rows[str(i)] = row
+        self.run_dir.append_node_rows(rows)
 
     def _record(self, r: int, res: RoundResult, rows: dict[str, dict[str, float]],
                 wall: float) -> dict[str, float]:

@@ -96,17 +96,16 @@ class RunRecord:
         return {"round": rnd, "val_acc": acc, "test_acc": test.get(rnd),
                 "selected_by": "val_acc"}
 
-    def total(self, key: str) -> float | None:
-        if self.summary is not None and key in self.summary:
-            return float(self.summary[key])
-        if key == "bytes":
-            return self.series.bytes_by_round.get(max(self.series.bytes_by_round, default=0))
-        return None
+    def wall(self) -> float | None:
+        """Wall seconds of a finished run (None for an unfinished one)."""
+        return float(self.summary["wall_s"]) if self.summary and "wall_s" in self.summary \
+            else None
 
     def bytes(self) -> float | None:
+        """Bytes sent up and down, from summary.json or the per-round rows."""
         if self.summary is not None and "bytes_up" in self.summary:
             return float(self.summary["bytes_up"]) + float(self.summary.get("bytes_down", 0))
-        return self.total("bytes")
+        return self.series.bytes_by_round.get(max(self.series.bytes_by_round, default=0))
 
     def sim_time(self) -> float | None:
         if self.summary is not None:
@@ -278,7 +277,7 @@ def run_rows(runs: list[RunRecord], keys: list[str]) -> list[dict[str, Any]]:
             "spread": (f"{fmt(final['test_acc_min'])}–{fmt(final['test_acc_max'])}"
                        if "test_acc_min" in final else ""),
             "best": best_text, "bytes": human_bytes(r.bytes()),
-            "sim": fmt(r.sim_time(), ".1f"), "wall": fmt(r.total("wall_s"), ".1f"),
+            "sim": fmt(r.sim_time(), ".1f"), "wall": fmt(r.wall(), ".1f"),
             "ttt": time_to_target(r.summary),
             "test_acc_value": final.get("test_acc"),
         })
@@ -304,7 +303,7 @@ def group_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     for label, members in groups.items():
         finals = [m.final().get("test_acc") for m in members]
         bests = [m.best().get("val_acc") for m in members]
-        walls = [m.total("wall_s") for m in members]
+        walls = [m.wall() for m in members]
         rows.append({"label": label, "n": len(members),
                      "finished": sum(m.summary is not None for m in members),
                      "test_acc": _mean_std([v for v in finals if v is not None]),

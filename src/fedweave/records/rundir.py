@@ -145,7 +145,7 @@ class RunDirectory:
         with open(self.path / "metrics.csv", "a", newline="") as f:
             csv.writer(f).writerows(rows)
 
-    def append_node_rows(self, rows: dict[str, dict[str, float]]) -> None:
+    def append_node_rows(self, rows: dict[str, dict[str, Any]]) -> None:
         """One row per evaluated model in ``nodes/<label>.csv`` (seed 001's columns)."""
         for label, row in rows.items():
             path = self.nodes_dir / f"{label}.csv"
