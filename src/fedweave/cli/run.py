@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,12 +32,12 @@ def _latest_round(run_dir: Path | None) -> int | None:
 def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str],
             out: Path | None, resume: Path | None, run_dir: Path | None,
             overrides: list[str]) -> None:
-    from fedweave.parallel.launch import launch_local
+    from fedweave.parallel.launch import launch_local, preflight
     from fedweave.plugins import load_config
 
     try:  # validate once, before any rank starts (one line, not one per rank)
         if resume is None:
-            load_config(config, overrides, imports)
+            preflight(load_config(config, overrides, imports))
         elif not (resume / "config.yaml").is_file():
             raise UserError(f"--resume {resume}: not a run directory (no config.yaml)")
     except UserError as exc:
@@ -51,7 +53,10 @@ def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str]
         args += ["--resume", str(resume)]
     if run_dir is not None:
         args += ["--dir", str(run_dir)]
-    raise typer.Exit(launch_local(procs, args))
+    code = launch_local(procs, args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the ranks are gone: skip torch's teardown (seconds on a busy machine)
 
 
 @app.command("run")

@@ -258,16 +258,30 @@ def distribution_figure(values: dict[str, list[float]], ylabel: str) -> Figure |
 
 def plot_curves(runs: dict[str, list[dict[str, str]]], out_dir: Path,
                 formats: Sequence[str] = ("png",)) -> list[Path]:
-    """accuracy.* and loss.* of one or more runs (train, validation and test in one axes)."""
+    """accuracy.* and loss.* of one or more runs (train, validation and test in one axes)
+    against rounds; accuracy_vs_time.* and accuracy_vs_bytes.* (validation and test against
+    simulated seconds and bytes up + down) when the runs simulated time or sent bytes."""
     data = {name: [series(rows)] for name, rows in runs.items()}
     paths = []
-    for metric, stem in (("acc", "accuracy"), ("loss", "loss")):
-        fig = curve_figure(data, metric)
+    for metric, x, splits, stem in (("acc", "round", SPLITS, "accuracy"),
+                                    ("loss", "round", SPLITS, "loss"),
+                                    ("acc", "sim", ("val", "test"), "accuracy_vs_time"),
+                                    ("acc", "bytes", ("val", "test"), "accuracy_vs_bytes")):
+        if x != "round" and not any(_has_axis(s, x) for group in data.values() for s in group):
+            continue
+        fig = curve_figure(data, metric, x, splits)
         if fig is None:
             continue
         paths += save(fig, out_dir / stem, formats)
         close(fig)
     return paths
+
+
+def _has_axis(s: Series, x: str) -> bool:
+    """The run has a simulated clock (``sim``) or traffic records (``bytes``) to plot against."""
+    if x == "bytes":
+        return any(v > 0 for v in s.bytes_by_round.values())
+    return any(p[2] > 0 for pts in s.curves.values() for p in pts)
 
 
 # ---------------------------------------------------------------------------- data, graph

@@ -179,6 +179,8 @@ class RunDirectory:
                     rows = list(csv.reader(f))
             except (OSError, UnicodeDecodeError, csv.Error):
                 rows = []
+            if path.parent == self.nodes_dir and rows and rows[0] and rows[0][0] == "epoch":
+                header = rows[0]  # a per-node table of its own columns (e.g. densities.csv)
             keep = [header]
             for r in rows[1:]:
                 try:

@@ -23,14 +23,14 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import PeriodicConfig
+from fedweave.algorithms.decentralized.base import SwapConfig
 from fedweave.algorithms.decentralized.duals import EdgeDuals
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.errors import UserError
 
 
-class PdmmISVRConfig(PeriodicConfig):
+class PdmmISVRConfig(SwapConfig):
     name: Literal["pdmm_isvr"] = "pdmm_isvr"
     piw: float = Field(1.0, gt=0, le=2, description="penalty weight piw ∈ (0, 2] of the dual "
                        "step η_i = piw / (lr·(K·E_i + K − piw·E_i)); reference system 001 used "
