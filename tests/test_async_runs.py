@@ -73,9 +73,9 @@ def test_cli_async_run_records_time_to_target_bytes_densities_and_plots(tmp_path
     dirs = sorted(str(p) for p in (tmp_path / "runs").iterdir())
     rep = _fedweave("report", *dirs, "--out", "report", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr[-2000:]
-    assert (tmp_path / "report" / "accuracy_vs_time.png").is_file()
+    assert (tmp_path / "report" / "figures" / "accuracy-vs-simulated-time.png").is_file()
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "accuracy_vs_bytes.png" in page
+    assert "Accuracy vs simulated time" in page and "Accuracy vs communicated bytes" in page
 
 
 class Boom(Exception):

@@ -127,6 +127,11 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "output.keep_every": ([], None),  # checked below
     "output.eval_every": (["rounds=3"], 2),
     "output.plots": ([], None),  # files in plots/: test_runner
+    "output.tensorboard": ([], None),  # event files read back: test_results
+    "output.mlflow": ([], None),  # an MLflow file store read back: test_results
+    "notify.events": ([], None),  # messages received on 127.0.0.1: test_results
+    "notify.every": ([], None),  # every_k messages: test_results
+    "notify.urls_file": ([], None),  # a secrets file outside the run directory: test_results
     "aggregator": ([], None),  # test_simcore
     "algorithm": ([], None),  # every registered algorithm's keys: ALGO_CONTEXT
 }
@@ -374,7 +379,7 @@ def test_the_walk_covers_every_key_and_the_skipped_ones_are_tested_elsewhere() -
     skipped = {k for k, (_, v) in CONTEXT.items() if v is None}
     informational = {k for k, _, f in leaves(Config) if informational_field(f)}
     assert informational == {"output.progress", "data.synthetic.alpha"}
-    assert len(cases()) > 100 and len(skipped) < 25
+    assert len(cases()) > 100 and len(skipped) < 30
 
 
 def test_output_keys_act(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ registrations first (``fedweave.plugins``).
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from pathlib import Path
@@ -77,17 +78,33 @@ class PruneConfig(Section):
 
 
 class DataConfig(Section):
-    dataset: str = "digits"
-    root: Path | None = None
-    download: bool = False
-    nodes: int = Field(10, ge=1)
+    """The dataset, how it is split over the nodes, and each node's validation share."""
+
+    dataset: str = Field("digits", description="a registered dataset (`fedweave data list`), "
+                         "or hf:<name> for a Hugging Face dataset")
+    root: Path | None = Field(None, description="data folder in torchvision's on-disk layout; "
+                              "null = $FEDWEAVE_DATA or ~/.cache/fedweave")
+    download: bool = Field(False, description="download a missing dataset (checksum-verified) "
+                           "instead of stopping with the command that would")
+    nodes: int = Field(10, ge=1, description="clients (federated) or peers (decentralized)",
+                       json_schema_extra={"unit": "nodes"})
     partition: Literal["iid", "dirichlet", "shards", "classes", "quantity", "natural",
-                       "heterogeneous"] = "dirichlet"
+                       "heterogeneous"] = Field(
+        "dirichlet", description="how training samples are split over the nodes: iid, "
+        "dirichlet (label skew, alpha), shards (shards_per_node sorted-label shards), classes "
+        "(classes_per_node, reference system 001's shifted window), quantity (log-normal sizes, "
+        "sigma), natural (the dataset's own writers/devices), heterogeneous (unif, reference "
+        "system 003)")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition: dirichlet)")
-    min_samples: int = Field(2, ge=1, description="minimum training samples per node")
-    shards_per_node: int = Field(2, ge=1)
-    classes_per_node: int | None = Field(None, ge=1)
-    class_share_low: float = Field(0.8, gt=0, le=1, description="seed 001: shares ~ U(low, 1)")
+    min_samples: int = Field(2, ge=1, description="minimum training samples per node",
+                             json_schema_extra={"unit": "samples"})
+    shards_per_node: int = Field(2, ge=1, description="partition: shards — label-sorted "
+                                 "shards per node (McMahan et al. 2017)")
+    classes_per_node: int | None = Field(None, ge=1, description="partition: classes — "
+                                         "classes each node holds (required there)")
+    class_share_low: float = Field(0.8, gt=0, le=1, description="partition: classes — a "
+                                   "node's share of each of its classes ~ U(low, 1) "
+                                   "(reference system 001)")
     class_order: Literal["natural", "shuffled"] | list[int] = Field(
         "natural", description="partition: classes: the class sequence the windows slide "
         "over: label order, a seeded shuffle, or an explicit list of every class (reference "
@@ -95,7 +112,8 @@ class DataConfig(Section):
     class_shift: int = Field(1, ge=0, description="partition: classes: node i's window starts "
                              "at position class_shift·i of class_order (reference system 001: "
                              "4)")
-    sigma: float = Field(1.0, ge=0, description="log-normal sigma of quantity skew")
+    sigma: float = Field(1.0, ge=0, description="partition: quantity — log-normal sigma of "
+                         "the node sizes")
     natural_blocks: bool = Field(
         False, description="partition natural: every group (FEMNIST writer) is used, in "
         "data.nodes contiguous blocks of ⌊groups/nodes⌋ groups, the last taking the rest "
@@ -103,15 +121,22 @@ class DataConfig(Section):
     unif: float = Field(0.5, ge=0, le=1, description="partition: heterogeneous (seed 003): "
                         "the fraction of the training set split uniformly at random, the rest "
                         "sorted by label and split contiguously (1 = iid, 0 = disjoint labels)")
-    val_fraction: float = Field(0.1, ge=0, lt=1)
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of each node's samples "
+                                "held out as its validation split (model selection: best)")
     val_from_train: bool = Field(
-        False, description="seed 001: validation = the node's whole training shard"
+        False, description="validation = the node's whole training shard (reference system "
+        "001)"
     )
-    train_samples: int | None = Field(None, ge=1, description="use a random subset of train")
-    test_samples: int | None = Field(None, ge=1, description="use a random subset of test")
-    normalize: bool = True
-    augment: bool = False
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    train_samples: int | None = Field(None, ge=1, description="use a random subset of the "
+                                      "training set", json_schema_extra={"unit": "samples"})
+    test_samples: int | None = Field(None, ge=1, description="use a random subset of the test "
+                                     "set", json_schema_extra={"unit": "samples"})
+    normalize: bool = Field(True, description="standardize inputs with the dataset's "
+                            "per-channel mean and std")
+    augment: bool = Field(False, description="random crop (padding 4) + horizontal flip of "
+                          "image batches, randomness from (seed, round, node, step)")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig,
+                                       description="data.dataset: synthetic — the generator")
     label_noise: float = Field(
         0.0, ge=0, lt=1, description="fraction of each noisy node's training labels flipped to "
         "another class, uniformly (seeded; the flipped global training indices go to "
@@ -127,35 +152,54 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = "cnn"
-    norm: Literal["batch", "group", "none"] = "group"
-    width: float = Field(1.0, gt=0)
+    """The model every node trains (``fedweave.models``)."""
+
+    name: str = Field("cnn", description="a registered model: logistic, mlp, cnn, lenet, "
+                      "conv2, vgg11, resnet18, resnet32, resnet50, squeezenet, or a plugin's")
+    norm: Literal["batch", "group", "none"] = Field(
+        "group", description="normalization layers (batch norm forces the loop engine)")
+    width: float = Field(1.0, gt=0, description="channel-width multiplier")
     group_channels: int = Field(32, ge=1, description="channels per GroupNorm group")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    last_dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability inside the "
+                           "network")
+    last_dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability before the "
+                                "classifier")
     hidden: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [200, 200],
         description="mlp hidden layer widths (units, each at least 1)")
-    stem: Literal["cifar", "imagenet"] = "cifar"
+    stem: Literal["cifar", "imagenet"] = Field(
+        "cifar", description="ResNet input stem: 3×3 conv (cifar) or 7×7 conv + max-pool "
+        "(imagenet)")
 
 
 class TrainConfig(Section):
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
-    l2_lambda: float = Field(0.0, ge=0, description="adds ½λ‖w‖² to the loss (seed 001)")
-    batch_size: int = Field(32, ge=1)
-    local_epochs: float = Field(1.0, gt=0)
-    local_steps: int | None = Field(None, ge=1, description="overrides local_epochs")
+    """Local training of every node (clients or peers)."""
+
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="local optimizer")
+    lr: float = Field(0.05, gt=0, description="local learning rate")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (buffers start at "
+                            "zero)")
+    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0)")
+    weight_decay: float = Field(0.0, ge=0, description="wd·w added to the gradient (not to "
+                                "the reported loss)")
+    l2_lambda: float = Field(0.0, ge=0, description="adds ½λ‖w‖² to the loss (reference system "
+                             "001)")
+    batch_size: int = Field(32, ge=1, description="local mini-batch size",
+                            json_schema_extra={"unit": "samples"})
+    local_epochs: float = Field(1.0, gt=0, description="passes over the node's shard per round",
+                                json_schema_extra={"unit": "epochs"})
+    local_steps: int | None = Field(None, ge=1, description="overrides local_epochs",
+                                    json_schema_extra={"unit": "steps"})
     epoch_samples: int | None = Field(
         None, ge=1, description="samples in one epoch of a node, whatever its shard size "
         "(reference system 001's train_data_length: 10,000); each shard sample is drawn "
         "⌊m/n⌋ or ⌈m/n⌉ times, in random order; default: the shard size")
-    scheduler: Literal["none", "step", "multistep"] = "none"
-    step_size: int = Field(1, ge=1, description="StepLR period in rounds")
-    gamma: float = Field(0.9, gt=0)
+    scheduler: Literal["none", "step", "multistep"] = Field(
+        "none", description="learning-rate schedule over rounds: none, step (StepLR) or "
+        "multistep (MultiStepLR at milestones)")
+    step_size: int = Field(1, ge=1, description="StepLR period",
+                           json_schema_extra={"unit": "rounds"})
+    gamma: float = Field(0.9, gt=0, description="StepLR factor: lr·gamma^⌊round/step_size⌋")
     milestones: list[int] = Field(default_factory=list, description="scheduler: multistep "
                                   "(MultiStepLR): rounds after which lr is multiplied by gamma")
 
@@ -238,29 +282,47 @@ def register_aggregator_config(name: str):  # type: ignore[no-untyped-def]
 
 
 class TopologyConfig(Section):
+    """The communication graph of decentralized algorithms."""
+
     name: str = Field("ring", description="a registered topology (fedweave.topology)")
-    mixing: Literal["metropolis", "uniform", "max_degree"] = "metropolis"
-    degree: int = Field(3, ge=1)
-    p: float = Field(0.3, gt=0, le=1)
-    edges: list[tuple[int, int]] | None = None
-    file: Path | None = Field(None, description="edge list file or the seed's node_list.json")
-    hosts: Path | None = Field(None, description="the seed's hosts.json (for torchrun)")
+    mixing: Literal["metropolis", "uniform", "max_degree"] = Field(
+        "metropolis", description="mixing matrix W: metropolis (doubly stochastic), uniform "
+        "(1/(deg+1), reference system 001), max_degree")
+    degree: int = Field(3, ge=1, description="random_regular: degree of every node")
+    p: float = Field(0.3, gt=0, le=1, description="erdos_renyi: edge probability")
+    edges: list[tuple[int, int]] | None = Field(None, description="edges: the edge list "
+                                                "[[i, j], ...]")
+    file: Path | None = Field(None, description="edge list file, or reference system "
+                              "001's node_list.json")
+    hosts: Path | None = Field(None, description="reference system 001's hosts.json (for "
+                               "torchrun)")
 
 
 class ClockConfig(Section):
-    """Virtual clock: per-node compute speed, bandwidth, faults (DESIGN §3 Clock)."""
+    """The virtual clock: per-node compute speed, bandwidth, latency and faults. Simulated
+    time is computed from these, never measured."""
 
-    asynchronous: bool = False
-    seconds_per_sample: float = Field(1e-3, gt=0)
+    asynchronous: bool = Field(False, description="nodes run on their own clocks (no round "
+                               "barrier); asynchronous and decentralized algorithms")
+    seconds_per_sample: float = Field(1e-3, gt=0, description="virtual compute time of one "
+                                      "training sample on a speed-1 node",
+                                      json_schema_extra={"unit": "s"})
     speed_sigma: float = Field(0.0, ge=0, description="log-normal spread of node speeds")
     speeds: list[float] | None = Field(None, description="explicit per-node speed factors")
-    trace: Path | None = None
-    bandwidth_up: float = Field(1e9, gt=0, description="bytes/s per node")
-    bandwidth_down: float = Field(1e9, gt=0, description="bytes/s per node")
-    latency_s: float = Field(0.0, ge=0)
-    client_dropout: float = Field(0.0, ge=0, lt=1)
+    trace: Path | None = Field(None, description="CSV with header node,seconds_per_sample"
+                               "[,bandwidth_up,bandwidth_down] (overrides the draws)")
+    bandwidth_up: float = Field(1e9, gt=0, description="upload bandwidth per node",
+                                json_schema_extra={"unit": "bytes/s"})
+    bandwidth_down: float = Field(1e9, gt=0, description="download bandwidth per node",
+                                  json_schema_extra={"unit": "bytes/s"})
+    latency_s: float = Field(0.0, ge=0, description="latency added to every transfer",
+                             json_schema_extra={"unit": "s"})
+    client_dropout: float = Field(0.0, ge=0, lt=1, description="probability a cohort member "
+                                  "drops out of a round (federated)")
     link_drop: float = Field(0.0, ge=0, lt=1, description="probability an exchange is lost")
-    swap_timeout: float | None = Field(None, gt=0, description="seconds; late exchange drops")
+    swap_timeout: float | None = Field(None, gt=0, description="an exchange arriving later than "
+                                       "this is dropped", json_schema_extra={"unit": "s"})
+
     deadline_s: float | None = Field(
         None, gt=0, description="federated rounds: virtual seconds the server waits; members "
         "whose job (download + training + upload) takes longer are stragglers and dropped "
@@ -373,16 +435,23 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class EngineConfig(Section):
-    name: Literal["local", "distributed"] = "local"
+    """How the run is computed (never what it computes)."""
+
+    name: Literal["local", "distributed"] = Field(
+        "local", description="local: one process; distributed: torch.distributed ranks "
+        "(torchrun or --procs)")
     backend: Literal["auto", "loop", "vectorized"] = Field(
-        "auto", description="gradient engine: loop, vectorized, or auto (measured once per "
-        "machine, model and shapes, then reused: fedweave.training.select)")
+        "auto", description="gradient engine: loop (one model at a time), vectorized "
+        "(torch.func vmap over the stack), auto (measured once per machine, model and shapes, "
+        "then reused: fedweave.training.select)")
     device: str = Field(
         "auto", description="auto (cuda when this torch sees a GPU, else cpu), cpu, cuda, "
         "cuda:N or mps; a device this torch cannot use is refused before the data is "
         "loaded")
-    threads: int | None = Field(None, ge=1)
-    timeout_s: float = Field(300.0, gt=0, description="distributed: peer timeout")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; null = "
+                                "torch's default")
+    timeout_s: float = Field(300.0, gt=0, description="distributed: peer timeout",
+                             json_schema_extra={"unit": "s"})
     exchange: Literal["auto", "all_gather", "point_to_point"] = Field(
         "auto", description="distributed decentralized runs: all-gather every node's "
         "gradients, or split the nodes and send neighbour messages point to point")
@@ -396,18 +465,45 @@ class EngineConfig(Section):
 
 
 class OutputConfig(Section):
+    """The run directory: checkpoints, evaluation, plots, trackers."""
+
     dir: Path = Field(Path("runs"), description="parent folder of run directories (--out)")
-    checkpoint_every: int = Field(1, ge=0, description="rounds between checkpoints; 0 = never")
+    checkpoint_every: int = Field(1, ge=0, description="rounds between checkpoints; 0 = never",
+                                  json_schema_extra={"unit": "rounds"})
     keep: Literal["latest", "every_k", "best", "all"] = Field(
         "latest", description="checkpoints kept: the newest (and its predecessor as a "
         "fallback), also every keep_every-th round, also the best by validation accuracy, or "
         "all")
-    keep_every: int = Field(10, ge=1, description="keep: every_k keeps rounds divisible by this")
+    keep_every: int = Field(10, ge=1, description="keep: every_k keeps rounds divisible by "
+                            "this", json_schema_extra={"unit": "rounds"})
     eval_every: int = Field(1, ge=1, description="rounds between evaluations (the last round "
-                            "is always evaluated)")
+                            "is always evaluated)", json_schema_extra={"unit": "rounds"})
     plots: bool = Field(True, description="draw plots/*.png at the end of the run")
     progress: bool = Field(True, description="progress bar / log lines on the terminal "
                            "(informational)", json_schema_extra={"informational": True})
+    tensorboard: bool = Field(False, description="write TensorBoard event files to "
+                              "<run>/tensorboard (optional extra: pip install fedweave[trackers])")
+    mlflow: str | None = Field(None, description="MLflow tracking URI (file:/path, http://host) "
+                               "to log params and metrics to (optional extra: fedweave[trackers])")
+
+
+class NotifyConfig(Section):
+    """Messages about a run (reference system 004's push) through Apprise URLs: Telegram
+    ``tgram://``, Slack, e-mail, ntfy, Discord, a JSON webhook ``json://``... The URLs hold
+    tokens, so they are never part of the config: they come from ``$FEDWEAVE_NOTIFY``
+    (comma-separated) and from ``urls_file``. No URL, no messages."""
+
+    events: list[Literal["start", "every_k", "finish", "failure"]] = Field(
+        default_factory=lambda: ["finish", "failure"],  # type: ignore[arg-type]
+        description="when to send a message "
+        "(every_k: every notify.every rounds)")
+    every: int = Field(10, ge=1, description="rounds between every_k messages",
+                       json_schema_extra={"unit": "rounds"})
+    urls_file: Path | None = Field(None, description="a file outside the run directory with "
+                                   "Apprise URLs, one per line (its path, not its content, is "
+                                   "recorded)")
+
+
     target_acc: float | None = Field(
         None, gt=0, le=1, description="test accuracy (0..1) whose first evaluation reaching it "
         "gives summary.json time_to_target: {sim_s, update} (null in the summary if never)")
@@ -588,31 +684,50 @@ def _changed(section: BaseModel) -> list[str]:
 
 class Config(Section):
     name: str = Field("fedavg-digits", description="run name: the run directory is "
-                      "<output.dir>/<name>-<timestamp>")
+                      "<output.dir>/<name>-<timestamp>; unset = <algorithm.name>-"
+                      "<data.dataset>")
     seed: int = Field(0, description="root of every random stream (seed, purpose, round, node)")
     rounds: int = Field(30, ge=1, description="federated rounds, decentralized epochs, or "
                         "server updates of asynchronous algorithms")
     plugins: list[str] = Field(default_factory=list, description="modules imported before the "
                                "config is resolved (they register models, datasets, "
                                "algorithms, aggregators); also --import")
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    data: DataConfig = Field(default_factory=DataConfig, description="dataset and partition")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the model")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="local training")
     algorithm: SerializeAsAny[AlgorithmConfig] = Field(
         default_factory=lambda: _default_algorithm(),
         description="the algorithm, chosen by algorithm.name (its keys follow)")
-    aggregator: SerializeAsAny[AggregatorConfig] = Field(default_factory=AggregatorConfig)
-    topology: TopologyConfig = Field(default_factory=TopologyConfig)
-    clock: ClockConfig = Field(default_factory=ClockConfig)
+    aggregator: SerializeAsAny[AggregatorConfig] = Field(
+        default_factory=AggregatorConfig, description="the server's aggregation rule, chosen "
+        "by aggregator.name")
+    topology: TopologyConfig = Field(default_factory=TopologyConfig,
+                                     description="decentralized algorithms' graph")
+    clock: ClockConfig = Field(default_factory=ClockConfig, description="the virtual clock")
     attack: AttackConfig = Field(default_factory=AttackConfig, description="Byzantine nodes")
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
                                    description="differential privacy and its accountant")
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="how it is computed")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="the run directory")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig,
+                                 description="notifications (Apprise)")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="fedweave "
                                    "distill's synthesis, student and baselines")
     influence: InfluenceConfig = Field(default_factory=InfluenceConfig,
                                        description="data influence scoring (fedweave influence)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_name(cls, value: Any) -> Any:
+        """An unset name becomes ``<algorithm.name>-<data.dataset>``."""
+        if isinstance(value, dict) and value.get("name") is None:
+            algorithm, data = value.get("algorithm"), value.get("data")
+            alg = (algorithm.get("name") if isinstance(algorithm, dict)
+                   else getattr(algorithm, "name", None)) or ALGORITHM_CONFIGS.default
+            dataset = (data.get("dataset") if isinstance(data, dict)
+                       else getattr(data, "dataset", None)) or "digits"
+            value = {**value, "name": f"{alg}-{dataset}"}
+        return value
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -863,14 +978,57 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``config error: data.alpha: Input should be greater than 0``."""
+def _section_class(loc: tuple[Any, ...], data: dict[str, Any] | None) -> type[BaseModel] | None:
+    """The config class at ``loc`` (a pluggable section's class from the raw ``data``)."""
+    cls: type[BaseModel] = Config
+    node: Any = data or {}
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            return None
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        if part in ("algorithm", "aggregator") and cls is Config:
+            registry = ALGORITHM_CONFIGS if part == "algorithm" else AGGREGATOR_CONFIGS
+            name = node.get("name", registry.default) if isinstance(node, dict) \
+                else registry.default
+            found = registry.classes.get(name)  # type: ignore[arg-type]
+            if found is None:
+                return None
+            cls = found
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            cls = field.annotation
+        else:
+            return None
+    return cls
+
+
+def did_you_mean(loc: tuple[Any, ...], data: dict[str, Any] | None = None) -> str:
+    """A hint for the unknown key at ``loc``: the closest key of its section (``round`` →
+    ``rounds``), or the algorithms that have it (``algorithm.k`` under fedavg)."""
+    key = str(loc[-1])
+    cls = _section_class(loc[:-1], data)
+    if cls is None:
+        return ""
+    close = difflib.get_close_matches(key, list(cls.model_fields), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?)"
+    if tuple(loc[:-1]) == ("algorithm",):
+        owners = sorted(str(name) for name, c in ALGORITHM_CONFIGS.classes.items()
+                        if key in c.model_fields)
+        if owners:
+            return f" (a key of algorithm.name: {', '.join(owners)})"
+    return ""
+
+
+def format_validation_error(exc: ValidationError, data: dict[str, Any] | None = None) -> str:
+    """One line per problem: ``config error: data.alpha: Input should be greater than 0``;
+    unknown keys say which key was probably meant (``data`` is the raw mapping validated)."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "config"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + did_you_mean(tuple(err["loc"]), data)
         lines.append(f"{loc}: {msg}")
     return "config error: " + "; ".join(lines)
 
@@ -880,7 +1038,7 @@ def validate_config(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc)) from None
+        raise UserError(format_validation_error(exc, data)) from None
 
 
 def load_raw(path: str | Path | None = None, overrides: list[str] | None = None

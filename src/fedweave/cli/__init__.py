@@ -12,8 +12,10 @@ import sys
 from rich.markup import escape
 
 from fedweave.cli import (  # noqa: F401  (register commands)
+    config,
     data,
     distill,
+    export,
     hosts,
     influence,
     prune,

@@ -109,6 +109,10 @@ class Clustered(CohortAlgorithm):
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
         return self.x, self.cluster_buffers, [f"cluster{c}" for c in range(self.config.k)]
 
+    def client_models(self) -> torch.Tensor:
+        """Each client uses its cluster's model."""
+        return self.assign
+
     def model_weights(self) -> torch.Tensor:
         """Clusters weigh by the training samples of the clients assigned to them."""
         sizes = self.ctx.data.sizes.to(torch.float64)
