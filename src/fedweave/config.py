@@ -485,6 +485,9 @@ class OutputConfig(Section):
                               "<run>/tensorboard (optional extra: pip install fedweave[trackers])")
     mlflow: str | None = Field(None, description="MLflow tracking URI (file:/path, http://host) "
                                "to log params and metrics to (optional extra: fedweave[trackers])")
+    target_acc: float | None = Field(
+        None, gt=0, le=1, description="test accuracy (0..1) whose first evaluation reaching it "
+        "gives summary.json time_to_target: {sim_s, update} (null in the summary if never)")
 
 
 class NotifyConfig(Section):
@@ -502,11 +505,6 @@ class NotifyConfig(Section):
     urls_file: Path | None = Field(None, description="a file outside the run directory with "
                                    "Apprise URLs, one per line (its path, not its content, is "
                                    "recorded)")
-
-
-    target_acc: float | None = Field(
-        None, gt=0, le=1, description="test accuracy (0..1) whose first evaluation reaching it "
-        "gives summary.json time_to_target: {sim_s, update} (null in the summary if never)")
 
 
 #: DeepInversion presets of seed 003 (Fed_distill's config/deep_inv/*.yaml): Adam lr, Adam steps

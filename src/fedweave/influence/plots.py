@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from fedweave.influence.base import Scores
-from fedweave.records.plots import curves
+from fedweave.records.plots import series
 
 
 def plot_histograms(scores: Scores, path: Path) -> Path:
@@ -43,13 +43,14 @@ def plot_comparison(runs: dict[str, Path], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, (label, metrics) in enumerate(runs.items()):
         with open(metrics, newline="") as f:
-            table = curves(list(csv.DictReader(f)))
+            table = series(csv.DictReader(f)).curves
         for ax, metric in zip(axes, ("loss", "acc"), strict=True):
             for split, style in (("test", "-"), ("train", ":")):
                 key = next((k for k in (("mean", split, metric), ("global", split, metric))
                             if k in table), None)
                 if key is not None:
-                    xs, ys = table[key]
+                    xs = [p[0] for p in table[key]]
+                    ys = [p[1] for p in table[key]]
                     ax.plot(xs, ys, style, color=f"C{i}", label=f"{label} {split}")
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.set_xlabel("round")
