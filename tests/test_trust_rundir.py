@@ -201,15 +201,16 @@ def _wait_for_lock(run_dir: Path, pid: int, proc) -> None:  # type: ignore[no-un
 def test_two_concurrent_resumes(copy: Path) -> None:
     """One resume holds the run; the second exits 2 naming its pid; every round is in
     metrics.csv once."""
-    first = popen("run", "--resume", str(copy), "--set", "rounds=40", cwd=copy.parent)
+    # enough rounds that the first is still running when the second has started up
+    first = popen("run", "--resume", str(copy), "--set", "rounds=200", cwd=copy.parent)
     _wait_for_lock(copy, first.pid, first)
-    second = resume(copy, "--set", "rounds=40")
+    second = resume(copy, "--set", "rounds=200")
     assert_one_line_error(second, f"in use by process {first.pid}")
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-3000:]
     keys = [(r["round"], r["node"], r["split"], r["metric"]) for r in metric_rows(copy)]
     assert len(keys) == len(set(keys))
-    assert {int(r) for r, *_ in keys} == set(range(1, 41))
+    assert {int(r) for r, *_ in keys} == set(range(1, 201))
 
 
 def test_resuming_a_live_run_is_refused(tmp_path: Path) -> None:

@@ -610,8 +610,10 @@ class DistillConfig(Section):
     one teacher per client (``algorithm.name: local``, ``rounds`` epochs) → synthetic images
     from the teachers → a student trained on them."""
 
-    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig, description="how the "
+                                       "synthetic images are made (DeepInversion)")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="the student "
+                                   "trained on the synthetic set")
     student_shards: int = Field(0, ge=0, description="the last k of the data.nodes shards stay "
                                 "at the student as real training data and train no teacher "
                                 "(the seed's 'half the data at the student': nodes 2, k 1)")
@@ -659,8 +661,10 @@ class InfluenceConfig(Section):
         "expected", description="if_ekfac's curvature: the Fisher (= Gauss–Newton for cross-"
         "entropy) in expectation over the model's labels (one backward pass per class), with "
         "one label drawn from the model per sample, or at the true labels (empirical Fisher)")
-    dice: DICEConfig = Field(default_factory=DICEConfig)
-    el2n: EL2NConfig = Field(default_factory=EL2NConfig)
+    dice: DICEConfig = Field(default_factory=DICEConfig, description="scorer dice: hops and "
+                             "the DICE-GT ground truth")
+    el2n: EL2NConfig = Field(default_factory=EL2NConfig, description="scorer el2n: the short "
+                             "runs it averages")
 
 
 def _default_algorithm() -> AlgorithmConfig:

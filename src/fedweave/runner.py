@@ -174,7 +174,7 @@ class Runner:
         without loading the data."""
         assert self.run_dir is not None
         data = self.ctx.data
-        _, _, labels = self.algo.models()
+        labels = self.algo.model_labels()  # only the writer gets here: no collective
         self.run_dir.write_json("partition.json", {
             "counts": data.label_counts().tolist(),
             "val": [len(v) for v in data.val_idx], "test": len(data.test_y)})
@@ -262,8 +262,14 @@ class Runner:
             self.best = {k: v for k, v in summary.items() if k != "wall_time"}
             self.best["selected_by"] = key  # type: ignore[assignment]
 
-    def _check_finite(self, r: int, rows: dict[str, dict[str, float]] | None) -> None:
+    def _check_finite(self, r: int, res: RoundResult,
+                      rows: dict[str, dict[str, float]] | None) -> None:
+        """Stop when the models, the round's training loss or an evaluation are not finite
+        (a robust aggregator rejecting every diverged upload must not hide a divergence)."""
         finite = self.algo.finite() if hasattr(self.algo, "finite") else True
+        losses = res.clients.get("train_loss")  # each trained client's own loss
+        if finite and losses is not None and len(losses):
+            finite = bool(torch.isfinite(losses).all())
         if finite and rows is not None:
             finite = all(math.isfinite(row["test_loss"]) for row in rows.values())
         if not finite:
@@ -315,14 +321,14 @@ class Runner:
                 if (r + 1) % cfg.output.eval_every == 0 or last:
                     wall = time.perf_counter() - t0
                     rows = evaluate(self.algo, res)
-                    self._check_finite(r, rows)
+                    self._check_finite(r, res, rows)
                     summary = self._record(r, res, rows, wall)
                     self.history.append(summary)
                     self._update_best(summary)
                     for cb in self.callbacks:
                         cb.on_evaluate(self, r, summary)
                 else:
-                    self._check_finite(r, None)
+                    self._check_finite(r, res, None)
                 self.totals["wall_s"] = time.perf_counter() - t0
                 stop = any(cb.should_stop(self) for cb in self.callbacks)
                 self._checkpoint(r, last or stop)

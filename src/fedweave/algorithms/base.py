@@ -58,6 +58,10 @@ class Algorithm(ABC):
         """The models to evaluate: ``params[M, P]``, stacked buffers and M labels
         (``["global"]`` for one server model, node ids for decentralized runs)."""
 
+    def model_labels(self) -> list[str]:
+        """The labels of ``models()``, without gathering the models (no collective)."""
+        return self.models()[2]
+
     def model_weights(self) -> torch.Tensor | None:
         """Weights for averaging the evaluated models' metrics (None = equal)."""
         return None

@@ -3,9 +3,9 @@
 * ``output.target_acc`` → summary.json ``time_to_target: {sim_s, update}``: the simulated
   seconds and the server update (round) of the first evaluation whose test accuracy reaches
   the target, or null;
-* traffic: every evaluated row carries the round's ``bytes_up`` / ``bytes_down`` and the
-  cumulative ``bytes_up_total`` / ``bytes_down_total`` (split "stats") beside ``sim_time``, so
-  accuracy can be plotted against bytes
+* traffic: every evaluated row carries the cumulative ``bytes_up_total`` /
+  ``bytes_down_total`` (split "stats") beside ``sim_time`` (each update's own ``bytes_up`` /
+  ``bytes_down`` are the runner's "round" rows), so accuracy can be plotted against bytes
   (``records.plots``); runs with a target, a federated clock profile or an asynchronous
   algorithm;
 * per-client densities over time: ``nodes/densities.csv`` (epoch, sim_time, client0, ...)
@@ -56,8 +56,6 @@ class Traffic(Callback):
     """Cumulative bytes on every row (the runner's totals after the round)."""
 
     def on_round(self, runner: Runner, r: int, result: RoundResult) -> None:
-        result.extras["bytes_up"] = float(result.bytes_up)
-        result.extras["bytes_down"] = float(result.bytes_down)
         result.extras["bytes_up_total"] = float(runner.totals["bytes_up"])
         result.extras["bytes_down_total"] = float(runner.totals["bytes_down"])
 

@@ -689,7 +689,10 @@ class DecentralizedAlgorithm(Algorithm):
 
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
         x, buffers = self._all_models()
-        return x, buffers, [str(i) for i in range(self.n)]
+        return x, buffers, self.model_labels()
+
+    def model_labels(self) -> list[str]:
+        return [str(i) for i in range(self.n)]
 
     def finite(self) -> bool:
         """Every held row finite, on every process (a collective when they are split)."""
