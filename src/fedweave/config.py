@@ -213,9 +213,18 @@ class ClockConfig(Section):
 
 class EngineConfig(Section):
     name: Literal["local", "distributed"] = "local"
-    backend: Literal["auto", "loop", "vectorized"] = "auto"
+    backend: Literal["auto", "loop", "vectorized", "fused"] = Field(
+        "auto", description="how local gradients are computed: loop (one model at a time), "
+        "vectorized (vmap over the node stack), fused (batched matmuls for Linear/ReLU stacks, "
+        "whole local rounds on per-layer stacks); auto: fused when the model is a Linear/ReLU "
+        "stack, else the faster of loop and vectorized")
     device: str = "auto"
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, description="intra-op threads (torch); null = "
+                                "PyTorch's default")
+    chunk: int | None = Field(
+        None, ge=1, description="rows per batched kernel call of the vectorized and fused "
+        "engines; processes hold whole chunks, so results are bit-identical for any process "
+        "count. null = min(8 on a CPU / 64 on a GPU, the rows trained together)")
     timeout_s: float = Field(300.0, gt=0, description="distributed: peer timeout")
     exchange: Literal["auto", "all_gather", "point_to_point"] = Field(
         "auto", description="distributed decentralized runs: all-gather every node's "

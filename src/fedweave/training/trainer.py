@@ -38,6 +38,10 @@ class LocalTrainer:
 
         Per step: g ← ∇ data term (engine) + Σ ∇ parameter terms; x ← optimizer(x, g)."""
         obj = self.objective(objective)
+        fused = getattr(self.engine, "train_round", None)
+        if fused is not None and self.engine.supports(obj):  # type: ignore[attr-defined]
+            return fused(self.cfg, self.optimizer, nodes, params, buffers, round_index, lr, obj,
+                         width)
         sizes = self.data.sizes[nodes.cpu()]
         steps = local_steps(self.cfg, sizes)
         batches = batch_schedule(self.data, nodes.cpu(), steps, self.cfg.batch_size,
