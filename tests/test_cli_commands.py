@@ -47,13 +47,13 @@ def test_sweep_and_report(tmp_path):
                               "--out", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
     assert "scaffold" in res.output and (tmp_path / "runs" / "sweep.json").is_file()
-    dirs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    dirs = sorted(p for p in (tmp_path / "runs").iterdir() if (p / "metrics.csv").is_file())
     assert len(dirs) == 2
     rep = runner.invoke(app, ["report", *map(str, dirs), "--out", str(tmp_path / "rep")])
     assert rep.exit_code == 0, rep.output
     page = (tmp_path / "rep" / "index.html").read_text()
     assert all(d.name in page for d in dirs)
-    assert (tmp_path / "rep" / "accuracy.png").is_file()
+    assert (tmp_path / "rep" / "figures" / "accuracy-vs-round.svg").is_file()
 
 
 def test_report_rejects_a_non_run_directory(tmp_path):

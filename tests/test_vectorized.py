@@ -9,6 +9,7 @@ batched vs a single matmul/conv), accuracies exactly equal.
 from __future__ import annotations
 
 import logging
+import pathlib
 
 import pytest
 import torch
@@ -214,7 +215,9 @@ def test_dropout_vectorized_is_deterministic_and_per_node() -> None:
     assert not torch.allclose(g1.grads[0], g1.grads[1])
 
 
-def test_auto_calibration_recorded_and_cached() -> None:
+def test_auto_calibration_recorded_and_cached(tmp_path: pathlib.Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no decision stored on this machine
     engines._DECISIONS.clear()
     cfg = config("cnn", "engine.backend=auto", "algorithm.clients_per_round=4")
     assert typical_cohort(cfg, 6) == 4

@@ -5,6 +5,7 @@ Public API (imported lazily so ``import fedweave`` stays cheap)::
 
     fedweave.run(config | path | None, resume=None, overrides=None, imports=()) -> Result
     fedweave.load_config(path | None, overrides, imports) -> Config
+    fedweave.load_model(run_dir, round=None, best=False, node=None) -> torch.nn.Module
     fedweave.Config, fedweave.Result
     registries users extend, with their decorators:
       ALGORITHMS / register_algorithm, MODELS / register_model, DATASETS / register_dataset,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "run": "fedweave.runner", "Result": "fedweave.runner",
     "Config": "fedweave.config", "load_config": "fedweave.plugins",
+    "load_model": "fedweave.export",
     "ALGORITHMS": "fedweave.algorithms", "register_algorithm": "fedweave.algorithms",
     "Algorithm": "fedweave.algorithms", "RoundResult": "fedweave.algorithms.base",
     "AGGREGATORS": "fedweave.algorithms.federated.aggregate",

@@ -28,7 +28,9 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
     d, m, t, a = cfg.data, cfg.model, cfg.train, cfg.algorithm
     for key, partition in (("alpha", "dirichlet"), ("shards_per_node", "shards"),
                            ("classes_per_node", "classes"), ("class_share_low", "classes"),
-                           ("sigma", "quantity")):
+                           ("class_order", "classes"), ("class_shift", "classes"),
+                           ("sigma", "quantity"), ("natural_blocks", "natural"),
+                           ("unif", "heterogeneous")):
         if _set(d, key) and d.partition != partition:
             yield f"data.{key}", f"data.partition={d.partition} (it shapes {partition} only)"
     if d.dataset != "synthetic":
@@ -53,6 +55,11 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
         for key in ("step_size", "gamma"):
             if _set(t, key):
                 yield f"train.{key}", "train.scheduler=none"
+    for key, scheduler in (("step_size", "step"), ("milestones", "multistep")):
+        if _set(t, key) and t.scheduler not in (scheduler, "none"):
+            yield f"train.{key}", f"train.scheduler={t.scheduler} (it shapes {scheduler} only)"
+    if _set(t, "milestones") and t.scheduler == "none":
+        yield "train.milestones", "train.scheduler=none"
     opt = getattr(a, "server_optimizer", None)
     if opt is not None:
         for key, users in (("server_momentum", {"momentum"}), ("server_betas", {"adam", "yogi"}),

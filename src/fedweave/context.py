@@ -28,7 +28,10 @@ from fedweave.core.population import Buffers, ParamLayout, flat_params, model_bu
 from fedweave.data.federated import FederatedData, build_federated_data
 from fedweave.models import build_model, uses_batchnorm
 from fedweave.parallel.adapters import DistributedGradientEngine, DistributedTrainer
+from fedweave.privacy.sample import SampleDPEngine
 from fedweave.rng import derive_seed
+from fedweave.robust.attacks import uplink
+from fedweave.robust.data import corrupt_data
 from fedweave.training.chunks import chunk_width
 from fedweave.training.optim import scheduled_lr
 from fedweave.training.protocol import GradientEngine
@@ -130,6 +133,9 @@ class RunContext:
         backend = "loop" if uses_batchnorm(model) else self.backend
         local = build_engine(backend, model, layout, data, self.seed, self.chunk)
         local.calibration = self.calibration
+        if self.config.privacy.level == "sample":  # DP-SGD: privatised local gradients
+            local = SampleDPEngine(local, self.config.privacy, self.config.train, data,
+                                   self.seed)
         engine: GradientEngine = local
         trainer: LocalTrainer
         if self.comm is not None:
@@ -137,6 +143,7 @@ class RunContext:
             trainer = DistributedTrainer(local, data, self.config.train, self.comm)
         else:
             trainer = LocalTrainer(local, data, self.config.train)
+        trainer = uplink(trainer, self.config.attack, self.config.clock, self.seed)  # attackers
         shape = ModelShape(name, model_config, model, layout, flat_params(model),
                            model_buffers(model), engine, local, trainer)
         self.shapes[name] = shape
@@ -207,6 +214,7 @@ def build_context(config: Config, data: FederatedData | None = None,
         device = local_device(device)
         comm = init_comm(config.engine.timeout_s, device)
     data = (data or build_federated_data(config.data, config.seed)).to(device)
+    data = corrupt_data(data, config.attack, config.seed)  # the data attacks' shards
     torch.manual_seed(derive_seed(config.seed, "init"))
     probe = build_model(config.model, data.input_shape, data.num_classes).to(device)
     chosen, record = choose_backend(config.engine, probe, ParamLayout.of(probe), data,

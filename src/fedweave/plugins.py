@@ -36,7 +36,9 @@ def load_builtins() -> None:
         return
     import fedweave.algorithms
     import fedweave.data.sources
-    import fedweave.models  # noqa: F401
+    import fedweave.models
+    import fedweave.records.notify
+    import fedweave.records.trackers  # noqa: F401
 
     _LOADED.add("builtins")
     for ep in entry_points(group=ENTRY_POINT_GROUP):

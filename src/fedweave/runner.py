@@ -26,11 +26,14 @@ from fedweave.context import RunContext, build_context
 from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import FederatedData
 from fedweave.errors import DivergenceError, UserError
+from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
+from fedweave.records.environment import environment
 from fedweave.records.rundir import RunDirectory, atomic_write, prepare_output
 
 #: config keys a resume may change (everything else would mix two experiments in one run)
-RESUMABLE_KEYS = ("rounds", "output.progress", "output.plots", "output.eval_every")
+RESUMABLE_KEYS = ("rounds", "output.progress", "output.plots", "output.eval_every",
+                  "output.tensorboard", "output.mlflow", "notify")
 
 
 @dataclass
@@ -121,7 +124,7 @@ class Runner:
 
     def __init__(self, config: Config, run_dir: RunDirectory | None,
                  callbacks: Iterable[Callback] = (), data: FederatedData | None = None,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, source: Path | None = None) -> None:
         self.config = config
         t0 = time.perf_counter()
         self.ctx = build_context(config, data, backend)
@@ -131,11 +134,15 @@ class Runner:
         self.run_dir = run_dir
         self.callbacks = [*configured_callbacks(config), *callbacks]
         self.history: list[dict[str, float]] = []
+        self.last_rows: dict[str, dict[str, float]] = {}
         self.totals = {"bytes_up": 0, "bytes_down": 0, "sim_time_s": 0.0, "wall_s": 0.0}
         self.best: dict[str, float] = {}
         self.start_round = 0
         self.stopped_early = False
         self.has_val = sum(len(v) for v in self.ctx.data.val_idx) > 0
+        comm = self.ctx.comm
+        self.environment = environment(source, comm.world if comm is not None else 1,
+                                       self.ctx.device)
 
     # ------------------------------------------------------------------ resume
     def resume(self, ckpt: tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None) -> None:
@@ -154,6 +161,10 @@ class Runner:
                             f"not fit this run's model and algorithm ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:120]}); start a new run") from None
         self.start_round = done
+        first = meta.get("environment")
+        if first:
+            resumed = [*first.get("resumed", []), {**self.environment, "from_round": done}]
+            self.environment = {**first, "resumed": resumed}
         self.totals.update(meta["totals"])
         self.best = meta["best"]
         self.history = meta["history"]
@@ -161,11 +172,75 @@ class Runner:
             self.run_dir.truncate(done)
 
     # ------------------------------------------------------------------ records
+    def _write_facts(self) -> None:
+        """partition.json and model.json: what the report and ``fedweave export`` need
+        without loading the data."""
+        assert self.run_dir is not None
+        data = self.ctx.data
+        _, _, labels = self.algo.models()
+        self.run_dir.write_json("partition.json", {
+            "counts": data.label_counts().tolist(),
+            "val": [len(v) for v in data.val_idx], "test": len(data.test_y)})
+        self.run_dir.write_json("model.json", {
+            "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+            "parameters": self.ctx.layout.total, "labels": labels})
+
+    def _record_round(self, r: int, res: RoundResult, wall: float) -> None:
+        """Every round: traffic, learning rate and virtual duration in metrics.csv (node
+        ``all``, split ``round``; the wall_time column is the wall clock at the round's end),
+        and the cohort's members in clients.csv."""
+        if self.run_dir is None:
+            return
+        sim = self.totals["sim_time_s"]
+        self.run_dir.append_metrics(
+            (r + 1, "all", "round", metric, value, sim, wall) for metric, value in (
+                ("bytes_up", res.bytes_up), ("bytes_down", res.bytes_down),
+                ("lr", self.ctx.lr(r)), ("sim_s", res.sim_time)))
+        if "client" in res.clients:
+            clients = res.clients["client"].tolist()
+            loss = res.clients.get("train_loss")
+            acc = res.clients.get("train_acc")
+            self.run_dir.append_clients(
+                (r + 1, c, float(loss[k]) if loss is not None else "",
+                 float(acc[k]) if acc is not None else "") for k, c in enumerate(clients))
+
+    def _record_clients(self, r: int, res: RoundResult, summary: dict[str, float],
+                        metric_rows: list[tuple[Any, ...]], wall: float) -> None:
+        """Per-client validation of the model each client uses (``fedweave.evaluation``):
+        nodes/<client>.csv, and its spread over clients (mean/min/max/std) in metrics.csv
+        (node ``clients``) and in the summary row (``clients_val_acc_min``, ...)."""
+        per = client_validation(self.algo)
+        if per is None:
+            return
+        sim = self.totals["sim_time_s"]
+        for metric in ("acc", "loss"):
+            for stat, value in spread(per[metric]).items():
+                summary[f"clients_val_{metric}_{stat}"] = value
+                metric_rows.append((r + 1, "clients", "val", f"{metric}_{stat}", value, sim,
+                                    wall))
+        if self.run_dir is None:
+            return
+        trained: dict[int, dict[str, float]] = {}  # this round's cohort: its training stats
+        if "client" in res.clients:
+            stats = {k: v for k, v in res.clients.items() if k in ("train_loss", "train_acc")}
+            for k, c in enumerate(res.clients["client"].tolist()):
+                trained[c] = {name: float(v[k]) for name, v in stats.items()}
+        rows: dict[str, dict[str, Any]] = {}
+        for i in range(len(per["acc"])):
+            row: dict[str, Any] = {"epoch": r + 1, **trained.get(i, {})}
+            if per["count"][i] > 0:
+                row.update(val_loss=float(per["loss"][i]), val_acc=float(per["acc"][i]))
+            rows[str(i)] = row
+        self.run_dir.append_node_rows(rows)
+
     def _record(self, r: int, res: RoundResult, rows: dict[str, dict[str, float]],
                 wall: float) -> dict[str, float]:
         summary = summarize_models(rows, self.algo.model_weights())
         summary.update(res.extras)
         summary.update(round=r + 1, sim_time=self.totals["sim_time_s"], wall_time=wall)
+        self.last_rows = rows  # per evaluated model, for trackers
+        client_rows: list[tuple[Any, ...]] = []
+        self._record_clients(r, res, summary, client_rows, wall)
         if self.run_dir is not None:
             sim = self.totals["sim_time_s"]
             metric_rows: list[tuple[Any, ...]] = []
@@ -178,7 +253,7 @@ class Runner:
                     metric_rows.append((r + 1, label, split, metric, value, sim, wall))
             for key, value in res.extras.items():
                 metric_rows.append((r + 1, "all", "stats", key, value, sim, wall))
-            self.run_dir.append_metrics(metric_rows)
+            self.run_dir.append_metrics([*metric_rows, *client_rows])
             self.run_dir.append_node_rows({k: {"epoch": r + 1, **v} for k, v in rows.items()})
         return summary
 
@@ -215,7 +290,8 @@ class Runner:
         self.run_dir.checkpoints.save(
             r + 1, state,
             {"totals": self.totals, "best": self.best, "history": self.history,
-             "config_sha256": digest, "config": resolved, "backend": self.ctx.backend},
+             "config_sha256": digest, "config": resolved, "backend": self.ctx.backend,
+             "environment": self.environment},
             score=score if self.history and self.history[-1]["round"] == r + 1 else None)
         for cb in self.callbacks:
             cb.on_checkpoint(self, r)
@@ -223,6 +299,8 @@ class Runner:
     # ------------------------------------------------------------------ the loop
     def run(self) -> Result:
         cfg = self.config
+        if self.run_dir is not None:
+            self._write_facts()
         for cb in self.callbacks:
             cb.on_start(self)
         t0 = time.perf_counter() - self.totals["wall_s"]
@@ -232,6 +310,7 @@ class Runner:
                 self.totals["bytes_up"] += res.bytes_up
                 self.totals["bytes_down"] += res.bytes_down
                 self.totals["sim_time_s"] += res.sim_time
+                self._record_round(r, res, time.perf_counter() - t0)
                 for cb in self.callbacks:
                     cb.on_round(self, r, res)
                 last = r == cfg.rounds - 1
@@ -272,6 +351,7 @@ class Runner:
             "algorithm": self.config.algorithm.name, "engine": self.ctx.engine.name,
             "backend": self.ctx.backend, "engine_calibration": self.ctx.calibration,
             "version": __version__, "seed": self.config.seed, **self.algo.info(),
+            "environment": self.environment,
         }
         result = Result(self.run_dir.path if self.run_dir else None, summary, self.history,
                         self.algo)
@@ -334,38 +414,49 @@ def run(config: Config | str | Path | None = None, *, resume: str | Path | None 
         overrides: list[str] | None = None,
         progress: Callable[[int, int, dict[str, float]], None] | None = None,
         callbacks: Iterable[Callback] = (), imports: Iterable[str] = (),
-        write: bool = True) -> Result:
+        write: bool = True, source: str | Path | None = None,
+        run_dir: str | Path | None = None) -> Result:
     """Run an experiment (the Python API behind ``fedweave run``).
 
     ``config``: a ``Config``, a path to a YAML/TOML file, or None for the built-in default.
     ``resume``: a run directory to continue from its newest good checkpoint (its config.yaml
     is used; ``overrides`` may extend ``rounds``). ``imports``: plugin modules.
     ``write``: False runs without a run directory (tests, sweeps in memory).
+    ``source``: the config file a ``Config`` came from (its git commit goes to summary.json).
+    ``run_dir``: the run directory itself instead of ``<output.dir>/<name>-<timestamp>``
+    (it must not hold a run yet).
     """
     cbs = [*callbacks, *([_progress_callback(progress)] if progress else [])]
+    if source is None and isinstance(config, str | Path):
+        source = config
+    src = Path(source) if source is not None else None
     if resume is not None:
-        run_dir = RunDirectory.open(Path(resume), lock=is_writer())
+        opened = RunDirectory.open(Path(resume), lock=is_writer())
         try:
-            cfg, ckpt = resume_config(run_dir, list(overrides or []), imports)
+            cfg, ckpt = resume_config(opened, list(overrides or []), imports)
             backend = ckpt[2].get("backend") if ckpt else None
-            runner = Runner(cfg, run_dir, cbs, backend=backend)
+            runner = Runner(cfg, opened, cbs, backend=backend, source=src)
             runner.resume(ckpt)
             if not is_writer():
                 runner.run_dir = None  # other ranks read the checkpoint but never write
             return runner.run()
         finally:
-            run_dir.lock.release()
+            opened.lock.release()
     if isinstance(config, Config):
         if overrides:
             raise UserError("fedweave.run: overrides apply to a config file, not a Config")
         cfg = config
     else:
         cfg = load_config(config, list(overrides or []), imports)
+    at = Path(run_dir) if run_dir is not None else None
+    if write and is_writer():  # a bad --out fails before data and model are built
+        prepare_output(cfg.output.dir if at is None else at.parent)
+        if at is not None and (at / "config.yaml").exists():
+            raise UserError(f"{at} already holds a run; continue it with --resume {at} or "
+                            "choose another directory")
+    runner = Runner(cfg, None, cbs, source=src)  # validates data and model before any file
     if write and is_writer():
-        prepare_output(cfg.output.dir)  # a bad --out fails before data and model are built
-    runner = Runner(cfg, None, cbs)  # validates data and model before creating files
-    if write and is_writer():
-        runner.run_dir = RunDirectory.create(cfg)
+        runner.run_dir = RunDirectory.create(cfg, at=at)
     try:
         return runner.run()
     finally:

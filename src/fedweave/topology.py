@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from fedweave.config import TopologyConfig
+from fedweave.config import TopologyConfig, read_text
 from fedweave.errors import UserError
 from fedweave.registry import Registry
 from fedweave.rng import numpy_rng
@@ -163,39 +164,39 @@ def _explicit(cfg: TopologyConfig, n: int, rng: np.random.Generator) -> nx.Graph
 
 
 def read_edge_file(path: Path, hosts: Path | None = None) -> list[tuple[int, int]]:
-    """Edges from a file: text lines ``i j`` (``#`` comments), JSON ``[[i, j], ...]``, or the
-    seed's ``node_list.json`` (a JSON object with ``"nodes"``, see ``load_seed_node_list``)."""
-    if not path.is_file():
-        raise UserError(f"topology.file not found: {path}")
-    text = path.read_text()
+    """Edges from a file: text lines ``i j`` (``#`` comments), JSON ``[[i, j], ...]``, or
+    reference system 001's ``node_list.json`` (a JSON object with ``"nodes"``, see
+    ``load_seed_node_list``)."""
+    text = read_text(path, "topology.file", "lines 'i j', JSON pairs or node_list.json")
     if not text.lstrip().startswith(("[", "{")):
         try:
             rows = [line.split("#")[0].split() for line in text.splitlines()]
             return [(int(r[0]), int(r[1])) for r in rows if r]
         except (ValueError, IndexError):
             raise UserError(f"topology.file={path}: expected lines 'i j'") from None
-    data = _read_json(path)
+    data = _read_json(path, "topology.file")
     if isinstance(data, dict):
         return load_seed_node_list(path, hosts)[0]
     try:
         return [(int(i), int(j)) for i, j in data]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"topology.file={path}: expected a JSON list of [i, j] pairs") from None
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
+def _read_json(path: Path, what: str) -> Any:
+    text = read_text(path, what, "JSON")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"cannot parse {path}: {exc}") from None
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise UserError(f"cannot parse {path}: {detail}") from None
 
 
 def load_seed_node_list(
     node_list: Path, hosts: Path | None = None
 ) -> tuple[list[tuple[int, int]], list[str] | None]:
-    """Read seed 001's P2P configuration: (undirected edges, ``"addr:port"`` per node or None).
+    """Read reference system 001's P2P configuration: (undirected edges, ``"addr:port"`` per
+    node or None).
 
     Accepted ``node_list.json`` formats (NTT's ``ecl-isvr`` and ``edge-consensus-learning``):
 
@@ -205,11 +206,29 @@ def load_seed_node_list(
 
     ``hosts.json``: ``{"hosts": [{"name": "node0", "addr": "host", "port": "10000"}, ...]}`` (or
     a mapping ``{"node0": {"addr": ..., "port": ...}}``). Node indices follow the order of the
-    hosts file when given (as in the seed), else the order of ``nodes``. An edge listed by
-    either end counts. The per-edge offsets and ``round`` of the seed are not returned; use
-    ``exchange_schedule`` for offsets.
+    hosts file when given (as in the reference), else the order of ``nodes``. An edge listed by
+    either end counts. The per-edge offsets and ``round``: ``load_seed_offsets``.
     """
-    data = _read_json(node_list)
+    nodes = _node_list(node_list, hosts)
+    edges: set[tuple[int, int]] = set()
+    for (i, j) in nodes.directed:
+        if i != j:
+            edges.add((min(i, j), max(i, j)))
+    return sorted(edges), nodes.hosts
+
+
+@dataclass
+class _NodeList:
+    """A parsed node list: directed entries (i, j) → offset (None when only named), each
+    node's ``round`` (None when absent) and the host list."""
+
+    directed: dict[tuple[int, int], int | None]
+    rounds: list[int | None]
+    hosts: list[str] | None
+
+
+def _node_list(node_list: Path, hosts: Path | None) -> _NodeList:
+    data = _read_json(node_list, "topology.file")
     nodes = data.get("nodes") if isinstance(data, dict) else None
     if isinstance(nodes, list):
         entries = {str(e.get("name")): e for e in nodes if isinstance(e, dict)}
@@ -226,20 +245,66 @@ def load_seed_node_list(
             raise UserError(f"{hosts}: no host for nodes {', '.join(missing)} of {node_list}")
         names = list(addrs)
     index = {name: i for i, name in enumerate(names)}
-    edges: set[tuple[int, int]] = set()
+    directed: dict[tuple[int, int], int | None] = {}
+    rounds: list[int | None] = [None] * len(names)
     for name, entry in entries.items():
-        for other in entry.get("edges", []):
+        listed = entry.get("edges", [])
+        for other in listed:
             if other not in index:
                 raise UserError(f"{node_list}: node {name} lists unknown neighbour {other!r}")
-            i, j = sorted((index[name], index[other]))
-            if i != j:
-                edges.add((i, j))
+            offset = listed[other] if isinstance(listed, dict) else None
+            if offset is not None and not isinstance(offset, int):
+                raise UserError(f"{node_list}: node {name}: the offset of {other} must be an "
+                                f"integer, not {offset!r}")
+            directed[(index[name], index[other])] = offset
+        if isinstance(entry.get("round"), int):
+            rounds[index[name]] = entry["round"]
     host_list = [addrs[name] for name in names] if len(addrs) == len(names) else None
-    return sorted(edges), host_list
+    return _NodeList(directed, rounds, host_list)
+
+
+def load_seed_offsets(node_list: Path, hosts: Path | None = None
+                      ) -> tuple[int | None, dict[tuple[int, int], int]]:
+    """Reference system 001's exchange schedule from ``node_list.json``: (the nodes' common
+    ``round`` K, or None when no node gives one; {(i, j): offset}), where node i starts an
+    exchange with neighbour j after its own local step t when t mod K == offset (each end of
+    an edge has its own offset). Nodes with different rounds are an error."""
+    nodes = _node_list(node_list, hosts)
+    given = {r for r in nodes.rounds if r is not None}
+    if len(given) > 1:
+        raise UserError(f"{node_list}: the nodes have different rounds {sorted(given)}; "
+                        "fedweave uses one algorithm.exchange_period for every node")
+    offsets = {e: o for e, o in nodes.directed.items() if o is not None}
+    return (given.pop() if given else None), offsets
+
+
+def directed_offsets(cfg: TopologyConfig, edges: torch.Tensor, period: int) -> torch.Tensor:
+    """int64 [2E] offsets of the directed slots (slot e: i→j, slot E + e: j→i for edge
+    e = (i, j), i < j) read from ``topology.file`` (``load_seed_offsets``); −1 where the file
+    gives node i no offset towards j (i never starts that exchange). The file's ``round``
+    must equal ``period`` (``algorithm.exchange_period``)."""
+    if cfg.name != "edges" or cfg.file is None or not cfg.file.is_file() or not \
+            isinstance(_read_json(cfg.file, "topology.file"), dict):
+        raise UserError("algorithm.offsets=file reads the offsets from topology.file: set "
+                        "topology.name=edges and topology.file to a node_list.json of reference "
+                        "system 001 (e.g. configs/topologies/node_list.n8.random.round8.json)")
+    k, offsets = load_seed_offsets(cfg.file, cfg.hosts)
+    if not offsets:
+        raise UserError(f"topology.file={cfg.file} gives no per-edge offsets (its 'edges' are "
+                        "lists); use algorithm.offsets=auto")
+    if k is not None and k != period:
+        raise UserError(f"topology.file={cfg.file} has round {k} but algorithm.exchange_period="
+                        f"{period}: set algorithm.exchange_period={k}")
+    bad = sorted(o for o in offsets.values() if not 0 <= o < period)
+    if bad:
+        raise UserError(f"topology.file={cfg.file}: offset {bad[-1]} is outside 0..{period - 1} "
+                        f"(algorithm.exchange_period={period})")
+    pairs = [*map(tuple, edges.tolist()), *((j, i) for i, j in edges.tolist())]
+    return torch.tensor([offsets.get((i, j), -1) for i, j in pairs], dtype=torch.int64)
 
 
 def read_hosts(path: Path) -> dict[str, str]:
-    data = _read_json(path)
+    data = _read_json(path, "topology.hosts")
     if isinstance(data, dict) and isinstance(data.get("hosts"), list):
         data = {str(h.get("name")): h for h in data["hosts"] if isinstance(h, dict)}
     error = UserError(f"{path}: expected {{'hosts': [{{'name', 'addr', 'port'}}, ...]}}")

@@ -62,6 +62,16 @@ class Algorithm(ABC):
         """Weights for averaging the evaluated models' metrics (None = equal)."""
         return None
 
+    def client_models(self) -> torch.Tensor | None:
+        """For every client, the index into ``models()`` of the model it uses (the runner
+        evaluates it on the client's validation split, ``fedweave.evaluation``); None when the
+        evaluated models are the nodes themselves or there are no clients. Default: the one
+        global model of a federated run."""
+        if self.per_node_models or self.config.kind == "centralized":
+            return None
+        _, _, labels = self.models()
+        return torch.zeros(self.ctx.data.nodes, dtype=torch.int64) if len(labels) == 1 else None
+
     def write_artifacts(self, plots_dir: Path) -> None:  # noqa: B027 (optional hook)
         """Extra files for a new run directory (e.g. the communication graph)."""
 

@@ -11,7 +11,18 @@ import sys
 
 from rich.markup import escape
 
-from fedweave.cli import data, hosts, report, run, sweep  # noqa: F401  (register commands)
+from fedweave.cli import (  # noqa: F401  (register commands)
+    config,
+    data,
+    distill,
+    export,
+    hosts,
+    influence,
+    prune,
+    report,
+    run,
+    sweep,
+)
 from fedweave.cli.common import app, console
 from fedweave.errors import UserError
 

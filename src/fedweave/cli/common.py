@@ -8,9 +8,25 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-app = typer.Typer(add_completion=False, no_args_is_help=False,
+app = typer.Typer(add_completion=True, no_args_is_help=False,
                   help="fedweave: federated, decentralized and one-shot learning research.")
 console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from fedweave import __version__
+
+        typer.echo(f"fedweave {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """fedweave: federated, decentralized and one-shot learning research."""
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s",
                                                    help="override: dotted.key=value")]

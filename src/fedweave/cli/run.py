@@ -2,32 +2,61 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedweave.cli.common import ImportOpt, SetOpt, app, console, fail
 from fedweave.errors import UserError
 
 
-def _progress_printer(progress: Progress, task: Any):  # type: ignore[no-untyped-def]
-    def update(r: int, total: int, row: dict[str, float]) -> None:
-        progress.update(task, completed=r, total=total,
-                        description=f"loss {row['train_loss']:.3f}  test acc "
-                                    f"{row['test_acc']:.3f}")
-    return update
+def _resume_hint(run_dir: Path | None) -> str:
+    return f"fedweave run --resume {run_dir}" if run_dir is not None else "(no run directory)"
 
 
-def _run_with_progress(**kwargs: Any):  # type: ignore[no-untyped-def]
-    from fedweave.runner import run
+def _latest_round(run_dir: Path | None) -> int | None:
+    """The round of the newest checkpoint (without verifying it), or None."""
+    import json
 
-    with Progress(TextColumn("round {task.completed}/{task.total}"), BarColumn(),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=False) as progress:
-        task = progress.add_task("starting", total=None)
-        return run(progress=_progress_printer(progress, task), **kwargs)
+    if run_dir is None:
+        return None
+    try:
+        return int(json.loads((run_dir / "checkpoints" / "latest.json").read_text())["round"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str],
+            out: Path | None, resume: Path | None, run_dir: Path | None,
+            overrides: list[str]) -> None:
+    from fedweave.parallel.launch import launch_local, preflight
+    from fedweave.plugins import load_config
+
+    try:  # validate once, before any rank starts (one line, not one per rank)
+        if resume is None:
+            preflight(load_config(config, overrides, imports))
+        elif not (resume / "config.yaml").is_file():
+            raise UserError(f"--resume {resume}: not a run directory (no config.yaml)")
+    except UserError as exc:
+        fail(str(exc), 2)
+    args = ["run", *([str(config)] if config is not None else [])]
+    for item in set_:
+        args += ["--set", item]
+    for name in imports:
+        args += ["--import", name]
+    if out is not None:
+        args += ["--out", str(out)]
+    if resume is not None:
+        args += ["--resume", str(resume)]
+    if run_dir is not None:
+        args += ["--dir", str(run_dir)]
+    code = launch_local(procs, args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the ranks are gone: skip torch's teardown (seconds on a busy machine)
 
 
 @app.command("run")
@@ -35,12 +64,20 @@ def run_cmd(
     config: Annotated[Path | None, typer.Argument(help="YAML/TOML config; none = default")] = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="parent folder of run dirs")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="continue a run dir")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="continue a run directory (--set rounds=N extends it)")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        "--dir", help="the run directory itself, instead of <out>/<name>-<timestamp>")] = None,
     imports: ImportOpt = None,
     procs: Annotated[int | None, typer.Option(
         "--procs", min=1, help="start N local processes running the distributed engine")] = None,
 ) -> None:
-    """Run an experiment (the default: FedAvg on the built-in digits data)."""
+    """Run an experiment (the default: FedAvg on the built-in digits data).
+
+    Prints the run directory first, then one line per evaluated round (a live bar on a
+    terminal). Ctrl-C or SIGTERM stops after the current round with a checkpoint (exit 130 /
+    143); a second one stops at once.
+    """
     from fedweave.comm import is_writer, under_torchrun
     from fedweave.plugins import load_config
 
@@ -48,46 +85,63 @@ def run_cmd(
     if out is not None and resume is None:
         overrides.append(f"output.dir={out}")
     if procs is not None and procs > 1 and not under_torchrun():
-        from fedweave.parallel.launch import launch_local
-
-        try:  # validate once, before any rank starts (one line, not one per rank)
-            if resume is None:
-                load_config(config, overrides, imports or [])
-            elif not (resume / "config.yaml").is_file():
-                raise UserError(f"--resume {resume}: not a run directory (no config.yaml)")
-        except UserError as exc:
-            fail(str(exc), 2)
-        args = ["run", *([str(config)] if config is not None else [])]
-        for item in set_ or []:
-            args += ["--set", item]
-        for name in imports or []:
-            args += ["--import", name]
-        if out is not None:
-            args += ["--out", str(out)]
-        if resume is not None:
-            args += ["--resume", str(resume)]
-        raise typer.Exit(launch_local(procs, args))
+        _launch(procs, config, list(set_ or []), list(imports or []), out, resume, run_dir,
+                overrides)
     writer = is_writer()
+    from fedweave.cli.progress import TerminalProgress
+    from fedweave.interrupt import Interrupted, StopOnSignal
+    from fedweave.runner import run
+
+    progress: TerminalProgress | None = None
     try:
         kwargs: dict[str, Any] = {"imports": list(imports or [])}
         if resume is not None:
+            if run_dir is not None:
+                raise UserError("--dir names a new run directory; --resume continues one: "
+                                "give only one of them")
             kwargs.update(resume=resume, overrides=list(set_ or []))
+            show = True
         else:
-            kwargs["config"] = load_config(config, overrides, imports or [])
+            cfg = load_config(config, overrides, imports or [])
+            kwargs.update(config=cfg, source=config, run_dir=run_dir)
+            show = cfg.output.progress
         if writer:
-            result = _run_with_progress(**kwargs)
-        else:  # other ranks of a distributed run stay quiet
-            from fedweave.runner import run
-
-            result = run(**kwargs)
+            progress = TerminalProgress(console, show_rounds=show)
+            stop = StopOnSignal(lambda name: progress.say(  # type: ignore[union-attr]
+                f"{name}: stopping after this round (again to stop at once)"))
+            kwargs["callbacks"] = [progress, stop]
+        result = run(**kwargs)
     except UserError as exc:
         fail(str(exc), 2)
         return
+    except Interrupted as exc:
+        if exc.checkpointed:
+            console.print(f"interrupted after round {exc.completed} — resume with: "
+                          f"{_resume_hint(exc.run_dir)}", highlight=False, soft_wrap=True,
+                          markup=False)
+        else:
+            console.print(f"interrupted after round {exc.completed}; no checkpoint "
+                          "(output.checkpoint_every=0 or no run directory)", highlight=False,
+                          soft_wrap=True, markup=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        where = progress.run_dir if progress is not None else None
+        done = _latest_round(where)
+        line = "interrupted during a round"
+        if done is not None:
+            line += f"; the last checkpoint is of round {done} — resume with: " \
+                    f"{_resume_hint(where)}"
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(130) from None
     if writer:
         final = result.summary["final"]
-        console.print(f"test accuracy {final['test_acc']:.4f}  test loss "
-                      f"{final['test_loss']:.4f}  ({result.summary['wall_s']:.1f} s)  →  "
-                      f"{result.run_dir}", highlight=False)
+        best = result.summary.get("best", {})
+        line = f"test accuracy {final['test_acc']:.4f}  test loss {final['test_loss']:.4f}"
+        if best.get("selected_by") == "val_acc":
+            line += (f"  (best by validation: round {int(best['round'])}, val "
+                     f"{best['val_acc']:.4f}, test {best['test_acc']:.4f})")
+        line += f"  {result.summary['wall_s']:.1f} s  →  {result.run_dir}"
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     if under_torchrun():
         from fedweave.comm.process_group import finish_process
 

@@ -1,9 +1,8 @@
-"""``fedweave sweep``: a grid of runs and one summary table."""
+"""``fedweave sweep``: a grid of runs × seeds in one sweep folder, one line per finished
+point, ``sweep.csv`` and a table of mean ± std over seeds (``fedweave.sweep``)."""
 
 from __future__ import annotations
 
-import itertools
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedweave.cli.common import SetOpt, app, fail
+from fedweave.cli.common import ImportOpt, SetOpt, app, console, fail
 from fedweave.errors import UserError
+
+
+def _pm(value: tuple[float, float] | None, spec: str = ".4f") -> str:
+    if value is None:
+        return "–"
+    mean, std = value
+    return f"{mean:{spec}} ± {std:{spec}}"
 
 
 @app.command("sweep")
@@ -21,40 +27,66 @@ def sweep_cmd(
     grid: Annotated[list[str], typer.Option("--grid", "-g",
                                              help="dotted.key=v1,v2,... (repeatable)")],
     set_: SetOpt = None,
-    out: Annotated[Path | None, typer.Option("--out")] = None,
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", min=1, help="run every point with N seeds: seed, seed+1, ...")] = None,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=1, help="points run at the same time (subprocesses)")] = 1,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="the sweep folder (default <output.dir>/<name>-sweep); a re-run skips "
+                      "its finished points")] = None,
+    imports: ImportOpt = None,
 ) -> None:
-    """Run the grid of configs (cartesian product) and print one summary table."""
-    from fedweave.plugins import load_config
-    from fedweave.runner import run
+    """Run the grid (cartesian product × seeds); every point is validated first."""
+    from fedweave import sweep as sw
 
-    axes = []
-    for g in grid:
-        if "=" not in g:
-            fail(f"--grid {g!r}: expected dotted.key=v1,v2", 2)
-        key, values = g.split("=", 1)
-        axes.append([f"{key}={v}" for v in values.split(",")])
-    table = Table(title="sweep")
-    for a in axes:
-        table.add_column(a[0].split("=")[0])
-    for col in ("test_acc", "test_loss", "wall_s", "run dir"):
-        table.add_column(col)
-    rows = []
+    overrides, names = list(set_ or []), list(imports or [])
     try:
-        for combo in itertools.product(*axes):
-            overrides = list(set_ or []) + list(combo)
-            if out is not None:
-                overrides.append(f"output.dir={out}")
-            cfg = load_config(config, overrides)
-            cfg.name = cfg.name + "-" + "-".join(c.split("=")[1] for c in combo)
-            res = run(cfg)
-            f = res.summary["final"]
-            table.add_row(*[c.split("=", 1)[1] for c in combo], f"{f['test_acc']:.4f}",
-                          f"{f['test_loss']:.4f}", f"{res.summary['wall_s']:.1f}",
-                          str(res.run_dir))
-            rows.append({"overrides": combo, "final": f, "run_dir": str(res.run_dir)})
+        axes = sw.parse_grid(grid)
+        points = sw.plan(config, axes, seeds, overrides, names)
+        folder = sw.sweep_folder(config, out, overrides, names)
+        sw.open_sweep(folder, sw._manifest(config, axes, points, overrides))
     except UserError as exc:
         fail(str(exc), 2)
-    Console().print(table)
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "sweep.json").write_text(json.dumps(rows, indent=2))
+        return
+    console.print(f"sweep folder: {folder} ({len(points)} runs, {jobs} at a time)",
+                  highlight=False, soft_wrap=True, markup=False)
+
+    def report(o: sw.Outcome, i: int, n: int) -> None:
+        seed = f" seed {o.point.seed}" if o.point.seed is not None else ""
+        head = f"[{i}/{n}] {o.point.label}{seed}: "
+        if o.status in ("finished", "skipped"):
+            f, b = o.summary.get("final", {}), o.summary.get("best", {})
+            text = f"test acc {f.get('test_acc', float('nan')):.4f}"
+            if "val_acc" in b:
+                text += f", best val {b['val_acc']:.4f} (round {b.get('round')})"
+            text += f", {o.summary.get('wall_s', 0):.1f} s"
+            text += " (finished before, skipped)" if o.status == "skipped" else ""
+        else:
+            text = f"{o.status}: {o.message}"
+        console.print(head + text + f" → {o.point.dir}", highlight=False, soft_wrap=True,
+                      markup=False)
+
+    try:
+        outcomes = sw.execute(folder, points, config, names, jobs, report)
+    except KeyboardInterrupt:
+        console.print("sweep interrupted; run the same command again to continue",
+                      highlight=False)
+        raise typer.Exit(130) from None
+    keys = list(axes)
+    rows = sw.csv_rows(outcomes, keys)
+    path = sw.write_csv(folder, rows, keys)
+    table = Table(title=f"sweep {folder}")
+    for col in ("point", "runs", "test acc", "best val acc", "test at best", "wall s"):
+        table.add_column(col)
+    for g in sw.grouped(rows):
+        table.add_row(g["point"], f"{g['finished']}/{g['runs']}", _pm(g["final_test_acc"]),
+                      _pm(g["best_val_acc"]), _pm(g["best_test_acc"]), _pm(g["wall_s"], ".1f"))
+    Console(width=None if Console().is_terminal else 160).print(table)
+    console.print(f"sweep.csv → {path}; report: fedweave report {folder}", highlight=False,
+                  soft_wrap=True, markup=False)
+    failed = [o for o in outcomes if o.status == "failed"]
+    interrupted = any(o.status == "interrupted" for o in outcomes)
+    if interrupted:
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)

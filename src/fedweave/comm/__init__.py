@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import os
 
+LAUNCHED_ENV = "FEDWEAVE_LAUNCHER_PID"
+"""Set in every rank that ``fedweave run --procs`` starts (``fedweave.parallel.launch``): a
+SIGTERM then comes from the launcher, which reports the cause itself, so the rank exits 1
+without a line of its own (``fedweave.comm.process_group``)."""
+
 
 def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

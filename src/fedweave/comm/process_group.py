@@ -5,8 +5,11 @@ what every distributed run needs: all-gathers and point-to-point exchanges guard
 timeout watchdog, and one-line failure reports. ``engine.timeout_s`` is the process-group
 timeout; a watchdog thread also ends a rank stuck in a collective for longer than that (NCCL
 or a peer that hangs without closing its sockets). A failed or timed-out collective ends the
-process with exit code 1 and one line that names the rank that did not arrive (from per-rank
-progress counters in the rendezvous store) and the last completed round; rank 0 writes
+process with exit code 1 and one line that names the rank that did not arrive and the last
+completed round. The culprit is found in the rendezvous store: per-rank counters of the
+collectives entered (a rank behind us died or hung before this one), else per-rank heartbeats
+written every ``HEARTBEAT_S`` by a thread of their own (a rank silent for ``SILENT_S`` was
+stopped, killed or frozen inside the collective; the report waits up to that long). Rank 0 writes
 checkpoints atomically between rounds, so ``fedweave run --resume RUN_DIR`` (under the same
 launcher) continues from the last one.
 
@@ -31,10 +34,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fedweave.comm import LAUNCHED_ENV
+
 KILL_ENV = "FEDWEAVE_TEST_KILL_RANK"
 """Test-only fault injection: ``RANK:ROUND[:hang]`` makes rank RANK exit with code 1 (or hang,
 with ``:hang``) when it starts round index ROUND (0-based, i.e. after ROUND completed rounds).
 Used by tests/test_distributed.py; never set it in real runs."""
+
+
+HEARTBEAT_S = 1.0  # every rank's watchdog writes the time to the store this often
+SILENT_S = 3.0     # a rank whose heartbeat is older is stopped, dead or frozen
 
 
 # ---------------------------------------------------------------------------------- comms
@@ -49,10 +58,13 @@ class Comm:
         self._failing = threading.Lock()
         self._store: Any = None
         self._store_lock = threading.RLock()  # re-entered by the SIGTERM handler
-        self._prefix = f"fedweave/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/seq/"
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self._prefix = f"fedweave/{restart}/seq/"
+        self._alive = f"fedweave/{restart}/alive/"
         if world > 1:
             self._connect_store()
             threading.Thread(target=self._watchdog, name="fedweave-watchdog", daemon=True).start()
+            threading.Thread(target=self._beating, name="fedweave-heartbeat", daemon=True).start()
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -75,6 +87,43 @@ class Comm:
                 self._store.set(self._prefix + str(self.rank), str(self.seq))
             except Exception:
                 self._store = None
+
+    def _heartbeat(self) -> None:
+        if self._store is None:
+            return
+        with self._store_lock:
+            try:
+                self._store.set(self._alive + str(self.rank), repr(time.time()))
+            except Exception:
+                self._store = None
+
+    def _silent(self) -> list[int]:
+        """Ranks whose heartbeat is older than ``SILENT_S`` (stopped with SIGSTOP, killed or
+        frozen): they can be inside the collective we wait in, with their counter at ours."""
+        if self._store is None:
+            return []
+        now, quiet = time.time(), []
+        with self._store_lock:
+            try:
+                for r in range(self.world):
+                    key = self._alive + str(r)
+                    if r != self.rank and self._store.check([key]) and \
+                            now - float(self._store.get(key)) > SILENT_S:
+                        quiet.append(r)
+            except Exception:  # the store's host may be gone too
+                return []
+        return quiet
+
+    def _culprits(self) -> list[int]:
+        """Ranks behind us (``_laggards``), else those that stop beating within ``SILENT_S``
+        (a peer that died or was stopped in the middle of the collective)."""
+        behind = self._laggards()
+        deadline = time.monotonic() + SILENT_S + HEARTBEAT_S
+        while not behind and self._store is not None and time.monotonic() < deadline:
+            behind = self._silent()
+            if not behind:
+                time.sleep(0.2)
+        return behind
 
     def _laggards(self) -> list[int]:
         """Ranks whose last entered collective is before ours (died or hung before it)."""
@@ -146,7 +195,7 @@ class Comm:
         if not self._failing.acquire(blocking=False):
             time.sleep(30)  # another thread is already reporting and exiting
             os._exit(1)
-        laggards = self._laggards()
+        laggards = self._laggards() if sigterm else self._culprits()
         text = str(cause).strip().splitlines()
         detail = text[0][:160] if text else type(cause).__name__
         if laggards:
@@ -167,6 +216,11 @@ class Comm:
         finally:
             os._exit(1)
 
+    def _beating(self) -> None:
+        while True:  # its own thread: a rank busy reporting a failure still beats
+            self._heartbeat()
+            time.sleep(HEARTBEAT_S)
+
     def _watchdog(self) -> None:
         grace = min(5.0, 0.1 * self.timeout_s + 1.0)
         while True:
@@ -178,6 +232,8 @@ class Comm:
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self._failing.locked():  # the main thread is already reporting: let it finish
             return
+        if os.environ.get(LAUNCHED_ENV):  # fedweave run --procs: the launcher reports it
+            os._exit(1)
         what = self._inflight[1] if self._inflight else "computation"
         self.fail(what, "SIGTERM", sigterm=True)
 

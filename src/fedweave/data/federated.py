@@ -7,13 +7,16 @@ a whole cohort is one gather of shape [K, B, ...]. Images stay uint8 in memory a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from fedweave.config import DataConfig
 from fedweave.data.augment import random_crop_flip
+from fedweave.data.noise import InputNoise, flip_labels, input_noise
 from fedweave.data.partition import label_counts, partition, split_validation
+from fedweave.data.prune import prune_shards
 from fedweave.data.sources import Dataset, load_dataset, to_float
 from fedweave.rng import torch_generator
 
@@ -31,6 +34,20 @@ class FederatedData:
     val_idx: list[torch.Tensor]
     augment: bool = False
     seed: int = 0
+    #: corrupted training data (``fedweave.data.noise``): flipped indices, per-sample input noise
+    label_noise: torch.Tensor | None = None
+    input_noise: InputNoise | None = None
+    # derived from the shards, computed once (recomputed when a shard list is replaced)
+    _derived: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    def _cached(self, name: str, source: list[torch.Tensor],
+                make: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+        hit = self._derived.get(name)
+        if hit is None or hit[0] is not source:
+            hit = (source, make(source))
+            self._derived[name] = hit
+        return hit[1]
 
     @property
     def nodes(self) -> int:
@@ -42,8 +59,9 @@ class FederatedData:
 
     @property
     def sizes(self) -> torch.Tensor:
-        """Training samples per node, int64 [N]."""
-        return torch.tensor([len(i) for i in self.train_idx], dtype=torch.int64)
+        """Training samples per node, int64 [N] (computed once per shard list; read-only)."""
+        return self._cached("sizes", self.train_idx,
+                            lambda s: torch.tensor([len(i) for i in s], dtype=torch.int64))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Model input from stored samples: uint8 images → normalised float32."""
@@ -58,6 +76,8 @@ class FederatedData:
         if self.augment and augment_key is not None and xb.dim() == 4:
             xb = random_crop_flip(xb, torch_generator(self.seed, "augment", *augment_key))
         xb = self.features(xb)
+        if self.input_noise is not None:
+            xb = self.input_noise.add(flat, xb)
         return xb.reshape(*idx.shape, *xb.shape[1:]), self.y[flat].reshape(idx.shape)
 
     def union_train(self) -> torch.Tensor:
@@ -65,7 +85,8 @@ class FederatedData:
         return torch.cat(self.train_idx).sort().values
 
     def union_val(self) -> torch.Tensor:
-        return torch.cat(self.val_idx).unique()
+        """All nodes' validation indices, sorted and unique (computed once per shard list)."""
+        return self._cached("union_val", self.val_idx, lambda s: torch.cat(s).unique())
 
     def label_counts(self) -> torch.Tensor:
         return label_counts(self.y, self.train_idx, self.num_classes)
@@ -73,6 +94,8 @@ class FederatedData:
     def to(self, device: torch.device) -> FederatedData:
         self.x, self.y = self.x.to(device), self.y.to(device)
         self.test_x, self.test_y = self.test_x.to(device), self.test_y.to(device)
+        if self.input_noise is not None:
+            self.input_noise = self.input_noise.to(device)
         return self
 
 
@@ -82,9 +105,12 @@ def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = N
     ds = dataset if dataset is not None else load_dataset(cfg, seed)
     shards = partition(ds.train_y, cfg, seed, ds.train_groups)
     train_idx, val_idx = split_validation(shards, cfg.val_fraction, seed, cfg.val_from_train)
+    y, flipped = flip_labels(ds.train_y, train_idx, cfg, ds.num_classes, seed)
+    noise = input_noise(len(ds.train_y), tuple(ds.train_x.shape[1:]), train_idx, cfg, seed)
     return FederatedData(
-        x=ds.train_x, y=ds.train_y, test_x=ds.test_x, test_y=ds.test_y,
+        x=ds.train_x, y=y, test_x=ds.test_x, test_y=ds.test_y,
         num_classes=ds.num_classes,
         mean=ds.mean if cfg.normalize else None, std=ds.std if cfg.normalize else None,
-        train_idx=train_idx, val_idx=val_idx, augment=cfg.augment, seed=seed,
+        train_idx=prune_shards(train_idx, cfg.prune), val_idx=val_idx, augment=cfg.augment,
+        seed=seed, label_noise=flipped if cfg.label_noise else None, input_noise=noise,
     )

@@ -82,13 +82,14 @@ class DistributedTrainer(LocalTrainer):
 
     def train(self, nodes: torch.Tensor, params: torch.Tensor, buffers: Buffers,
               round_index: int, lr: float, objective: Objective | None = None, *,
-              width: int | None = None) -> LocalResult:
+              width: int | None = None, batch_keys: torch.Tensor | None = None
+              ) -> LocalResult:
         comm = self.comm
         comm.start_round(round_index)
         k = len(nodes)
         if comm.world == 1:
             return super().train(nodes, params, buffers, round_index, lr, objective,
-                                 width=width)
+                                 width=width, batch_keys=batch_keys)
         sizes = self.data.sizes[nodes.cpu()]
         steps = local_steps(self.cfg, sizes)
         # whole chunks of the batched engines to ranks, balanced by their longest row
@@ -103,7 +104,8 @@ class DistributedTrainer(LocalTrainer):
             share = (objective or Objective()).rows(sel, k)
             part = super().train(nodes[sel], params[sel], {n: b[sel] for n, b in buffers.items()},
                                  round_index, lr, share,
-                                 width=width or batch_width(self.data, nodes, self.cfg.batch_size))
+                                 width=width or batch_width(self.data, nodes, self.cfg.batch_size),
+                                 batch_keys=None if batch_keys is None else batch_keys[sel.cpu()])
             fields = {"params": part.params, "loss": part.loss, "acc": part.acc,
                       **{f"buffers.{n}": b for n, b in part.buffers.items()},
                       **{f"extras.{n}": e for n, e in part.extras.items()}}

@@ -4,25 +4,48 @@ for reference system 001's ``hosts.json``.
 ``launch_local`` starts N ranks of ``python -m fedweave <args>`` itself (torch.distributed's
 env:// rendezvous on a free localhost port: ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``,
 ``LOCAL_RANK``, ``WORLD_SIZE``), instead of going through torchrun, so that it controls the
-ranks' lives: SIGINT/SIGTERM sent to the launcher are forwarded to every rank; when one rank
-fails the others get SIGTERM and, 3 s later, SIGKILL (torchrun waits 30 s, and a stopped rank
-ignores SIGTERM); the launcher's exit code is the first failing rank's (or 0). Each rank's
-``prctl(PR_SET_PDEATHSIG)`` is not portable, so the launcher also kills its ranks on exit.
+ranks' lives:
+
+- the ranks die with the launcher, however it dies (``kill -9`` included): each rank is
+  started with ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (Linux; elsewhere the launcher still
+  kills its ranks on every exit it survives);
+- SIGINT and SIGTERM sent to the launcher (Ctrl-C included: the ranks ignore the terminal's
+  SIGINT) are forwarded as SIGTERM (+ SIGCONT, for stopped ranks), then SIGKILL follows
+  ``KILL_GRACE_S`` later; a rank stopped by the launcher exits without a line of its own
+  (``LAUNCHED_ENV``), the launcher prints one and exits 128 + the signal (130, 143);
+- when one rank fails, the others are killed at once (SIGKILL: checkpoints and records are
+  written atomically and locks die with their process, so nothing is lost; a stopped rank
+  dies too), where torchrun waits 30 s and prints its ChildFailedError traceback. So a failure
+  is reported by one line: the failing rank's own (a rank that loses a peer names it,
+  ``fedweave.comm.process_group``), or the launcher's when a rank was killed by a signal.
+  With a rank stopped (SIGSTOP) or hung, the command ends ``engine.timeout_s`` plus the
+  watchdog's grace (at most 5 s) after the other ranks reach their next collective.
+
+Exit codes: 0 every rank finished; 2 bad input (checked once before any rank starts, or a
+rank's one-line error); 1 a rank failed or lost a peer (dead, hung or stopped for longer than
+``engine.timeout_s``); 128 + N a rank was killed by signal N (137: SIGKILL, e.g. the OOM
+killer), or the launcher itself was stopped by signal N.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from fedweave.comm import LAUNCHED_ENV
+from fedweave.config import Config
+
 KILL_GRACE_S = 3.0
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -31,49 +54,116 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def preflight(config: Config) -> None:
+    """What every rank would check first, checked once before launching (one line, not one
+    per rank): the device, ``output.dir`` and the dataset's presence."""
+    from fedweave.data.sources.base import dataset_status, missing
+    from fedweave.records.rundir import prepare_output
+    from fedweave.training.select import resolve_device
+
+    resolve_device(config.engine.device)
+    prepare_output(config.output.dir)
+    present, where = dataset_status(config.data.dataset, config.data.root)
+    if not present and not config.data.download:
+        raise missing(config.data.dataset, [where])
+
+
+def _rank_setup(launcher: int) -> Callable[[], None]:
+    """``preexec_fn`` of a rank: die with the launcher, ignore the terminal's SIGINT."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # kept across exec: Ctrl-C is ours
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != launcher:  # the launcher died before prctl took effect
+                os._exit(128 + signal.SIGKILL)
+
+    return setup
+
+
+def _say(line: str) -> None:
+    sys.stderr.flush()
+    os.write(2, f"\nerror: {line}\n".encode())
+
+
 def launch_local(procs: int, args: list[str]) -> int:
-    """Run ``python -m fedweave *args`` as ``procs`` ranks on this host; returns the exit code."""
+    """Run ``python -m fedweave *args`` as ``procs`` ranks on this host; returns the exit code
+    (module docstring)."""
     port = free_port()
+    me = os.getpid()
     children: list[subprocess.Popen[bytes]] = []
     for rank in range(procs):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(procs),
-               "LOCAL_WORLD_SIZE": str(procs), "GROUP_RANK": "0"}
-        children.append(subprocess.Popen([sys.executable, "-m", "fedweave", *args], env=env))
+               "LOCAL_WORLD_SIZE": str(procs), "GROUP_RANK": "0", LAUNCHED_ENV: str(me)}
+        children.append(subprocess.Popen([sys.executable, "-m", "fedweave", *args], env=env,
+                                         preexec_fn=_rank_setup(me)))
 
-    def stop(sig: int) -> None:
+    def send(sig: int) -> None:
         for c in children:
             if c.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     c.send_signal(sig)
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        stop(signum)
+    def stop_all() -> None:
+        """SIGTERM (+ SIGCONT for stopped ranks), SIGKILL after the grace period."""
+        send(signal.SIGTERM)
+        send(signal.SIGCONT)
+        deadline = time.monotonic() + KILL_GRACE_S
+        while time.monotonic() < deadline and any(c.poll() is None for c in children):
+            time.sleep(0.05)
+        send(signal.SIGKILL)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
         while True:
+            if received:
+                stop_all()
+                name = signal.Signals(received[0]).name
+                _say(f"fedweave run --procs {procs} stopped by {name}; every rank was stopped "
+                     "(resume from the last checkpoint with fedweave run --resume RUN_DIR "
+                     f"--procs {procs})")
+                code = 128 + received[0]
+                break
             codes = [c.poll() for c in children]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed and code == 0:
-                code = int(failed[0])
-                stop(signal.SIGTERM)
-                deadline = time.monotonic() + KILL_GRACE_S
-                while time.monotonic() < deadline and any(c.poll() is None for c in children):
-                    time.sleep(0.05)
-                stop(signal.SIGKILL)
+            failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                # the others go at once: nothing a rank does on the way out matters (checkpoints
+                # and records are written atomically, locks die with the process), and a rank
+                # that is killed cannot add a second line or hang on a lost peer
+                send(signal.SIGKILL)
+                # a cause before its consequences: a signal death, then bad input, then a lost
+                # peer (exit 1 is also what the ranks that noticed the failure give)
+                rank, first = min(failed, key=lambda f: (f[1] > 0, f[1] != 2, f[0]))
+                code = int(first) if first > 0 else 128 - int(first)
+                for c in children:
+                    c.wait()
+                noticed = any(c.returncode == 1 for r, c in enumerate(children) if r != rank)
+                if first < 0 and not noticed:  # killed by a signal, and nobody said so
+                    _say(f"distributed run stopped: rank {rank} was killed by "
+                         f"{signal.Signals(-first).name} (exit {code}); the other ranks were "
+                         "stopped; resume from the last checkpoint with fedweave run --resume "
+                         f"RUN_DIR --procs {procs}")
+                break
             if all(c is not None for c in codes):
                 break
             time.sleep(0.05)
     finally:
-        stop(signal.SIGKILL)
+        send(signal.SIGKILL)
         for c in children:
             c.wait()
         for s, h in old.items():
             signal.signal(s, h)
-    if code < 0:  # a rank killed by a signal: report it the shell's way
-        code = 128 - code
     return code
 
 

@@ -2,7 +2,15 @@
 
 ```
 runs/<name>-<timestamp>/
-  config.yaml  summary.json  metrics.csv  nodes/<node>.csv  checkpoints/  plots/
+  config.yaml     the fully resolved config (re-runnable as is)
+  summary.json    final and best (by validation) metrics, totals, environment (at the end)
+  metrics.csv     long format: round,node,split,metric,value,sim_time,wall_time
+  clients.csv     federated: round,client,train_loss,train_acc of every cohort member
+  nodes/<id>.csv  per evaluated model (global, cluster<k>, peer i) and per federated client
+  partition.json  samples per node and class, validation samples per node
+  model.json      input shape, classes, parameters and labels of the evaluated models
+  checkpoints/    verified safetensors + json, retention by output.keep
+  plots/          curves, partition heatmap, topology (output.plots)
 ```
 Whole files are written atomically (temporary file + rename); checkpoints are verified
 safetensors + json (``records.checkpoints``). The folder is always one path component under
@@ -32,6 +40,7 @@ NAME_MAX = 80  # characters of the slugged run name (the timestamp is added to i
 NODE_COLUMNS = ["epoch", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc",
                 "test_acc"]
 METRIC_COLUMNS = ["round", "node", "split", "metric", "value", "sim_time", "wall_time"]
+CLIENT_COLUMNS = ["round", "client", "train_loss", "train_acc"]
 
 
 def slug(name: str) -> str:
@@ -112,6 +121,7 @@ class RunDirectory:
         before its first checkpoint starts over in place)."""
         atomic_write(self.path / "config.yaml", dump_config(config))
         atomic_write(self.path / "metrics.csv", ",".join(METRIC_COLUMNS) + "\n")
+        (self.path / "clients.csv").unlink(missing_ok=True)
         for old in self.nodes_dir.glob("*.csv"):
             old.unlink()
 
@@ -135,7 +145,7 @@ class RunDirectory:
         with open(self.path / "metrics.csv", "a", newline="") as f:
             csv.writer(f).writerows(rows)
 
-    def append_node_rows(self, rows: dict[str, dict[str, float]]) -> None:
+    def append_node_rows(self, rows: dict[str, dict[str, Any]]) -> None:
         """One row per evaluated model in ``nodes/<label>.csv`` (seed 001's columns)."""
         for label, row in rows.items():
             path = self.nodes_dir / f"{label}.csv"
@@ -146,17 +156,31 @@ class RunDirectory:
                     w.writerow(NODE_COLUMNS)
                 w.writerow([row.get(c, "") for c in NODE_COLUMNS])
 
+    def append_clients(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Rows of ``clients.csv`` (CLIENT_COLUMNS): who trained in a round and how."""
+        path = self.path / "clients.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(CLIENT_COLUMNS)
+            w.writerows(rows)
+
     def truncate(self, completed_rounds: int) -> None:
         """Drop rows of rounds after the checkpoint (a resumed run rewrites them). Damaged or
         emptied record files are rebuilt from what is left (a header at least)."""
         files = [(self.path / "metrics.csv", METRIC_COLUMNS),
                  *((p, NODE_COLUMNS) for p in self.nodes_dir.glob("*.csv"))]
+        if (self.path / "clients.csv").exists():
+            files.append((self.path / "clients.csv", CLIENT_COLUMNS))
         for path, header in files:
             try:
                 with open(path, newline="") as f:
                     rows = list(csv.reader(f))
             except (OSError, UnicodeDecodeError, csv.Error):
                 rows = []
+            if path.parent == self.nodes_dir and rows and rows[0] and rows[0][0] == "epoch":
+                header = rows[0]  # a per-node table of its own columns (e.g. densities.csv)
             keep = [header]
             for r in rows[1:]:
                 try:

@@ -10,7 +10,11 @@ order.
 
 from __future__ import annotations
 
+import bisect
 import csv
+import io
+import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedweave.config import ClockConfig
+from fedweave.config import ClockConfig, read_text
 from fedweave.errors import UserError
 from fedweave.rng import derive_seed, numpy_rng
 
@@ -32,11 +36,13 @@ PRFL_SERVER_DOWN = 50.0 * MB
 
 @dataclass
 class NodeProfile:
-    """Per-node float64 [n] tensors: compute time per sample (s) and bandwidths (bytes/s)."""
+    """Per-node float64 [n] tensors: compute time per sample (s) and bandwidths (bytes/s);
+    ``seconds_per_step`` replaces the per-sample time when the clock counts steps."""
 
     seconds_per_sample: torch.Tensor
     bandwidth_up: torch.Tensor
     bandwidth_down: torch.Tensor
+    seconds_per_step: torch.Tensor | None = None
 
 
 def _vec(values: Any) -> torch.Tensor:
@@ -53,11 +59,14 @@ def node_profiles(cfg: ClockConfig, n: int, seed: int) -> NodeProfile:
       (all equal when ``speed_sigma`` is 0).
 
     Bandwidths are ``cfg.bandwidth_up`` / ``cfg.bandwidth_down`` for every node unless traced.
+    With ``cfg.seconds_per_step`` the profile also holds seconds per step,
+    seconds_per_step_i = cfg.seconds_per_step / s_i (a trace gives a ``seconds_per_step``
+    column instead of ``seconds_per_sample``).
     """
     up = torch.full((n,), cfg.bandwidth_up, dtype=torch.float64)
     down = torch.full((n,), cfg.bandwidth_down, dtype=torch.float64)
     if cfg.trace is not None:
-        return _read_trace(cfg.trace, n, up, down)
+        return _read_trace(cfg.trace, n, up, down, cfg.seconds_per_step is not None)
     if cfg.speeds is not None:
         if len(cfg.speeds) != n:
             raise UserError(
@@ -71,15 +80,16 @@ def node_profiles(cfg: ClockConfig, n: int, seed: int) -> NodeProfile:
         factors = _vec(np.exp(numpy_rng(seed, "clock-speed").normal(0.0, cfg.speed_sigma, n)))
     else:
         factors = torch.ones(n, dtype=torch.float64)
-    return NodeProfile(cfg.seconds_per_sample / factors, up, down)
+    per_step = None if cfg.seconds_per_step is None else cfg.seconds_per_step / factors
+    return NodeProfile(cfg.seconds_per_sample / factors, up, down, per_step)
 
 
-def _read_trace(path: Path, n: int, up: torch.Tensor, down: torch.Tensor) -> NodeProfile:
-    if not path.is_file():
-        raise UserError(f"clock.trace not found: {path}")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = {"seconds_per_sample": torch.zeros(n, dtype=torch.float64)}
+def _read_trace(path: Path, n: int, up: torch.Tensor, down: torch.Tensor,
+                per_step: bool = False) -> NodeProfile:
+    text = read_text(path, "clock.trace", "CSV with columns node,seconds_per_sample")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    unit = "seconds_per_step" if per_step else "seconds_per_sample"
+    columns = {unit: torch.zeros(n, dtype=torch.float64)}
     if rows and "bandwidth_up" in rows[0]:
         columns["bandwidth_up"] = up
     if rows and "bandwidth_down" in rows[0]:
@@ -95,13 +105,17 @@ def _read_trace(path: Path, n: int, up: torch.Tensor, down: torch.Tensor) -> Nod
                 values[node] = float(row[name])
     except (KeyError, TypeError, ValueError):
         raise UserError(
-            f"clock.trace={path}: expected columns node,seconds_per_sample"
+            f"clock.trace={path}: expected columns node,{unit}"
             "[,bandwidth_up,bandwidth_down] with numbers"
         ) from None
     if len(seen) != n:
         raise UserError(f"clock.trace={path}: has {len(seen)} nodes, data.nodes is {n}")
-    if any(bool((v <= 0).any()) for v in columns.values()):
-        raise UserError(f"clock.trace={path}: times and bandwidths must be positive")
+    if any(bool((v <= 0).any() or not v.isfinite().all()) for v in columns.values()):
+        raise UserError(f"clock.trace={path}: times and bandwidths must be positive, finite "
+                        "numbers")
+    if per_step:
+        steps = columns["seconds_per_step"]
+        return NodeProfile(torch.ones(n, dtype=torch.float64), up, down, steps)
     return NodeProfile(columns["seconds_per_sample"], up, down)
 
 
@@ -146,6 +160,15 @@ def job_time(
     return float(total) if isinstance(node, int) else total
 
 
+def epoch_phases(cfg: ClockConfig, seed: int, periods: torch.Tensor) -> torch.Tensor:
+    """float64 [n] start of each node's first epoch period: 0 (``clock.phase: zero``) or
+    φ_i ~ U(0, T_i) from ``numpy_rng(seed, "clock-phase")`` (``random``), T_i = ``periods``."""
+    if cfg.phase == "zero":
+        return torch.zeros_like(periods, dtype=torch.float64)
+    u = numpy_rng(seed, "clock-phase").uniform(0.0, 1.0, len(periods))
+    return _vec(u) * periods.to(torch.float64)
+
+
 def _uniform(seed: int, purpose: str, *keys: int) -> float:
     """A U[0, 1) draw that depends only on ``(seed, purpose, keys)``."""
     return derive_seed(seed, purpose, *keys) / 2**63
@@ -177,3 +200,226 @@ def exchange_late(
         float(profile.bandwidth_down[j]),
     )
     return transfer_time(nbytes, slowest, cfg.latency_s) > cfg.swap_timeout
+
+
+# ---------------------------------------------------------------------------- federated clients
+PRFL_DENSITIES = (1.0, 1.0, 0.6, 0.6, 0.3, 0.3, 0.1, 0.1, 0.1, 0.1)
+PRFL_CLIENT_SIGMA = 0.3
+PRFL_SERVER_SIGMA = 0.1
+DRAWS = 20  # log-normal factors averaged per bandwidth value (PR-FL's get_internet_speed)
+
+
+def mean_lognormal(rng: np.random.Generator, sigma: float, shape: tuple[int, ...]
+                   ) -> np.ndarray:
+    """Per entry of ``shape``, the mean of ``DRAWS`` factors exp(N(0, σ²))."""
+    return np.exp(rng.normal(0.0, sigma, size=(DRAWS, *shape))).mean(axis=0)
+
+
+Curve = list[tuple[float, float]]  # (time, bytes done so far), piecewise linear in between
+
+
+class SharedLink:
+    """One direction of the server's link: ``capacity`` bytes/s shared first come, first
+    served by concurrent transfers (``None``: unlimited).
+
+    Transfers are requested in time order. Transfer n runs at rate
+    min(cap_n, B − used_{<n}(t)): it takes what the transfers requested before it leave, so a
+    later transfer never slows an earlier one, and a slow client (cap_n < B) leaves the rest of
+    the link to the others. ``used`` is a step function of time (breakpoints ``times``, rate
+    ``used[k]`` on [times[k], times[k+1]), 0 after the last), so each transfer's finish time is
+    known when it starts. ``send`` returns the transfer's progress curve."""
+
+    def __init__(self, capacity: float | None) -> None:
+        self.capacity = capacity
+        self.times: list[float] = []
+        self.used: list[float] = []
+
+    def _split(self, t: float) -> int:
+        """Index k with times[k] == t, inserting a breakpoint there if needed."""
+        k = bisect.bisect_left(self.times, t)
+        if k < len(self.times) and self.times[k] == t:
+            return k
+        self.times.insert(k, t)
+        self.used.insert(k, self.used[k - 1] if k > 0 else 0.0)
+        return k
+
+    def _forget(self, before: float) -> None:
+        """Drop the step function before ``before`` (requests come in time order)."""
+        while len(self.times) > 1 and self.times[1] <= before:
+            del self.times[0], self.used[0]
+
+    def send(self, start: float, nbytes: float, cap: float = math.inf) -> Curve:
+        """Progress curve of ``nbytes`` sent from ``start`` at most at ``cap`` bytes/s."""
+        if nbytes <= 0:
+            return [(start, 0.0), (start, 0.0)]
+        if self.capacity is None:
+            if math.isinf(cap):
+                return [(start, 0.0), (start, float(nbytes))]
+            return [(start, 0.0), (start + nbytes / cap, float(nbytes))]
+        self._forget(start)
+        k = self._split(start)
+        t, done, curve = start, 0.0, [(start, 0.0)]
+        while True:
+            end = self.times[k + 1] if k + 1 < len(self.times) else math.inf
+            rate = min(cap, self.capacity - self.used[k])
+            if rate > 1e-12 * self.capacity:
+                finish = t + (nbytes - done) / rate
+                if finish <= end:
+                    self._split(finish)
+                    self.used[k] += rate
+                    curve.append((finish, float(nbytes)))
+                    return curve
+                self.used[k] += rate
+                done += rate * (end - t)
+            t, k = end, k + 1
+            curve.append((t, done))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"times": torch.tensor(self.times, dtype=torch.float64),
+                "used": torch.tensor(self.used, dtype=torch.float64)}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.times = [float(t) for t in state["times"].tolist()]
+        self.used = [float(u) for u in state["used"].tolist()]
+
+
+def read_time(curve: Curve, lo: float, hi: float, rate: float) -> float:
+    """When a client reading bytes [lo, hi) of a stream with progress ``curve`` at ``rate``
+    bytes/s, never ahead of what the stream has sent, has them all:
+
+        max over curve points and the crossings of lo and hi at τ ≤ S⁻¹(hi) of
+        τ + (L − clamp(S(τ) − lo, 0, L)) / rate,   L = hi − lo
+
+    (the min-plus convolution of the stream with the client's rate reaching L)."""
+    length = hi - lo
+    points = list(curve)
+    for level in (lo, hi):  # where the stream crosses lo and hi
+        for (t0, s0), (t1, s1) in itertools.pairwise(curve):
+            if s0 < level < s1:
+                points.append((t0 + (t1 - t0) * (level - s0) / (s1 - s0), level))
+    t_hi = min(t for t, sent in points if sent >= hi)
+    return max(t + (length - min(max(sent - lo, 0.0), length)) / rate
+               for t, sent in points if t <= t_hi)
+
+
+class FederatedClock:
+    """Virtual time of federated client jobs (REFERENCE §2; DESIGN §3 Clock).
+
+    A job of client i: download the messages it needs from the server, compute, upload.
+
+    * **bandwidths**: client i's up/down bytes/s are its profile's (``node_profiles``, or
+      ``clock.profile: prfl``: PR-FL's means, entry i mod 10), re-drawn for every job
+      (``key``: the round of a synchronous run, the client's job index of an asynchronous one)
+      as base × the mean of 20 factors exp(N(0, σ²)) from ``numpy_rng(seed,
+      "client-bandwidth", key, i)`` when σ = ``clock.bandwidth_sigma`` (prfl: 0.3) > 0;
+    * **the server's links** (``clock.server_up`` / ``server_down``; prfl: 10 / 50 MB/s, each
+      drawn once per run as the mean of 20 factors with σ 0.1) are ``SharedLink``\\ s: uploads
+      of concurrent clients share its download link first come, first served, each at most at
+      its own upload rate; a group of clients dispatched together downloads one multicast
+      stream of the distinct messages (each sent once) through its upload link, each client
+      reading its part at its own rate, never ahead of the stream (``read_time``);
+    * **compute**: samples · seconds_per_sample_i, or steps · seconds_per_step_i, times the
+      job's compute fraction (a masked or width-sliced model's multiply-adds over the dense
+      model's).
+
+    Every transfer starts ``clock.latency_s`` after it is requested.
+    """
+
+    def __init__(self, cfg: ClockConfig, n: int, seed: int) -> None:
+        self.cfg, self.n, self.seed = cfg, n, seed
+        self.profile = node_profiles(cfg, n, seed)
+        server_up, server_down = cfg.server_up, cfg.server_down
+        self.sigma = cfg.bandwidth_sigma
+        if cfg.profile == "prfl":
+            self.profile.bandwidth_up = _vec([PRFL_UPLOAD[i % 10] * MB for i in range(n)])
+            self.profile.bandwidth_down = _vec([PRFL_DOWNLOAD[i % 10] * MB for i in range(n)])
+            self.sigma = PRFL_CLIENT_SIGMA
+            factor = mean_lognormal(numpy_rng(seed, "prfl-server"), PRFL_SERVER_SIGMA, (2,))
+            server_up = PRFL_SERVER_UP * float(factor[0])
+            server_down = PRFL_SERVER_DOWN * float(factor[1])
+        self.server_up = SharedLink(server_up)      # carries the clients' downloads
+        self.server_down = SharedLink(server_down)  # carries the clients' uploads
+
+    @property
+    def static(self) -> bool:
+        """No redraws, no shared links, per-sample compute (``job_time`` gives the same)."""
+        return (not self.sigma and self.server_up.capacity is None
+                and self.server_down.capacity is None and self.profile.seconds_per_step is None)
+
+    def rates(self, node: int, key: int) -> tuple[float, float]:
+        """(up, down) bytes/s of ``node``'s job ``key``."""
+        up = float(self.profile.bandwidth_up[node])
+        down = float(self.profile.bandwidth_down[node])
+        if not self.sigma:
+            return up, down
+        f = mean_lognormal(numpy_rng(self.seed, "client-bandwidth", key, node), self.sigma, (2,))
+        return up * float(f[0]), down * float(f[1])
+
+    def compute_seconds(self, node: int, samples: float, steps: float,
+                        fraction: float = 1.0) -> float:
+        """samples · seconds_per_sample_i (or steps · seconds_per_step_i) · fraction."""
+        per_step = self.profile.seconds_per_step
+        if per_step is not None:
+            return float(steps * per_step[node] * fraction)
+        return float(samples * self.profile.seconds_per_sample[node] * fraction)
+
+    def download(self, start: float, nodes: list[int], keys: list[int], stream: list[float],
+                 need: list[tuple[float, float]]) -> list[float]:
+        """Finish times of a group's downloads: the messages ``stream`` (bytes, in this order)
+        go out once through the server's upload link from ``start``; client k reads the bytes
+        ``need[k]`` = (lo, hi) of the stream."""
+        curve = self.server_up.send(start + self.cfg.latency_s, float(sum(stream)))
+        return [read_time(curve, lo, hi, self.rates(node, key)[1])
+                for node, key, (lo, hi) in zip(nodes, keys, need, strict=True)]
+
+    def upload(self, start: float, node: int, key: int, nbytes: float,
+               shared: bool = True) -> float:
+        """Finish time of ``node``'s upload of ``nbytes`` requested at ``start`` (``shared``
+        False: not through the server's link, e.g. a client that dropped out)."""
+        up = self.rates(node, key)[0]
+        if not shared:
+            return start + self.cfg.latency_s + nbytes / up
+        return self.server_down.send(start + self.cfg.latency_s, nbytes, up)[-1][0]
+
+    def job_arrivals(self, start: float, nodes: list[int], key: int, bytes_down: list[float],
+                     bytes_up: list[float], compute: list[float],
+                     dropped: list[bool] | None = None) -> list[float]:
+        """Arrival times of jobs started together at ``start`` (a synchronous round): one
+        multicast of the distinct messages (by size, ascending), local compute, uploads in
+        the order their compute ends (ties by position)."""
+        sizes = sorted(set(bytes_down))
+        offset = dict(zip(sizes, np.cumsum([0.0, *sizes[:-1]]).tolist(), strict=True))
+        need = [(offset[b], offset[b] + b) for b in bytes_down]
+        got = self.download(start, nodes, [key] * len(nodes), sizes, need)
+        ready = [g + c for g, c in zip(got, compute, strict=True)]
+        out = [0.0] * len(nodes)
+        for k in sorted(range(len(nodes)), key=lambda k: (ready[k], k)):
+            out[k] = self.upload(ready[k], nodes[k], key, bytes_up[k],
+                                 shared=not (dropped and dropped[k]))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"server_up": self.server_up.state(), "server_down": self.server_down.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.server_up.load_state(state["server_up"])
+        self.server_down.load_state(state["server_down"])
+
+
+# ---------------------------------------------------------------------------- message bytes
+def dense_bytes(p: int, value_bytes: int = 4) -> int:
+    """A dense model: value_bytes · P."""
+    return value_bytes * p
+
+
+def sparse_upload_bytes(nnz: int, value_bytes: int = 4) -> int:
+    """An upload of a masked model: its values only, value_bytes · nnz (the server made the
+    mask, so it needs no index)."""
+    return value_bytes * nnz
+
+
+def masked_download_bytes(nnz: int, p: int, value_bytes: int = 4, index: bool = True) -> int:
+    """A masked model (or a residual piece) sent to a client: value_bytes · nnz values plus a
+    bitmap of ⌈P/8⌉ bytes over all P parameters when the client does not hold that mask yet
+    (``index``)."""
+    return value_bytes * nnz + (math.ceil(p / 8) if index else 0)

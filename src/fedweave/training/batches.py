@@ -2,8 +2,11 @@
 
 Node i's samples for a round are a stream of concatenated random permutations of its shard
 (RNG from (seed, "batches", round, node)); step s takes the next ``min(B, n_i)`` samples, so
-one round visits every sample ``local_epochs`` times. Unequal step counts are padded: finished
-nodes are masked (``active``) and never updated.
+one round visits every sample ``local_epochs`` times. With ``train.epoch_samples`` = m an epoch
+is m samples whatever the shard size n_i: the stream's first s_i·b_i samples (each shard
+sample ⌊m/n_i⌋ or ⌈m/n_i⌉ times per epoch) in a random order, as reference system 001 draws its
+``train_data_length`` samples. Unequal step counts are padded: finished nodes are masked
+(``active``) and never updated.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ def batch_width(data: FederatedData, nodes: torch.Tensor, batch_size: int) -> in
 
 def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor,
                    batch_size: int, key: tuple[int, ...], purpose: str = "batches",
-                   width: int | None = None) -> Batches:
+                   width: int | None = None, shuffle: bool = False,
+                   row_keys: torch.Tensor | None = None) -> Batches:
     """Batches of each node for one round: step s of node i takes samples
     [s·b_i, (s+1)·b_i) of a stream of random permutations of its shard, b_i = min(B, n_i).
     ``width``: padded width (default ``batch_width``); a process computing part of a stack
     passes the whole stack's width, because a batched engine's float reductions over the
-    batch depend on it."""
+    batch depend on it. ``shuffle``: permute the drawn samples (``train.epoch_samples``), so
+    repeated samples are spread over the epoch. ``row_keys[k]`` replaces ``key`` for row k
+    (asynchronous jobs trained together: row k's stream is (seed, purpose, row_keys[k], node),
+    its own job's)."""
     k_count, s_max = len(nodes), int(steps.max()) if len(steps) else 0
     if width is None:
         width = batch_width(data, nodes, batch_size) if k_count else 1
@@ -40,17 +47,22 @@ def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor
         shard = data.train_idx[node]
         n, s = len(shard), int(steps[k])
         b = min(batch_size, n)
-        gen = torch_generator(data.seed, purpose, *key, node)
+        row_key = key if row_keys is None else (int(row_keys[k]),)
+        gen = torch_generator(data.seed, purpose, *row_key, node)
         need = s * b
         stream = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(need / n))])
+        if shuffle:
+            stream = stream[:need][torch.randperm(need, generator=gen)]
         idx[k, :s, :b] = shard[stream[:need]].view(s, b)
         weight[k, :s, :b] = 1.0
     return Batches(idx.to(data.x.device), weight.to(data.x.device), steps)
 
 
 def local_steps(cfg: TrainConfig, sizes: torch.Tensor) -> torch.Tensor:
-    """Steps per node: ``local_steps`` or ⌈local_epochs · n_i / min(B, n_i)⌉."""
+    """Steps per node: ``local_steps`` or ⌈local_epochs · m_i / min(B, n_i)⌉, m_i =
+    ``epoch_samples`` or the shard size n_i."""
     if cfg.local_steps is not None:
         return torch.full_like(sizes, cfg.local_steps)
     b = sizes.clamp(max=cfg.batch_size)
-    return torch.ceil(cfg.local_epochs * sizes / b).to(torch.int64).clamp(min=1)
+    m = sizes if cfg.epoch_samples is None else torch.full_like(sizes, cfg.epoch_samples)
+    return torch.ceil(cfg.local_epochs * m / b).to(torch.int64).clamp(min=1)

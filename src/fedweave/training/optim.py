@@ -85,7 +85,10 @@ class FunctionalOptimizer:
 
 
 def scheduled_lr(cfg: TrainConfig, round_index: int) -> float:
-    """Learning rate of a round: constant, or StepLR (× gamma every ``step_size`` rounds)."""
+    """Learning rate of a round: constant, StepLR (× gamma every ``step_size`` rounds) or
+    MultiStepLR (× gamma after each of the ``milestones`` rounds)."""
     if cfg.scheduler == "step":
         return cfg.lr * cfg.gamma ** (round_index // cfg.step_size)
+    if cfg.scheduler == "multistep":
+        return cfg.lr * cfg.gamma ** sum(round_index >= m for m in cfg.milestones)
     return cfg.lr

@@ -12,14 +12,28 @@ engine, with a one-line notice: vmap cannot run training-mode BatchNorm). ``auto
     one engine is ``CLEAR_MARGIN``× faster;
     rule: vectorized if min_t(vectorized) < min_t(loop), else loop.
 
-The decision is cached per (model architecture, input shape, device, threads, batch width,
-cohort-size bucket 2^⌈log2 K⌉) for the life of the process, and recorded on the engine as
-``engine.calibration`` (chosen engine, seconds per step measured, the rule), which the runner
-writes to summary.json.
+The decision is made once per machine and then sticks, so timing noise never changes results:
+it is stored in ``$XDG_CACHE_HOME/fedweave/engine-decisions.json`` (default
+``~/.cache/fedweave``; ``fedweave.training.decisions``), keyed by the hardware (CPU model and
+count, GPU name), the torch version, the thread count, the device, the model (module classes
+and parameter shapes), the input shape, the batch width and the cohort-size bucket
+2^⌈log2 K⌉; two processes calibrating at once both adopt the decision stored first. Delete the
+file to measure again, or pin ``engine.backend: loop|vectorized``. The record (chosen
+engine, seconds per step measured, the rule, where the decision came from) is
+``engine.calibration``, which the runner writes to summary.json; a resumed run reuses its
+checkpoint's engine whatever the cache says.
+
+Why a measured-once cache rather than a fixed rule: which engine is faster depends on the
+machine (cores, BLAS, a GPU) and the workload in ways a rule of thumb gets wrong by several
+times; measuring once keeps that benefit, and storing the result makes it as repeatable as a
+rule on that machine. Another machine may decide differently: pin ``engine.backend`` for
+numbers that must agree across machines.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from typing import Any
@@ -30,9 +44,17 @@ from torch import nn
 from fedweave.config import EngineConfig
 from fedweave.core.population import ParamLayout, flat_params, model_buffers, stack_buffers
 from fedweave.data.federated import FederatedData
+from fedweave.data.memory import require_memory
 from fedweave.errors import UserError
 from fedweave.models import uses_batchnorm
 from fedweave.training.batches import batch_schedule
+from fedweave.training.decisions import (
+    BACKENDS,
+    decision_file,
+    hardware,
+    store_decision,
+    stored_decision,
+)
 from fedweave.training.fused import FusedEngine, linear_stack
 from fedweave.training.loop import LoopEngine
 from fedweave.training.protocol import GradientEngine
@@ -43,13 +65,32 @@ log = logging.getLogger("fedweave")
 CALIBRATION_STEPS = 2
 CLEAR_MARGIN = 1.3
 CALIBRATION_NODES = 16  # at most this many nodes are timed (cost ∝ K for both engines)
-_DECISIONS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_DECISIONS: dict[str, dict[str, Any]] = {}
+__all__ = ["BACKENDS", "build_engine", "calibrate", "choose_backend", "make_gradient_engine",
+           "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
+    """``engine.device`` as a device this torch can use, or a one-line ``UserError``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if torch.version.cuda is None:
+            raise UserError(f"engine.device={name}: this torch ({torch.__version__}) is built "
+                            "without CUDA; use engine.device=cpu (or auto), or install a CUDA "
+                            "build of torch")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise UserError(f"engine.device={name}: no CUDA device is visible (check the "
+                            "driver and CUDA_VISIBLE_DEVICES); use engine.device=cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"engine.device={name}: this machine has {count} CUDA device(s), "
+                            f"cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"engine.device={name}: MPS is not available here; use "
+                        "engine.device=cpu or auto")
+    return device
 
 
 def _bucket(k: int) -> int:
@@ -81,12 +122,20 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
     k = max(1, min(cohort, data.nodes, CALIBRATION_NODES))
     nodes = torch.arange(k)
     width = min(batch_size, max(len(data.train_idx[i]) for i in range(k)))
-    key = (type(model).__name__, tuple((n, tuple(s)) for n, s in
-                                       zip(layout.names, layout.shapes, strict=True)),
-           tuple(m.__class__.__name__ for m in model.modules()), data.input_shape,
-           str(device), torch.get_num_threads(), width, _bucket(k))
-    if key in _DECISIONS:
-        return _DECISIONS[key]["chosen"], {**_DECISIONS[key], "cached": True}
+    key = {"hardware": hardware(device), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "device": str(device),
+           "model": [type(model).__name__, [m.__class__.__name__ for m in model.modules()],
+                     [[n, list(s)] for n, s in zip(layout.names, layout.shapes, strict=True)]],
+           "input_shape": list(data.input_shape), "batch": width, "cohort_bucket": _bucket(k)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    if digest in _DECISIONS:
+        return _DECISIONS[digest]["chosen"], {**_DECISIONS[digest], "cached": True,
+                                              "source": "this process"}
+    stored = stored_decision(digest)
+    if stored is not None:
+        _DECISIONS[digest] = stored
+        return stored["chosen"], {**stored, "cached": True,
+                                  "source": f"machine cache {decision_file()}"}
     t_start = time.perf_counter()
     batches = batch_schedule(data, nodes, torch.full((k,), steps + 1), batch_size,
                              key=(-1,), purpose="calibration")
@@ -123,20 +172,37 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
         "step_s": {"loop": times["loop"], "vectorized": times["vectorized"]},
         "speedup_vectorized": t_loop / t_vec if t_vec > 0 else None,
         "calibration_s": time.perf_counter() - t_start,
-        "cached": False,
+        "key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _DECISIONS[key] = record
-    return chosen, record
+    stored = store_decision(digest, record)
+    _DECISIONS[digest] = stored
+    if stored is not record:  # another process stored its decision first: adopt it
+        return stored["chosen"], {**stored, "cached": True,
+                                  "source": f"machine cache {decision_file()}"}
+    return chosen, {**record, "cached": False, "source": "measured"}
 
 
-BACKENDS = ("loop", "vectorized", "fused")
+STATE_COPIES = 6  # per trained model: start, working copy, gradient, 2 optimizer moments, result
+
+
+def check_cohort(layout: ParamLayout, cohort: int, device: torch.device) -> None:
+    """Refuse up front a cohort (all nodes, for decentralized runs) whose stacked parameter
+    state alone, ``STATE_COPIES`` float32 copies of [K, P], exceeds the memory available on
+    the device (a lower bound: activations come on top)."""
+    require_memory(cohort * layout.total * 4 * STATE_COPIES,
+                   f"training {cohort} models of {layout.total} parameters at once "
+                   f"({STATE_COPIES} copies each, activations not counted)",
+                   "train fewer at once (algorithm.clients_per_round or fraction; data.nodes "
+                   "for decentralized runs) or choose a smaller model", str(device))
 
 
 def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
                    data: FederatedData, seed: int, cohort_size: int, batch_size: int,
                    forced: str | None = None) -> tuple[str, dict[str, Any]]:
     """(backend, record) for ``cfg.backend``: as asked, the loop for BatchNorm models,
-    ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``)."""
+    ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``).
+    First, a cohort whose stacked training state cannot fit is refused (``check_cohort``)."""
+    check_cohort(layout, cohort_size, next(model.parameters()).device)
     if forced is not None:
         return forced, {"chosen": forced, "rule": "the backend recorded by the resumed run"}
     backend = cfg.backend

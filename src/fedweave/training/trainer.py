@@ -30,11 +30,13 @@ class LocalTrainer:
 
     def train(self, nodes: torch.Tensor, params: torch.Tensor, buffers: Buffers,
               round_index: int, lr: float, objective: Objective | None = None, *,
-              width: int | None = None) -> LocalResult:
+              width: int | None = None, batch_keys: torch.Tensor | None = None
+              ) -> LocalResult:
         """Train ``params[K]`` (one row per node in ``nodes``; not modified: training runs on
         one working copy, updated in place) for the round on ``objective`` (default: cross-
         entropy). ``width``: the padded batch width of the whole cohort (a distributed rank
-        training part of it passes the cohort's).
+        training part of it passes the cohort's). ``batch_keys[k]``: row k draws its batches
+        as round ``batch_keys[k]`` instead of ``round_index`` (asynchronous jobs).
 
         Per step: g ← ∇ data term (engine) + Σ ∇ parameter terms; x ← optimizer(x, g)."""
         obj = self.objective(objective)
@@ -45,7 +47,8 @@ class LocalTrainer:
         sizes = self.data.sizes[nodes.cpu()]
         steps = local_steps(self.cfg, sizes)
         batches = batch_schedule(self.data, nodes.cpu(), steps, self.cfg.batch_size,
-                                 (round_index,), width=width)
+                                 (round_index,), width=width,
+                                 shuffle=self.cfg.epoch_samples is not None, row_keys=batch_keys)
         params = params.clone()
         state = self.optimizer.init(params)
         loss_sum = torch.zeros(len(nodes), dtype=params.dtype, device=params.device)

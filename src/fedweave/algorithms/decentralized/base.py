@@ -14,22 +14,37 @@ running D-SGD is exactly the centralized reference. A step of a set of nodes is
 1. gradients of the local objective: ``g = engine.grads(x)`` of its data term, plus its
    parameter terms (``train.l2_lambda``: ½λ‖x‖², ∇ = λx);
 2. ``local_update`` (the algorithm's primal/tracker update of those rows);
-3. sends on every due slot (edge e is due at the owner's global step k when
-   ``k mod K == offset[e]``, ``exchange_schedule``; K = ``algorithm.exchange_period``) and
-   delivery to the other end (``receive``), after the transfer time;
+3. sends on every due slot (slot s is due at the owner's global step k when
+   ``k mod K == offset[s]``; K = ``algorithm.exchange_period``; offsets per undirected edge from
+   ``exchange_schedule`` or, with ``algorithm.offsets: file``, per directed slot from reference
+   system 001's node list) and delivery to the other end (``receive``), after the transfer time;
 4. ``combine`` (mixing with the copies received so far).
+
+Two-way exchanges (``algorithm.exchange: two_way``, reference system 001): every node keeps an
+*outbox* per slot, the message it published at the end of its last step (initially the initial
+model for ``x`` and zeros for other keys, what receivers hold before any exchange). A step is
+then local update → combine (with the copies received so far) → publish → exchange: on a due
+slot i→j, i's outbox goes to j and j's outbox comes back to i (j answers whatever it is doing,
+e.g. with its frozen model while idle). The received values are used from the next step on.
+``epoch_swap`` (D-SGD; the reference's ``diff()``): at the end of each node epoch the node
+swaps outboxes with every live neighbour, both ways (no fault draws).
 
 Synchronous (default): all nodes step together, messages arrive at once. Asynchronous
 (``clock.asynchronous``): node i's k-th step finishes at virtual time (k+1)·τ_i,
 τ_i = seconds_per_sample_i · b; nodes finishing at the same time step together; a message
 sent at T arrives at T + latency + bytes / min(up_i, down_j) and is used by the receiver from
 its next combine on (stale copies). A round ends at virtual time (r+1)·S·max_i τ_i. With equal
-speeds and zero transfer time this is the synchronous run.
+speeds and zero transfer time this is the synchronous run. Train/idle periods
+(``clock.train_fraction`` f, ``clock.phase``): node i's epoch period is T_i = S·τ_i/f, its
+first starts at φ_i (0, or ~ U(0, T_i) from ``numpy_rng(seed, "clock-phase")``), it trains in
+the first S·τ_i of each period and is idle for the rest, so its k-th step finishes at
+φ_i + ⌊k/S⌋·T_i + (k mod S + 1)·τ_i, its epoch e ends at φ_i + e·T_i + T_i, and a round ends at
+(r+1)·max_i T_i.
 
 Time runs on the shared virtual-time scheduler (``fedweave.sim.scheduler``: asynchronous
-peers keep one "step" event each) and messages travel through ``fedweave.sim.transport``
-(transfer times, faults, the in-flight queue). Faults (``fedweave.sim.clock``): an exchange
-lost with probability ``clock.link_drop`` is not
+peers keep one "step" event each, and one "epoch_end" event with ``epoch_swap``) and messages
+travel through ``fedweave.sim.transport`` (transfer times, faults, the in-flight queue). Faults
+(``fedweave.sim.clock``): an exchange lost with probability ``clock.link_drop`` is not
 delivered (the receiver keeps its stale copy); an edge whose exchange misses
 ``clock.swap_timeout`` is dropped for the rest of the run, W is recomputed on the live graph
 and the edge's duals leave the sums (seed 001 stops the node instead; we keep training).
@@ -57,16 +72,21 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import Algorithm, RoundResult
+from fedweave.algorithms.federated.aggregate import build_aggregator
 from fedweave.comm.partition import node_partition
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
-from fedweave.sim.clock import node_profiles
+from fedweave.errors import UserError
+from fedweave.robust.attacks import attack_record
+from fedweave.robust.peers import NeighbourRule, PeerFaults, down_nodes
+from fedweave.sim.clock import epoch_phases, node_profiles
 from fedweave.sim.scheduler import EPS, Scheduler
 from fedweave.sim.transport import Transport
 from fedweave.topology import (
     build_graph,
+    directed_offsets,
     edge_list,
     exchange_schedule,
     mixing_matrix,
@@ -94,6 +114,21 @@ class PeriodicConfig(DecentralizedConfig):
     exchange_period: int = Field(
         1, ge=1, description="K: each edge exchanges once every K steps, at its offset"
     )
+    offsets: Literal["auto", "file"] = Field(
+        "auto", description="offsets of the exchanges within the period K: auto = one per edge, "
+        "a proper edge colouring (exchange_schedule); file = one per directed edge i→j from "
+        "topology.file (reference system 001's node_list.json: node i starts the exchange "
+        "with j after its step t when t mod K = offset)")
+
+
+class SwapConfig(PeriodicConfig):
+    """Algorithms whose exchanges may be reference system 001's two-way swaps."""
+
+    exchange: Literal["one_way", "two_way"] = Field(
+        "one_way", description="one_way: a due slot i→j sends i's message to j; two_way "
+        "(reference system 001): node i's due slot i→j swaps i's and j's published messages "
+        "(what each published after its own last step, e.g. an idle node's frozen model); "
+        "received values are used from the next step on")
 
 
 @dataclass
@@ -143,8 +178,14 @@ class DecentralizedAlgorithm(Algorithm):
         self.slot_edge = torch.cat([ar, ar])
         #: K of ``exchange_period`` (1 for algorithms that schedule exchanges their own way)
         self.period = int(getattr(self.config, "exchange_period", 1))
-        self.offset = self.schedule_offsets().repeat(2)
+        if getattr(self.config, "offsets", "auto") == "file":
+            self.offset = directed_offsets(cfg.topology, self.edges, self.period)
+        else:
+            self.offset = self.schedule_offsets().repeat(2)
+        self.two_way = getattr(self.config, "exchange", "one_way") == "two_way"
+        self.epoch_swap = bool(getattr(self.config, "epoch_swap", False))
         self.alive = torch.ones(e, dtype=torch.bool)
+        self.up = torch.ones(n, dtype=torch.bool)  # nodes not crashed (clock.node_crash)
         self.part, self.engine, self.exchange_mode = node_partition(
             ctx, self.slot_own, self.slot_nbr, len(self.message_keys))
         # what this process holds
@@ -162,7 +203,7 @@ class DecentralizedAlgorithm(Algorithm):
         self.x = ctx.init_params.unsqueeze(0).repeat(self.rows, 1)
         self.buffers: Buffers = stack_buffers(ctx.init_buffers, self.rows)
         self.steps_done = torch.zeros(n, dtype=torch.int64)
-        self.clock = Scheduler(("step",))
+        self.clock = Scheduler(("step", "epoch_end"))
         self.everyone = False
         self.optimizer = FunctionalOptimizer(cfg.train)  # local optimizer (dsgd, gossip, cadmm)
         self.opt_state: dict[str, torch.Tensor] = {}
@@ -172,17 +213,29 @@ class DecentralizedAlgorithm(Algorithm):
         self.b = torch.minimum(ctx.data.sizes, torch.tensor(cfg.train.batch_size))
         self.tau = self.profile.seconds_per_sample * self.b.to(torch.float64)
         self.async_ = cfg.clock.asynchronous
+        #: train/idle periods: T_i = S·τ_i / train_fraction, first period starting at φ_i
+        self.idle = cfg.clock.train_fraction < 1 or cfg.clock.phase != "zero"
+        self.epoch_period = self.S * self.tau / cfg.clock.train_fraction
+        self.phase = epoch_phases(cfg.clock, cfg.seed, self.epoch_period)
         self.msg_bytes = len(self.message_keys) * ctx.layout.total * ctx.init_params.element_size()
         clock = cfg.clock
         self.transport = Transport(clock, self.profile, cfg.seed, self.slot_own, self.slot_nbr,
                                    self.edges, self.msg_bytes)
         self.late = self.transport.late
+        self.faults = PeerFaults(cfg.attack, clock, n, cfg.seed)  # attacks, corruption, crashes
+        self._check_faults()
         #: sync, every edge every step, no faults: mixing sees current rows (W @ x when one
         #: process holds every node; split processes still route the rows as messages)
-        self.fast = (self.mixes and not self.async_ and self.period == 1
-                     and clock.link_drop == 0 and not bool(self.late.any()))
+        self.fast = (self.mixes and not self.async_ and self.period == 1 and not self.two_way
+                     and clock.link_drop == 0 and not bool(self.late.any())
+                     and not self.faults.active and not clock.node_crash
+                     and cfg.aggregator.name is None)
         self.W_config = mixing_matrix(self.graph, cfg.topology.mixing)
         self._set_mixing()
+        #: ``aggregator.name``: a robust rule replaces the neighbour average of the models
+        self.neighbour_rule = NeighbourRule(build_aggregator(cfg.aggregator, "weighted_mean"),
+                                            self.own, self.rows) if cfg.aggregator.name else None
+        self.x_before = self.x
         self.copies: dict[str, torch.Tensor] = {}
         self.observers: list[StepObserver] = []
         #: the local loss: the engine's data term, then the parameter terms (½λ‖x‖²)
@@ -191,6 +244,12 @@ class DecentralizedAlgorithm(Algorithm):
         self._batches: dict[int, Batches] = {}
         self._gathered: tuple[torch.Tensor, Buffers] | None = None
         self.init_state()
+        #: two-way exchanges: what each held slot's owner published after its last step
+        self.outbox: dict[str, torch.Tensor] = {}
+        if self.two_way:
+            for key in self.message_keys:
+                init = ctx.init_params if key == "x" else torch.zeros_like(ctx.init_params)
+                self.outbox[key] = init.to(self.x.device).expand(len(self.slots), -1).clone()
 
     # ------------------------------------------------------------------ hooks
 
@@ -203,7 +262,7 @@ class DecentralizedAlgorithm(Algorithm):
 
     def due(self, k: torch.Tensor) -> torch.Tensor:
         """bool [2E], every slot (replicated): slots whose owner, at its global step
-        ``k[slot_own]`` (``k``: [N], CPU), exchanges now."""
+        ``k[slot_own]`` (``k``: [N], CPU), exchanges now (an offset of −1: never)."""
         return (k[self.slot_own] % self.period) == self.offset
 
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
@@ -233,12 +292,27 @@ class DecentralizedAlgorithm(Algorithm):
 
     # ------------------------------------------------------------------ helpers
 
+    def _check_faults(self) -> None:
+        attack = self.ctx.config.attack
+        if self.faults.model_attack and "x" not in self.message_keys:
+            raise UserError(f"attack.name={attack.name} corrupts the model a peer sends; "
+                            f"algorithm.name={self.config.name} sends no model")
+        if attack.name == "alie" and self.part.split:
+            raise UserError("attack.name=alie needs every node's update on every process: use "
+                            "engine.exchange=all_gather")
+        if self.ctx.config.clock.node_crash and self.async_:
+            raise UserError("clock.node_crash is simulated for synchronous rounds: set "
+                            "clock.asynchronous=false")
+
     def _set_mixing(self) -> None:
+        #: edges in use: not timed out, both ends up
+        self.live = self.alive & self.up[self.edges[:, 0]] & self.up[self.edges[:, 1]] \
+            if len(self.edges) else self.alive
         live = nx.empty_graph(self.n)
-        live.add_edges_from(self.edges[self.alive].tolist())
+        live.add_edges_from(self.edges[self.live].tolist())
         w = mixing_matrix(live, self.ctx.config.topology.mixing)
         dev, dtype = self.ctx.device, self.ctx.init_params.dtype
-        alive = self.alive[self.slot_edge]
+        alive = self.live[self.slot_edge]
         self.W = w.to(dev, dtype)
         lo, hi = self.part.lo, self.part.hi
         if not self.part.split:
@@ -287,6 +361,9 @@ class DecentralizedAlgorithm(Algorithm):
     def mix(self, own_value: torch.Tensor, key: str, fresh: bool) -> torch.Tensor:
         """Σ_j W_ij m_j: ``W @ m`` when fresh (on split processes: the held rows of W times the
         held rows and the copies just received), else W_ii m_i + Σ_j W_ij (copy of m_j)."""
+        if key == "x" and self.neighbour_rule is not None:
+            return self.neighbour_rule(own_value, self.copies[key], self.w_diag, self.w_slot,
+                                       self.slot_alive.view(-1) > 0)
         if fresh and not self.part.split:
             return self.W_sparse @ own_value if self.n > 1 else own_value
         if fresh:
@@ -352,27 +429,45 @@ class DecentralizedAlgorithm(Algorithm):
             g = torch.zeros_like(self.x)
         if stepped:
             self.objective.add_param_grads(g, self.x)  # in place (g is fresh): ½λ‖x‖², ...
+            if self.faults.model_attack:  # attacks replace the update of this local step
+                self.x_before = self.x.clone()
             self.local_update(active, g, lr)
         x_local = self.x.clone() if watch else self.x
         k = self.steps_done
-        due = self.due(k) & stepping[self.slot_own] & self.alive[self.slot_edge]
+        due = self.due(k) & stepping[self.slot_own] & self.live[self.slot_edge]
         self.steps_done = k + stepping.to(torch.int64)
-        longest, fresh = self._exchange(due, k, now)
-        if stepped:
-            held_due = (due & self.alive[self.slot_edge])[self.slots].to(dev)
-            self.combine(active, held_due, lr, fresh)
+        if self.two_way:  # combine with what arrived before, publish, then swap
+            if stepped:
+                self.combine(active, due[self.slots].to(dev), lr, False)
+                self._publish(active)
+            longest, _ = self._exchange(due, k, now)
+        else:
+            longest, fresh = self._exchange(due, k, now)
+            if stepped:
+                held_due = (due & self.live[self.slot_edge])[self.slots].to(dev)
+                self.combine(active, held_due, lr, fresh)
         if watch:
             info = StepInfo(active, x_before, g, x_local, self.x, lr, groups)
             for observer in self.observers:
                 observer(self, info)
         return longest
 
+    def _publish(self, active: torch.Tensor) -> None:
+        """Two-way exchanges: the active held nodes' slots publish their current messages."""
+        slots = torch.nonzero(active[self.own]).flatten()
+        if len(slots) == 0:
+            return
+        for key, value in self.message(slots).items():
+            self.outbox[key][slots] = value
+
     def _exchange(self, due: torch.Tensor, k: torch.Tensor, now: float) -> tuple[float, bool]:
-        """Faults, byte counts and delivery of the ``due`` slots' messages (bool [2E])."""
+        """Faults, byte counts and delivery of the ``due`` slots' messages (bool [2E]); a
+        two-way exchange also brings the other end's outbox back (the same fault draw)."""
         slots = torch.nonzero(due).flatten()
         if len(slots) == 0:
             return 0.0, self.fast and bool(self.alive.sum() == 0)
-        self.bytes_up += len(slots) * self.msg_bytes
+        ways = 2 if self.two_way else 1
+        self.bytes_up += ways * len(slots) * self.msg_bytes
         if self.fast and not self.part.split:  # W @ x mixes the current rows: no messages
             self.bytes_down += len(slots) * self.msg_bytes
             return self.transport.longest(slots), True
@@ -388,27 +483,37 @@ class DecentralizedAlgorithm(Algorithm):
         keep &= ~lost
         if dropped:
             self._set_mixing()
-        longest = self.transport.longest(slots)
+        both = torch.cat([slots, self.slot_rev[slots]]) if self.two_way else slots
+        longest = self.transport.longest(both)
         slots = slots[keep]
         if len(slots) == 0:
             return longest, False
-        self.bytes_down += len(slots) * self.msg_bytes
+        self.bytes_down += ways * len(slots) * self.msg_bytes
+        if self.two_way:  # both ends starting at once is one swap
+            slots = torch.cat([slots, self.slot_rev[slots]]).unique()
         self._send(slots, now)
         return longest, self.fast
 
     def _send(self, sent: torch.Tensor, now: float) -> None:
         """Messages of the ``sent`` slots (global, sorted) to the slots ``rev`` at the other
         end: received at once (synchronous) or queued until their arrival time."""
-        mine = sent[self.local_slot[sent] >= 0]
-        msg = self.message(self.local_slot[mine].to(self.x.device))
+        held = sent[self.local_slot[sent] >= 0]  # global slots this process sends
+        mine = self.local_slot[held].to(self.x.device)
+        msg = ({k: v[mine] for k, v in self.outbox.items()} if self.two_way
+               else self.message(mine))
         payload = torch.cat([msg[key] for key in self.message_keys], 1)
+        if self.faults.active:
+            payload = self._outgoing(held, payload)
         where = "neighbour exchange" + (f" at virtual time {now:.4g} s" if self.async_ else "")
         src, rows = self.part.route(sent, payload, where)
         dest = self.local_slot[self.slot_rev[src]]
         p = self.x.shape[1]
         msg = {key: rows[:, i * p:(i + 1) * p] for i, key in enumerate(self.message_keys)}
         if not self.async_:
-            self.receive(dest.to(self.x.device), msg)
+            ok = self.faults.accept(msg)  # a non-finite model never reaches a copy
+            self.receive(dest[ok].to(self.x.device),
+                         {k: v[ok.to(v.device)] for k, v in msg.items()})
+            self._rejected(dest[~ok])
             return
         self.transport.post(dest.tolist(), msg, now + self.transport.transfer(src))
         self._deliver(now)
@@ -416,16 +521,47 @@ class DecentralizedAlgorithm(Algorithm):
     def _deliver(self, now: float) -> None:
         """Hand the messages that have arrived by ``now`` to ``receive`` (live edges only)."""
         for slots, msg in self.transport.deliver(now):
-            alive = self.alive[self.held_edge[slots]]
+            ok = self.faults.accept(msg)
+            self._rejected(slots[~ok & self.live[self.held_edge[slots]]])
+            alive = self.live[self.held_edge[slots]] & ok
             if bool(alive.any()):
                 self.receive(slots[alive].to(self.x.device),
                              {k: v[alive.to(v.device)] for k, v in msg.items()})
+
+    def _rejected(self, slots: torch.Tensor) -> None:
+        """Held slots whose message was rejected: the receiver mixes its own model in place
+        of that neighbour's (its weight moves to the self-loop for this exchange)."""
+        if len(slots) and "x" in self.copies:
+            dev = self.x.device
+            self.copies["x"][slots.to(dev)] = self.x[self.own[slots.to(dev)]]
+
+    def _outgoing(self, sent: torch.Tensor, payload: torch.Tensor) -> torch.Tensor:
+        """Messages of the global slots ``sent`` (held here) as they arrive: attacked models,
+        corrupted payloads (``fedweave.robust.peers``)."""
+        senders, receivers = self.slot_own[sent], self.slot_nbr[sent]
+        steps = self.steps_done[senders]
+        if self.faults.model_attack:
+            p, i = self.x.shape[1], self.message_keys.index("x")
+            rows = self.own[self.local_slot[sent].to(self.x.device)]
+            honest = None
+            if self.ctx.config.attack.name == "alie":
+                good = ~self.faults.bad[self.part.lo:self.part.hi].to(self.x.device)
+                honest = (self.x - self.x_before)[good]
+            payload = payload.clone()
+            payload[:, i * p:(i + 1) * p] = self.faults.attack_models(
+                senders, steps, payload[:, i * p:(i + 1) * p], self.x_before[rows], honest)
+        return self.faults.corrupt(senders, receivers, steps, payload)
 
     # ------------------------------------------------------------------ rounds
 
     def round(self, r: int) -> RoundResult:
         self.part.start_round(r)
         self._gathered = None
+        up = ~down_nodes(self.ctx.config.clock, self.ctx.seed, r, self.n)
+        if not torch.equal(up, self.up):  # crashes and rejoins: the live graph changes
+            self.up = up
+            self._set_mixing()
+        self.faults.rejected = 0
         dtype = self.x.dtype
         stats = {k: torch.zeros(self.rows, dtype=dtype, device=self.x.device)
                  for k in ("loss", "correct", "seen")}
@@ -444,51 +580,103 @@ class DecentralizedAlgorithm(Algorithm):
             "edges_dropped": float(self.edges_dropped),
             "edges_dropped_round": float(self.edges_dropped - dropped_before),
             "exchanges_lost": float(self.exchanges_lost),
-            "live_edges": float(self.alive.sum()),
+            "live_edges": float(self.live.sum()),
         }
+        if self.faults.active:  # every process counts what it received
+            count = torch.tensor([self.faults.rejected], dtype=torch.int64)
+            extras["messages_rejected"] = float(self.part.gather_lists({"n": count})["n"].sum())
+        if self.ctx.config.clock.node_crash:
+            extras["nodes_down"] = float((~self.up).sum())
         return RoundResult(
             train_loss=float((loss * weights).sum()), train_acc=float((acc * weights).sum()),
             bytes_up=self.bytes_up, bytes_down=self.bytes_down, sim_time=sim,
             node_train={"loss": loss.cpu(), "acc": acc.cpu()}, extras=extras)
 
+    def _swap_epoch(self, ended: torch.Tensor, now: float) -> None:
+        """``epoch_swap``: the nodes of ``ended`` (bool [N]) swap messages with every live
+        neighbour, both ways (reference system 001's ``diff()`` after each epoch)."""
+        live = self.alive[self.slot_edge]
+        slots = torch.nonzero(live & (ended[self.slot_own] | ended[self.slot_nbr])).flatten()
+        if len(slots) == 0:
+            return
+        self.bytes_up += len(slots) * self.msg_bytes
+        self.bytes_down += len(slots) * self.msg_bytes
+        self._send(slots, now)
+
     def _round_sync(self, r: int, stats: dict[str, torch.Tensor]) -> float:
         """Every node steps S times in lock step; a step lasts the slowest node's compute
         plus the slowest transfer of its exchanges."""
-        everyone = torch.ones(self.n, dtype=torch.bool)
+        everyone = self.up.clone()  # crashed nodes do not step
         sim = 0.0
         compute = float(self.tau.max())
         for t in range(self.S):
             sim += compute + self._step([(everyone, r, t)], 0.0, stats)
+        if self.epoch_swap:
+            self._swap_epoch(everyone, 0.0)
         self.clock.now += sim
         return sim
 
+    def _step_time(self, node: int, k: int) -> float:
+        """When node's k-th (0-based) local step finishes: (k+1)·τ_i, or with train/idle
+        periods φ_i + ⌊k/S⌋·T_i + (k mod S + 1)·τ_i."""
+        if not self.idle:
+            return float((k + 1) * self.tau[node])
+        e, t = divmod(k, self.S)
+        start = self.phase[node] + e * self.epoch_period[node]
+        return float(start + (t + 1) * self.tau[node])
+
+    def _epoch_end(self, node: int, e: int) -> float:
+        """When node's epoch e ends: the finish of its last step, or with train/idle periods
+        φ_i + e·T_i + T_i (the same float as that step's time when there is no idle part)."""
+        if not self.idle:
+            return float((e + 1) * self.S * self.tau[node])
+        start = self.phase[node] + e * self.epoch_period[node]
+        return float(start + self.epoch_period[node])
+
     def _next_step(self, node: int) -> None:
-        """Queue node's next local step: its k-th (0-based) finishes at (k+1)·τ_i."""
-        k = int(self.steps_done[node])
-        self.clock.at(float((k + 1) * self.tau[node]), "step", node)
+        """Queue node's next local step (``_step_time``)."""
+        self.clock.at(self._step_time(node, int(self.steps_done[node])), "step", node)
+
+    def _round_end(self, r: int) -> float:
+        if not self.idle:
+            return (r + 1) * self.S * float(self.tau.max())
+        return (r + 1) * float(self.epoch_period.max())
 
     def _round_async(self, r: int, stats: dict[str, torch.Tensor]) -> float:
-        """Event-driven on the scheduler: the earliest step events (and every other at the same
-        instant) run together, after delivering the messages that have arrived; a round ends
-        at virtual time (r+1)·S·max_i τ_i."""
-        end = (r + 1) * self.S * float(self.tau.max())
+        """Event-driven on the scheduler: the earliest events (and every other at the same
+        instant) run together, after delivering the messages that have arrived: first the
+        steps, then the epoch swaps (``epoch_end`` events, tag = the node's epoch); a round
+        ends at virtual time (r+1)·max_i T_i (T_i = S·τ_i without idle periods)."""
+        end = self._round_end(r)
         start = self.clock.now
         if not self.clock.pending("step"):
             for i in range(self.n):
                 self._next_step(i)
+                if self.epoch_swap:
+                    self.clock.at(self._epoch_end(i, 0), "epoch_end", i, tag=0)
         while (head := self.clock.peek()) is not None and head.time <= end * (1 + EPS):
             events = self.clock.pop_together()
             now = events[0].time
             self._deliver(now)
+            steps = [e for e in events if e.kind == "step"]
             groups: dict[tuple[int, int], torch.Tensor] = {}
-            for event in events:
+            for event in steps:
                 k = int(self.steps_done[event.node])
                 key = (k // self.S, k % self.S)
                 groups.setdefault(key, torch.zeros(self.n, dtype=torch.bool))
                 groups[key][event.node] = True
-            self._step([(m, e, t) for (e, t), m in sorted(groups.items())], now, stats)
-            for event in events:
+            if groups:
+                self._step([(m, e, t) for (e, t), m in sorted(groups.items())], now, stats)
+            for event in steps:
                 self._next_step(event.node)
+            ended = [e for e in events if e.kind == "epoch_end"]
+            if ended:
+                mask = torch.zeros(self.n, dtype=torch.bool)
+                mask[[e.node for e in ended]] = True
+                self._swap_epoch(mask, now)
+                for event in ended:
+                    self.clock.at(self._epoch_end(event.node, event.tag + 1), "epoch_end",
+                                  event.node, tag=event.tag + 1)
         self.clock.now = end
         return end - start
 
@@ -518,7 +706,14 @@ class DecentralizedAlgorithm(Algorithm):
         return bool(ok.all())
 
     def info(self) -> dict[str, Any]:
-        return {"neighbour_exchange": self.exchange_mode}
+        cfg = self.ctx.config
+        return {"neighbour_exchange": self.exchange_mode,
+                **attack_record(cfg.attack, self.n, cfg.seed)}
+
+    def model_weights(self) -> torch.Tensor | None:
+        """With attackers, the means over nodes are over the honest nodes only."""
+        bad = self.faults.bad
+        return (~bad).to(torch.float64) if bool(bad.any()) else None
 
     def write_artifacts(self, plots_dir: Path) -> None:
         """plots/topology.png and topology.json (edges, degrees, mixing, spectral gap)."""
@@ -537,6 +732,7 @@ class DecentralizedAlgorithm(Algorithm):
         slot: dict[str, torch.Tensor] = {}
         if not self.fast:  # fast exchanges refresh every copy before it is read
             slot.update({f"copies/{k}": v for k, v in self.copies.items()})
+        slot.update({f"outbox/{k}": v for k, v in self.outbox.items()})
         out: State = {"x": x, "buffers": buffers, "steps_done": self.steps_done,
                       "clock": self.clock.state(), "alive": self.alive,
                       "edges_dropped": torch.tensor(self.edges_dropped)}
@@ -552,6 +748,8 @@ class DecentralizedAlgorithm(Algorithm):
         gathered = self.part.gather_slots(slot)
         algo.update({k[5:]: v for k, v in gathered.items() if k.startswith("algo/")})
         out["copies"] = {k[7:]: v for k, v in gathered.items() if k.startswith("copies/")}
+        if self.outbox:
+            out["outbox"] = {k[7:]: v for k, v in gathered.items() if k.startswith("outbox/")}
         out["algo"] = algo
         if self.async_:
             out["in_flight"] = self.transport.state(
@@ -572,6 +770,7 @@ class DecentralizedAlgorithm(Algorithm):
         self._set_mixing()
         self.buffers = {k: v[lo:hi].to(dev) for k, v in section(state, "buffers").items()}
         self.copies.update({k: v.to(dev)[held] for k, v in section(state, "copies").items()})
+        self.outbox.update({k: v.to(dev)[held] for k, v in section(state, "outbox").items()})
         self.load_algorithm_state({
             k: v.to(dev)[held] if k in self.slot_state else v.to(dev)[lo:hi] if v.dim()
             else v for k, v in section(state, "algo").items()})
@@ -597,4 +796,4 @@ class LocalOptimizerAlgorithm(DecentralizedAlgorithm):
 
 
 __all__ = ["DecentralizedAlgorithm", "DecentralizedConfig", "FunctionalOptimizer",
-           "LocalOptimizerAlgorithm", "PeriodicConfig"]
+           "LocalOptimizerAlgorithm", "PeriodicConfig", "SwapConfig"]

@@ -6,21 +6,31 @@ algorithms?"; local momentum as in Lin et al. 2021), adapt-then-combine (REFEREN
 
 The local optimizer is ``train.optimizer``/``train.momentum`` (``FunctionalOptimizer``) with
 state kept across epochs (DSGDm). With K = ``exchange_period`` > 1 node i mixes every step with
-the last copy received from each neighbour (edges refresh once per K steps).
+the last copy received from each neighbour (edges refresh once per K steps); with uniform
+weights (``topology.mixing: uniform``) that is reference system 001's
+x_i ← (x_i − lr·g_i + Σ_j x̃_j)/(deg_i + 1). With ``exchange: two_way`` the copies x̃_j are the
+neighbours' published post-mixing models and ``epoch_swap`` refreshes every copy at the end of
+each node epoch (the reference's ``diff()``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import LocalOptimizerAlgorithm, PeriodicConfig
+from fedweave.algorithms.decentralized.base import LocalOptimizerAlgorithm, SwapConfig
 
 
-class DSGDConfig(PeriodicConfig):
+class DSGDConfig(SwapConfig):
     name: Literal["dsgd"] = "dsgd"
+    epoch_swap: bool = Field(
+        False, description="at the end of each node epoch swap models with every live "
+        "neighbour, both ways (reference system 001's diff() after its evaluation)")
+    #: ``aggregator.name`` replaces Σ_j W_ij x_j by a robust rule (fedweave.robust.peers)
+    uses_aggregator: ClassVar[bool] = True
 
 
 @register_algorithm("dsgd", DSGDConfig)

@@ -22,11 +22,11 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import PeriodicConfig
+from fedweave.algorithms.decentralized.base import SwapConfig
 from fedweave.algorithms.decentralized.duals import EdgeDuals
 
 
-class EdgeConsensusConfig(PeriodicConfig):
+class EdgeConsensusConfig(SwapConfig):
     name: Literal["pdmm_sgd"] = "pdmm_sgd"
     mu: float | None = Field(None, gt=0, description="proximal weight μ (default 1/lr)")
     eta: float = Field(1.0, ge=0, description="dual weight η")

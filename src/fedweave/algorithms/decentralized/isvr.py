@@ -23,16 +23,18 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
-from fedweave.algorithms.decentralized.base import PeriodicConfig
+from fedweave.algorithms.decentralized.base import SwapConfig
 from fedweave.algorithms.decentralized.duals import EdgeDuals
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.errors import UserError
 
 
-class PdmmISVRConfig(PeriodicConfig):
+class PdmmISVRConfig(SwapConfig):
     name: Literal["pdmm_isvr"] = "pdmm_isvr"
-    piw: float = Field(1.0, gt=0, le=2, description="penalty weight (seed: 0.5, 1 or 2)")
+    piw: float = Field(1.0, gt=0, le=2, description="penalty weight piw ∈ (0, 2] of the dual "
+                       "step η_i = piw / (lr·(K·E_i + K − piw·E_i)); reference system 001 used "
+                       "0.5, 1 or 2 (2 needs exchange_period ≥ 2)")
     use_gcoef: bool = Field(False, description="scale the gradient by c = 1 − lr·η·E·(K/piw − 1)")
 
 

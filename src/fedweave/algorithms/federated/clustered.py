@@ -22,7 +22,7 @@ from pydantic import Field
 from fedweave.algorithms.base import RoundResult, register_algorithm
 from fedweave.algorithms.federated.base import CohortAlgorithm
 from fedweave.algorithms.federated.sampling import CohortConfig
-from fedweave.config import AlgorithmConfig
+from fedweave.config import AlgorithmConfig, Config
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, mean_buffers, stack_buffers
 from fedweave.core.state import State, section
@@ -32,11 +32,21 @@ from fedweave.rng import derive_seed
 class ClusteredConfig(CohortConfig):
     name: Literal["clustered"] = "clustered"
     uses_aggregator: ClassVar[bool] = True
-    k: int = Field(3, ge=1, description="number of clusters (at most the cohort size)")
+    k: int = Field(3, ge=1, description="number of clusters; more than the clients sampled "
+                   "per round (clients_per_round, or fraction × data.nodes) is refused. A round "
+                   "whose arrived clients are fewer (client_dropout) clusters them into as "
+                   "many clusters as there are clients")
     pca_dim: int = Field(2, ge=1, description="PCA dimensions the client models are reduced "
                          "to before k-means")
     server_lr: float = Field(1.0, gt=0, description="server step η toward each cluster's "
                              "aggregate (reference system 004's lambda, generalised)")
+
+    def check(self, config: Config) -> None:
+        super().check(config)
+        cohort = self.cohort(config.data.nodes)
+        if self.k > cohort:
+            raise ValueError(f"algorithm.k={self.k} clusters exceed the {cohort} clients sampled "
+                             "per round: lower algorithm.k or sample more clients")
 
 
 @register_algorithm("clustered", ClusteredConfig)
@@ -98,6 +108,10 @@ class Clustered(CohortAlgorithm):
 
     def models(self) -> tuple[torch.Tensor, Buffers, list[str]]:
         return self.x, self.cluster_buffers, [f"cluster{c}" for c in range(self.config.k)]
+
+    def client_models(self) -> torch.Tensor:
+        """Each client uses its cluster's model."""
+        return self.assign
 
     def model_weights(self) -> torch.Tensor:
         """Clusters weigh by the training samples of the clients assigned to them."""

@@ -16,6 +16,7 @@ from fedweave.training.objectives import Objective, proximal
 class FedAvgConfig(ServerOptConfig):
     name: Literal["fedavg"] = "fedavg"
     uses_aggregator: ClassVar[bool] = True
+    client_privacy: ClassVar[bool] = True
     prox_mu: float = Field(0.0, ge=0, description="FedProx proximal term μ")
 
 
@@ -40,8 +41,9 @@ class FedAvg(FederatedAlgorithm):
         start, buffers = self.start(len(clients))
         local = ctx.trainer.train(clients, start, buffers, r, ctx.lr(r),
                                   Objective(terms=proximal(self.config.prox_mu, x)))
-        if len(clients):
+        if len(clients) or self.ledger is not None:  # DP-FedAvg releases noise every round
             self.server.step(x - self.aggregate(local.params, local.num_samples, x))
+        if len(clients):
             self.buffers = mean_buffers(local.buffers, local.num_samples)
         return self.result(plan, local)
 

@@ -6,23 +6,34 @@ from __future__ import annotations
 import torch
 from pydantic import Field, model_validator
 
-from fedweave.config import AlgorithmConfig
+from fedweave.config import AlgorithmConfig, Config
 from fedweave.rng import numpy_rng
 
 
 class CohortConfig(AlgorithmConfig):
     """Cohort by count or by fraction (one of the two; default: all clients)."""
 
-    clients_per_round: int | None = Field(None, ge=1, description="clients per round (at most "
-                                          "data.nodes)")
+    clients_per_round: int | None = Field(None, ge=1, description="clients per round; more "
+                                          "than data.nodes is refused")
     fraction: float | None = Field(None, gt=0, le=1, description="fraction of data.nodes per "
-                                   "round (alternative to clients_per_round)")
+                                   "round, rounded, at least 1 (alternative to "
+                                   "clients_per_round)")
 
     @model_validator(mode="after")
     def _one_of(self) -> CohortConfig:
         if self.clients_per_round is not None and self.fraction is not None:
             raise ValueError("set algorithm.clients_per_round or algorithm.fraction, not both")
         return self
+
+    def check(self, config: Config) -> None:
+        nodes = config.data.nodes
+        if self.clients_per_round is not None and self.clients_per_round > nodes:
+            raise ValueError(f"algorithm.clients_per_round={self.clients_per_round} exceeds "
+                             f"data.nodes={nodes}: lower it, or raise data.nodes")
+
+    def cohort(self, nodes: int) -> int:
+        """Clients sampled per round out of ``nodes``."""
+        return cohort_size(nodes, self.clients_per_round, self.fraction)
 
 
 def cohort_size(nodes: int, clients_per_round: int | None, fraction: float | None) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from fedweave.config import DataConfig
+from fedweave.data.memory import require_memory
 from fedweave.data.sources.base import Dataset, image_dataset, register_dataset
 from fedweave.errors import UserError
 from fedweave.rng import numpy_rng
@@ -51,18 +52,36 @@ def load_synthetic(cfg: DataConfig, root: Path, seed: int) -> Dataset:
     W_k, b_k ~ N(u_k, 1); B_k ~ N(0, β²), v_k ~ N(B_k, 1); x ~ N(v_k, Σ) with Σ_jj = j^-1.2;
     y = argmax softmax(W_k x + b_k). ``iid``: one W, b ~ N(0, 1) and v = 0 for every device.
     Samples per device: int(lognormal(samples_mean, samples_sigma)) + min_samples, capped at
-    ``SYNTHETIC_MAX_SAMPLES``; the last ``test_fraction`` of each device's samples is test."""
+    ``SYNTHETIC_MAX_SAMPLES``; the last ``test_fraction`` of each device's samples is test.
+
+    Memory: the sizes are drawn first, so a dataset that would not fit is refused up front
+    with its estimate; devices are drawn one at a time (float64, as the benchmark) straight
+    into preallocated float32 arrays, so the peak is the dataset plus one device."""
     sc = cfg.synthetic
     rng = numpy_rng(seed, "synthetic")
     k, dim, n_cls = cfg.nodes, sc.dim, sc.classes
     sizes = np.minimum(rng.lognormal(sc.samples_mean, sc.samples_sigma, k).astype(np.int64)
                        + sc.min_samples, SYNTHETIC_MAX_SAMPLES)
+    # min(max(1, round(f·n)), n − 1), rounding half to even like Python's round
+    n_test = np.minimum(np.maximum(1, np.rint(sc.test_fraction * sizes).astype(np.int64)),
+                        sizes - 1)
+    n_train = sizes - n_test
+    total, train_total = int(sizes.sum()), int(n_train.sum())
+    # features (float32) and labels of every sample, device ids and index shards of train,
+    # and the validation samples gathered for an evaluation
+    require_memory(int(total * (4 * dim + 8) + train_total * (24 + cfg.val_fraction * 4 * dim)),
+                   f"data.dataset=synthetic with data.nodes={k} ({total} samples × {dim} "
+                   "features)", "lower data.nodes or data.synthetic.samples_mean")
     u = rng.normal(0.0, sc.alpha, k)
     b_mean = rng.normal(0.0, sc.beta, k)
     sd = np.arange(1, dim + 1, dtype=np.float64) ** -0.6  # sqrt of Σ_jj = j^-1.2
     w_global = rng.normal(0.0, 1.0, (dim, n_cls))
     b_global = rng.normal(0.0, 1.0, n_cls)
-    parts: dict[str, list[np.ndarray]] = {"tx": [], "ty": [], "tg": [], "vx": [], "vy": []}
+    train_x = np.empty((train_total, dim), dtype=np.float32)
+    train_y = np.empty(train_total, dtype=np.int64)
+    test_x = np.empty((total - train_total, dim), dtype=np.float32)
+    test_y = np.empty(total - train_total, dtype=np.int64)
+    at_train = at_test = 0
     for node in range(k):
         if sc.iid:
             w, b, v = w_global, b_global, np.zeros(dim)
@@ -70,19 +89,15 @@ def load_synthetic(cfg: DataConfig, root: Path, seed: int) -> Dataset:
             w = rng.normal(u[node], 1.0, (dim, n_cls))
             b = rng.normal(u[node], 1.0, n_cls)
             v = rng.normal(b_mean[node], 1.0, dim)
-        n = int(sizes[node])
-        x = v + sd * rng.standard_normal((n, dim))
+        n, m = int(sizes[node]), int(n_train[node])
+        x = rng.standard_normal((n, dim))
+        x *= sd
+        x += v  # v + sd·z, in place (the same floats)
         y = np.argmax(x @ w + b, axis=1)  # argmax of softmax = argmax of the logits
-        n_test = min(max(1, round(sc.test_fraction * n)), n - 1)
-        parts["tx"].append(x[: n - n_test])
-        parts["ty"].append(y[: n - n_test])
-        parts["tg"].append(np.full(n - n_test, node))
-        parts["vx"].append(x[n - n_test:])
-        parts["vy"].append(y[n - n_test:])
-    cat = {key: np.concatenate(val) for key, val in parts.items()}
-    return Dataset(
-        "synthetic",
-        torch.from_numpy(cat["tx"].astype(np.float32)), torch.from_numpy(cat["ty"]).long(),
-        torch.from_numpy(cat["vx"].astype(np.float32)), torch.from_numpy(cat["vy"]).long(),
-        n_cls, None, None, torch.from_numpy(cat["tg"]).long(),
-    )
+        train_x[at_train: at_train + m], train_y[at_train: at_train + m] = x[:m], y[:m]
+        test_x[at_test: at_test + n - m], test_y[at_test: at_test + n - m] = x[m:], y[m:]
+        at_train, at_test = at_train + m, at_test + n - m
+    groups = np.repeat(np.arange(k, dtype=np.int64), n_train)
+    return Dataset("synthetic", torch.from_numpy(train_x), torch.from_numpy(train_y),
+                   torch.from_numpy(test_x), torch.from_numpy(test_y), n_cls, None, None,
+                   torch.from_numpy(groups))

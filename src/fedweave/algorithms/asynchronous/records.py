@@ -1,0 +1,97 @@
+"""Records of time to accuracy (callbacks, registered for every run):
+
+* ``output.target_acc`` → summary.json ``time_to_target: {sim_s, update}``: the simulated
+  seconds and the server update (round) of the first evaluation whose test accuracy reaches
+  the target, or null;
+* traffic: every evaluated row carries the round's ``bytes_up`` / ``bytes_down`` and the
+  cumulative ``bytes_up_total`` / ``bytes_down_total`` (split "stats") beside ``sim_time``, so
+  accuracy can be plotted against bytes
+  (``records.plots``); runs with a target, a federated clock profile or an asynchronous
+  algorithm;
+* per-client densities over time: ``nodes/densities.csv`` (epoch, sim_time, client0, ...)
+  for algorithms with ``client_densities()`` (PR-FL).
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import TYPE_CHECKING, Any
+
+from fedweave.callbacks import Callback, register_callback
+from fedweave.config import Config
+
+if TYPE_CHECKING:
+    from fedweave.algorithms.base import RoundResult
+    from fedweave.runner import Result, Runner
+
+
+class TimeToTarget(Callback):
+    """The first evaluation reaching ``output.target_acc`` (also found again on resume from
+    the checkpointed history)."""
+
+    def __init__(self, target: float) -> None:
+        self.target = target
+        self.hit: dict[str, float] | None = None
+
+    def _check(self, row: dict[str, Any]) -> None:
+        if self.hit is None and row.get("test_acc", -1.0) >= self.target:
+            self.hit = {"sim_s": float(row["sim_time"]), "update": int(row["round"])}
+
+    def on_start(self, runner: Runner) -> None:
+        self.hit = None
+        for row in runner.history:
+            self._check(row)
+
+    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+        self._check(row)
+
+    def on_finish(self, runner: Runner, result: Result) -> None:
+        result.summary["time_to_target"] = self.hit
+        result.summary["target_acc"] = self.target
+        if runner.run_dir is not None:
+            runner.run_dir.write_summary(result.summary)
+
+
+class Traffic(Callback):
+    """Cumulative bytes on every row (the runner's totals after the round)."""
+
+    def on_round(self, runner: Runner, r: int, result: RoundResult) -> None:
+        result.extras["bytes_up"] = float(result.bytes_up)
+        result.extras["bytes_down"] = float(result.bytes_down)
+        result.extras["bytes_up_total"] = float(runner.totals["bytes_up"])
+        result.extras["bytes_down_total"] = float(runner.totals["bytes_down"])
+
+
+class Densities(Callback):
+    """``nodes/densities.csv``: one row per evaluation, a column per client."""
+
+    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+        densities = getattr(runner.algo, "client_densities", None)
+        if densities is None or runner.run_dir is None:
+            return
+        values = densities()
+        path = runner.run_dir.nodes_dir / "densities.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["epoch", "sim_time", *values])
+            w.writerow([r + 1, row["sim_time"], *values.values()])
+
+
+@register_callback
+def _time_to_target(config: Config) -> Callback | None:
+    target = config.output.target_acc
+    return TimeToTarget(target) if target is not None else None
+
+
+@register_callback
+def _traffic(config: Config) -> Callback | None:
+    timed = (config.output.target_acc is not None or config.algorithm.kind == "async"
+             or config.clock.profile != "custom" or config.algorithm.name == "heterofl")
+    return Traffic() if timed else None
+
+
+@register_callback
+def _densities(config: Config) -> Callback | None:
+    return Densities() if config.algorithm.name == "prfl" else None

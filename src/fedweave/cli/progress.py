@@ -1,0 +1,105 @@
+"""What ``fedweave run`` prints while it runs: the run directory at the start, then per
+evaluated round either a live bar (on a terminal) or one plain, flushed line (through a pipe,
+``nohup``, Slurm: ``stderr`` is not a TTY), with seconds per round, ETA and simulated time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedweave.callbacks import Callback
+
+if TYPE_CHECKING:
+    from fedweave.runner import Result, Runner
+
+
+def clock(seconds: float) -> str:
+    """``h:mm:ss`` (or ``m:ss``) of a duration."""
+    s = round(max(seconds, 0))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _split(row: dict[str, Any], split: str) -> str:
+    loss, acc = row.get(f"{split}_loss"), row.get(f"{split}_acc")
+    if loss is None or acc is None:
+        return ""
+    return f"{split} loss {loss:.4f} acc {acc:.4f}"
+
+
+def round_line(row: dict[str, Any], total: int, per_round: float, eta: float) -> str:
+    """One evaluated round as one line (also the log format when not on a terminal)."""
+    parts = [f"round {int(row['round'])}/{total}"]
+    parts += [p for p in (_split(row, s) for s in ("train", "val", "test")) if p]
+    if "test_acc_min" in row:
+        parts.append(f"(nodes {row['test_acc_min']:.4f}–{row['test_acc_max']:.4f})")
+    parts += [f"{per_round:.2f} s/round", f"ETA {clock(eta)}", f"sim {row['sim_time']:.1f} s"]
+    return "  ".join(parts)
+
+
+class TerminalProgress(Callback):
+    """Prints the run directory, then the live bar or one line per evaluated round."""
+
+    def __init__(self, console: Console, show_rounds: bool = True) -> None:
+        self.console, self.show_rounds = console, show_rounds
+        self.live = console.is_terminal
+        self.bar: Progress | None = None
+        self.task: Any = None
+        self.t0 = 0.0
+        self.first = 0
+        self.run_dir: Path | None = None
+
+    def say(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True, markup=False)
+        self.console.file.flush()
+
+    def on_start(self, runner: Runner) -> None:
+        self.t0, self.first = time.perf_counter(), runner.start_round
+        if runner.run_dir is not None:
+            self.run_dir = runner.run_dir.path
+            verb = f"resuming at round {runner.start_round}:" if runner.start_round \
+                else "run directory:"
+            self.say(f"{verb} {runner.run_dir.path}")
+        if self.live and self.show_rounds:
+            self.bar = Progress(TextColumn("round {task.completed}/{task.total}"), BarColumn(),
+                                TextColumn("{task.description}"), TimeElapsedColumn(),
+                                console=self.console, transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("starting", total=runner.config.rounds,
+                                          completed=runner.start_round)
+
+    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+        if not self.show_rounds:
+            return
+        total = runner.config.rounds
+        per_round = (time.perf_counter() - self.t0) / max(r + 1 - self.first, 1)
+        eta = per_round * (total - r - 1)
+        if self.bar is None:
+            self.say(round_line(row, total, per_round, eta))
+            return
+        best = runner.best
+        key = best.get("selected_by", "val_acc")
+        text = f"loss {row['train_loss']:.3f}"
+        if "val_acc" in row:
+            text += f"  val acc {row['val_acc']:.3f}"
+        text += f"  test acc {row['test_acc']:.3f}"
+        if key in best:
+            text += f"  best {best[key]:.3f} (r{int(best['round'])})"
+        text += f"  {per_round:.2f} s/round  ETA {clock(eta)}"
+        self.bar.update(self.task, completed=r + 1, description=text)
+
+    def _stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def on_finish(self, runner: Runner, result: Result) -> None:
+        self._stop()
+
+    def on_failure(self, runner: Runner, exc: BaseException) -> None:
+        self._stop()

@@ -1,0 +1,43 @@
+"""Stop a run at a target ε (``privacy.target_epsilon``): a callback that ends the run before
+the round that would take the privacy spent above the target."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from fedweave.callbacks import Callback, register_callback
+from fedweave.errors import UserError
+
+if TYPE_CHECKING:
+    from fedweave.config import Config
+    from fedweave.runner import Runner
+
+
+class Ledger(Protocol):
+    def next_epsilon(self) -> float: ...
+
+
+def _ledger(runner: Runner) -> Ledger:
+    ledger = getattr(runner.algo, "ledger", None)
+    if ledger is None:  # pragma: no cover - the config refuses privacy where nothing accounts
+        raise UserError(f"privacy.target_epsilon: algorithm.name={runner.config.algorithm.name} "
+                        "keeps no privacy ledger")
+    return ledger  # type: ignore[no-any-return]
+
+
+class PrivacyBudget(Callback):
+    """Ends the run after round r when round r + 1 would spend more than ``target``."""
+
+    def __init__(self, target: float) -> None:
+        self.target = target
+
+    def should_stop(self, runner: Runner) -> bool:
+        return _ledger(runner).next_epsilon() > self.target
+
+
+def _budget(config: Config) -> Callback | None:
+    target = config.privacy.target_epsilon
+    return PrivacyBudget(target) if config.privacy.active() and target is not None else None
+
+
+register_callback(_budget)
