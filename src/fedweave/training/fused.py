@@ -35,12 +35,11 @@ from torch import nn
 from fedweave.config import TrainConfig
 from fedweave.core.population import Buffers, ParamLayout
 from fedweave.data.federated import FederatedData
-from fedweave.training.batches import batch_schedule, local_steps
 from fedweave.training.chunks import chunks, pad_rows
 from fedweave.training.objectives import CROSS_ENTROPY, L2, DataLoss, Linear, Objective, Proximal
 from fedweave.training.optim import FunctionalOptimizer
 from fedweave.training.persample import PerSample
-from fedweave.training.protocol import LocalResult, StepOutput
+from fedweave.training.protocol import Batches, LocalResult, StepOutput
 
 
 def linear_stack(model: nn.Module) -> list[tuple[str, str | None]] | None:
@@ -239,16 +238,14 @@ class FusedEngine(PerSample):
 
     def train_round(self, cfg: TrainConfig, optimizer: FunctionalOptimizer,
                     nodes: torch.Tensor, params: torch.Tensor, buffers: Buffers,
-                    round_index: int, lr: float, objective: Objective,
-                    width: int | None = None) -> LocalResult:
-        """``LocalTrainer.train`` for this engine: the same batches, objective and optimizer,
-        with the parameters held per layer for the whole round (module docstring)."""
+                    batches: Batches, lr: float, objective: Objective) -> LocalResult:
+        """``LocalTrainer.train`` for this engine: the trainer's batches, objective and
+        optimizer, with the parameters held per layer for the whole round (module
+        docstring)."""
         data = self.data
         k = len(nodes)
         sizes = data.sizes[nodes.cpu()]
-        steps = local_steps(cfg, sizes)
-        batches = batch_schedule(data, nodes.cpu(), steps, cfg.batch_size, (round_index,),
-                                 width=width)
+        steps = batches.steps
         dev, dtype = params.device, params.dtype
         # per layer: contiguous parameter stacks (rows padded to whole chunks), gradient
         # buffers, optimizer states
