@@ -76,6 +76,10 @@ def test_both_engines_give_the_same_run_and_epsilon_is_the_worst_clients() -> No
     a, _, _ = loop.algorithm.models()  # type: ignore[union-attr]
     b, _, _ = vec.algorithm.models()  # type: ignore[union-attr]
     assert torch.equal(a, b)
+    # the fused engine (auto's choice for this MLP) goes through the same privatised steps
+    fused = run(load_config(None, [*BASE, *over, "engine.backend=fused"]), write=False)
+    c, _, _ = fused.algorithm.models()  # type: ignore[union-attr]
+    torch.testing.assert_close(c, a, rtol=1e-4, atol=1e-5)
     ledger = loop.algorithm.ledger  # type: ignore[union-attr]
     sizes, batch, steps = ledger.sizes, ledger.batch, ledger.steps
     worst = max(epsilon("rdp", "poisson", 1.0, int(steps[i]), 1e-5, int(sizes[i]),

@@ -219,7 +219,7 @@ def test_auto_calibration_recorded_and_cached(tmp_path: pathlib.Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no decision stored on this machine
     engines._DECISIONS.clear()
-    cfg = config("mlp", "engine.backend=auto", "algorithm.clients_per_round=4")
+    cfg = config("cnn", "engine.backend=auto", "algorithm.clients_per_round=4")
     assert typical_cohort(cfg, 6) == 4
     ctx = build_context(cfg)
     cal = ctx.engine.calibration
@@ -232,6 +232,11 @@ def test_auto_calibration_recorded_and_cached(tmp_path: pathlib.Path,
     assert again.calibration["cached"] and again.name == ctx.engine.name
     res = run(cfg, write=False)
     assert res.summary["engine_calibration"]["chosen"] == res.summary["engine"]
+
+
+def test_auto_picks_the_fused_engine_for_linear_stacks_by_rule() -> None:
+    ctx = build_context(config("mlp", "engine.backend=auto"))
+    assert ctx.engine.name == "fused" and "no timing" in ctx.engine.calibration["rule"]
 
 
 def test_typical_cohort() -> None:

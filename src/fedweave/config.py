@@ -440,16 +440,23 @@ class EngineConfig(Section):
     name: Literal["local", "distributed"] = Field(
         "local", description="local: one process; distributed: torch.distributed ranks "
         "(torchrun or --procs)")
-    backend: Literal["auto", "loop", "vectorized"] = Field(
-        "auto", description="gradient engine: loop (one model at a time), vectorized "
-        "(torch.func vmap over the stack), auto (measured once per machine, model and shapes, "
-        "then reused: fedweave.training.select)")
+    backend: Literal["auto", "loop", "vectorized", "fused"] = Field(
+        "auto", description="how local gradients are computed: loop (one model at a time), "
+        "vectorized (torch.func vmap over the node stack), fused (batched matmuls for "
+        "Linear/ReLU stacks, whole local rounds on per-layer stacks); auto: fused when the "
+        "model is a Linear/ReLU stack, else the faster of loop and vectorized (measured once "
+        "per machine, model and shapes, then reused: fedweave.training.select)")
     device: str = Field(
         "auto", description="auto (cuda when this torch sees a GPU, else cpu), cpu, cuda, "
         "cuda:N or mps; a device this torch cannot use is refused before the data is "
         "loaded")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; null = "
                                 "torch's default")
+    chunk: int | None = Field(
+        None, ge=1, description="rows per batched kernel call of the vectorized and fused "
+        "engines; processes hold whole chunks, so results are bit-identical for any process "
+        "count. null = min(8 on a CPU / 64 on a GPU, the rows trained together)",
+        json_schema_extra={"unit": "rows"})
     timeout_s: float = Field(300.0, gt=0, description="distributed: peer timeout",
                              json_schema_extra={"unit": "s"})
     exchange: Literal["auto", "all_gather", "point_to_point"] = Field(

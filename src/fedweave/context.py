@@ -32,6 +32,7 @@ from fedweave.privacy.sample import SampleDPEngine
 from fedweave.rng import derive_seed
 from fedweave.robust.attacks import uplink
 from fedweave.robust.data import corrupt_data
+from fedweave.training.chunks import chunk_width
 from fedweave.training.optim import scheduled_lr
 from fedweave.training.protocol import GradientEngine
 from fedweave.training.select import BACKENDS, build_engine, choose_backend, resolve_device
@@ -66,6 +67,9 @@ class RunContext:
                  model: nn.Module | None = None) -> None:
         self.config, self.data, self.device, self.comm = config, data, device, comm
         self.backend, self.calibration = backend, calibration
+        #: rows per batched kernel call (``training.chunks``): a function of the config and the
+        #: device only, so every process computes identical rows
+        self.chunk = chunk_width(config.engine.chunk, typical_cohort(config, data.nodes), device)
         self.shapes: dict[str, ModelShape] = {}
         self.main = self.shape("main", config.model, model)
 
@@ -127,7 +131,7 @@ class RunContext:
             model = model.to(self.device)
         layout = ParamLayout.of(model)
         backend = "loop" if uses_batchnorm(model) else self.backend
-        local = build_engine(backend, model, layout, data, self.seed)
+        local = build_engine(backend, model, layout, data, self.seed, self.chunk)
         local.calibration = self.calibration
         if self.config.privacy.level == "sample":  # DP-SGD: privatised local gradients
             local = SampleDPEngine(local, self.config.privacy, self.config.train, data,
@@ -153,7 +157,8 @@ class RunContext:
         other.data = data
         other.shapes = {}
         for name, s in self.shapes.items():
-            local = build_engine(s.local_engine.name, s.model, s.layout, data, self.seed)
+            local = build_engine(s.local_engine.name, s.model, s.layout, data, self.seed,
+                                 self.chunk)
             local.calibration = self.calibration
             engine: GradientEngine = local
             trainer: LocalTrainer

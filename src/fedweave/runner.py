@@ -126,8 +126,11 @@ class Runner:
                  callbacks: Iterable[Callback] = (), data: FederatedData | None = None,
                  backend: str | None = None, source: Path | None = None) -> None:
         self.config = config
+        t0 = time.perf_counter()
         self.ctx = build_context(config, data, backend)
         self.algo = build_algorithm(self.ctx)
+        #: wall seconds of the phases around the round loop (summary.json ``timing``)
+        self.timing = {"setup_s": time.perf_counter() - t0}
         self.run_dir = run_dir
         self.callbacks = [*configured_callbacks(config), *callbacks]
         self.history: list[dict[str, float]] = []
@@ -342,6 +345,7 @@ class Runner:
         return self.finish()
 
     def finish(self) -> Result:
+        t_finish = time.perf_counter()
         final = dict(self.history[-1]) if self.history else {}
         final.pop("wall_time", None)
         summary = {
@@ -366,6 +370,9 @@ class Runner:
                 plot_curves({self.config.name: self.run_dir.read_metrics()}, plots)
                 plot_partition(self.ctx.data.label_counts(), plots / "partition.png")
                 self.algo.write_artifacts(plots)
+            self.timing["finish_s"] = time.perf_counter() - t_finish
+            summary["timing"] = {**self.timing, "rounds_s": self.totals["wall_s"]}
+            self.run_dir.write_summary(summary)
         for cb in self.callbacks:
             cb.on_finish(self, result)
         return result

@@ -29,6 +29,7 @@ import torch
 
 from fedweave.comm.process_group import gather_rows
 from fedweave.errors import UserError
+from fedweave.training.chunks import chunk_blocks
 
 if TYPE_CHECKING:
     from fedweave.context import RunContext
@@ -150,7 +151,8 @@ def node_partition(ctx: RunContext, slot_own: torch.Tensor, slot_nbr: torch.Tens
     whole = NodePartition.whole(n, slot_own, slot_nbr)
     if comm is None or comm.world == 1:
         return whole, ctx.engine, "local"
-    blocks = contiguous_assignment(n, comm.world)
+    chunk = int(getattr(ctx.local_engine, "chunk", 1))  # batched engines: whole chunks
+    blocks = chunk_blocks(n, chunk, comm.world)
     split = NodePartition(n, slot_own, slot_nbr, blocks, comm.rank, comm)
     if mode == "auto":
         gather = n - min(len(b) for b in blocks)
@@ -160,7 +162,8 @@ def node_partition(ctx: RunContext, slot_own: torch.Tensor, slot_nbr: torch.Tens
     if mode == "all_gather":
         return whole, ctx.engine, mode
     if not all(blocks):
-        raise UserError(f"engine.exchange=point_to_point needs at least one node per process: "
-                        f"{comm.world} processes for data.nodes={n}; start at most {n} "
-                        "processes or use engine.exchange=all_gather")
+        raise UserError(f"engine.exchange=point_to_point needs at least one chunk of nodes per "
+                        f"process: {comm.world} processes for data.nodes={n} in chunks of "
+                        f"{chunk} (engine.chunk); start at most {-(-n // chunk)} processes, set "
+                        "engine.chunk=1 (one node per process) or use engine.exchange=all_gather")
     return split, ctx.local_engine, mode

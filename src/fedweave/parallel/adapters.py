@@ -49,6 +49,7 @@ from fedweave.config import TrainConfig
 from fedweave.core.population import Buffers
 from fedweave.data.federated import FederatedData
 from fedweave.training.batches import batch_width, local_steps
+from fedweave.training.chunks import chunk_blocks, chunks
 from fedweave.training.objectives import DataLoss, Objective
 from fedweave.training.protocol import GradientEngine, LocalResult, StepOutput
 from fedweave.training.trainer import LocalTrainer
@@ -91,7 +92,11 @@ class DistributedTrainer(LocalTrainer):
                                  width=width, batch_keys=batch_keys)
         sizes = self.data.sizes[nodes.cpu()]
         steps = local_steps(self.cfg, sizes)
-        assignment = greedy_assignment(steps.tolist(), comm.world)
+        # whole chunks of the batched engines to ranks, balanced by their longest row
+        groups = chunks(k, int(getattr(self.engine, "chunk", 1)))
+        by_chunk = greedy_assignment([int(steps[g].max()) for g in groups], comm.world)
+        assignment = [[i for c in cs for i in range(groups[c].start, groups[c].stop)]
+                      for cs in by_chunk]
         mine = assignment[comm.rank]
         fields: dict[str, torch.Tensor]
         if mine:
@@ -140,7 +145,7 @@ class DistributedGradientEngine:
         if comm.world == 1:
             return self.inner.grads(params, buffers, idx, weight, active, key, nodes, loss)
         n = params.shape[0]
-        assignment = contiguous_assignment(n, comm.world)
+        assignment = chunk_blocks(n, int(getattr(self.inner, "chunk", 1)), comm.world)
         mine = assignment[comm.rank]
         lo, hi = (mine[0], mine[-1] + 1) if mine else (0, 0)
         if mine:
@@ -160,39 +165,48 @@ class DistributedGradientEngine:
 
     def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
                  y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, correct = self.evaluate_sums(params, buffers, x, y)
+        n = max(len(y), 1)
+        return (loss / n).cpu(), (correct / n).cpu()
+
+    def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Several models: whole chunks of models per rank, sums all-gathered. One model: each
+        rank takes whole evaluation batches and the per-batch sums are all-gathered and added
+        in batch order — the single process's additions exactly."""
         comm, m = self.comm, params.shape[0]
         if comm.world == 1:
-            return self.inner.evaluate(params, buffers, x, y)
+            return self.inner.evaluate_sums(params, buffers, x, y)
         if m == 1:
-            return self._evaluate_samples(params, buffers, x, y)
-        assignment = contiguous_assignment(m, comm.world)
+            return self._evaluate_batches(params, buffers, x, y)
+        assignment = chunk_blocks(m, int(getattr(self.inner, "chunk", 1)), comm.world)
         mine = assignment[comm.rank]
         if mine:
             lo, hi = mine[0], mine[-1] + 1
-            loss, acc = self.inner.evaluate(params[lo:hi],
-                                            {b: v[lo:hi] for b, v in buffers.items()}, x, y)
+            loss, correct = self.inner.evaluate_sums(
+                params[lo:hi], {b: v[lo:hi] for b, v in buffers.items()}, x, y)
         else:
-            loss = acc = torch.zeros(0, dtype=torch.float64)
-        full = gather_rows(comm, {"loss": loss, "acc": acc}, assignment, m,
+            loss = correct = torch.zeros(0, dtype=torch.float64, device=params.device)
+        full = gather_rows(comm, {"loss": loss, "correct": correct}, assignment, m,
                            "evaluation all_gather")
-        return full["loss"], full["acc"]
+        return full["loss"], full["correct"]
 
-
-    def _evaluate_samples(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+    def _evaluate_batches(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
                           y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One model on many samples: each rank takes a contiguous block of whole evaluation
-        batches; (Σ loss, Σ correct) per rank are all-gathered and summed in rank order.
-        Small sets (fewer batches than ranks) are evaluated by every rank, no communication."""
         comm, n = self.comm, len(y)
         batch = int(getattr(self.inner, "eval_batch", 2048))
-        blocks = -(-n // batch)
-        if blocks < comm.world:
-            return self.inner.evaluate(params, buffers, x, y)
-        mine = contiguous_assignment(blocks, comm.world)[comm.rank]
-        lo, hi = mine[0] * batch, min((mine[-1] + 1) * batch, n)
-        loss, acc = self.inner.evaluate(params, buffers, x[lo:hi], y[lo:hi])
-        count = hi - lo
-        part = torch.stack([loss[0].double() * count, (acc[0].double() * count).round()])
-        sums = torch.stack(comm.all_gather(part.to(comm.device), "evaluation all_gather"))
-        total = sums.cpu().sum(0) / max(n, 1)
-        return total[:1].to(loss.dtype), total[1:].to(acc.dtype)
+        count = -(-n // batch)
+        if count < comm.world:  # small sets: every rank evaluates everything
+            return self.inner.evaluate_sums(params, buffers, x, y)
+        mine = contiguous_assignment(count, comm.world)[comm.rank]
+        sums = torch.zeros(len(mine), 2, dtype=torch.float64, device=params.device)
+        for i, b in enumerate(mine):
+            lo, hi = b * batch, min((b + 1) * batch, n)
+            loss, correct = self.inner.evaluate_sums(params, buffers, x[lo:hi], y[lo:hi])
+            sums[i, 0], sums[i, 1] = loss[0], correct[0]
+        layout = contiguous_assignment(count, comm.world)
+        full = gather_rows(comm, {"sums": sums}, layout, count, "evaluation all_gather")
+        total = torch.zeros(2, dtype=torch.float64, device=params.device)
+        for row in full["sums"]:  # batch order, one addition per batch: as one process adds
+            total += row
+        return total[:1], total[1:]

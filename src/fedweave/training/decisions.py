@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 log = logging.getLogger("fedweave")
-BACKENDS = ("loop", "vectorized")
+BACKENDS = ("loop", "vectorized", "fused")
 FORMAT = 1
 _WARNED: set[str] = set()
 

@@ -65,10 +65,17 @@ class LoopEngine(PerSample):
                 buffers[name][k] = buf
         return StepOutput(grads, losses, correct, count, buffers)
 
-    @torch.no_grad()
     def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
                  y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy and accuracy of each model ``params[M]`` on (x, y)."""
+        loss, correct = self.evaluate_sums(params, buffers, x, y)
+        n = max(len(y), 1)
+        return loss / n, correct / n
+
+    @torch.no_grad()
+    def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Σ cross-entropy and Σ correct (float64) per model, batch by batch in order."""
         self.model.eval()
         m = params.shape[0]
         loss = torch.zeros(m, dtype=torch.float64)
@@ -81,5 +88,4 @@ class LoopEngine(PerSample):
                 logits = self.model(xb)
                 loss[k] += F.cross_entropy(logits, yb, reduction="sum").item()
                 correct[k] += (logits.argmax(1) == yb).sum().item()
-        n = max(len(y), 1)
-        return loss / n, correct / n
+        return loss, correct

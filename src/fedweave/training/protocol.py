@@ -80,3 +80,6 @@ class GradientEngine(Protocol):
 
     def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
                  y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...

@@ -55,6 +55,7 @@ from fedweave.training.decisions import (
     store_decision,
     stored_decision,
 )
+from fedweave.training.fused import FusedEngine, linear_stack
 from fedweave.training.loop import LoopEngine
 from fedweave.training.protocol import GradientEngine
 from fedweave.training.vectorized import VectorizedEngine
@@ -181,7 +182,6 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
     return chosen, {**record, "cached": False, "source": "measured"}
 
 
-
 STATE_COPIES = 6  # per trained model: start, working copy, gradient, 2 optimizer moments, result
 
 
@@ -212,16 +212,26 @@ def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
                         " using the loop engine (set model.norm=group for the vectorized "
                         "engine)", backend)
         return "loop", {"chosen": "loop", "rule": "BatchNorm model: loop engine (vmap-unsafe)"}
+    if backend == "fused" and linear_stack(model) is None:
+        raise UserError("engine.backend=fused needs a Flatten → (Linear → ReLU)* → Linear model "
+                        "(logistic, mlp without dropout); use engine.backend=vectorized")
+    if backend == "auto" and linear_stack(model) is not None:
+        return "fused", {"chosen": "fused", "rule": "Linear/ReLU stack: the fused engine "
+                         "(batched matmuls on per-layer stacks), no timing"}
     if backend == "auto":
         return calibrate(model, layout, data, seed, cohort_size, batch_size)
     return backend, {"chosen": backend, "rule": f"engine.backend={backend}"}
 
 
 def build_engine(backend: str, model: nn.Module, layout: ParamLayout, data: FederatedData,
-                 seed: int) -> GradientEngine:
-    """The ``loop`` or ``vectorized`` engine over ``data``."""
-    cls = VectorizedEngine if backend == "vectorized" else LoopEngine
-    return cls(model, layout, data, seed)
+                 seed: int, chunk: int = 8) -> GradientEngine:
+    """The ``loop``, ``vectorized`` or ``fused`` engine over ``data``; the batched ones compute
+    ``chunk`` rows per kernel call (``training.chunks``)."""
+    if backend == "vectorized":
+        return VectorizedEngine(model, layout, data, seed, chunk=chunk)
+    if backend == "fused":
+        return FusedEngine(model, layout, data, seed, chunk=chunk)
+    return LoopEngine(model, layout, data, seed)
 
 
 def make_gradient_engine(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,

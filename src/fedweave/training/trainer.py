@@ -45,6 +45,13 @@ class LocalTrainer:
         batches = batch_schedule(self.data, nodes.cpu(), steps, self.cfg.batch_size,
                                  (round_index,), width=width,
                                  shuffle=self.cfg.epoch_samples is not None, row_keys=batch_keys)
+        # a whole-round engine (the fused one) trains the same batches itself; looked up on
+        # the class, so a wrapper that forwards attributes (DP-SGD, distributed) never hands
+        # its inner engine's round over and skips its own gradients
+        if getattr(type(self.engine), "train_round", None) is not None and \
+                self.engine.supports(obj):  # type: ignore[attr-defined]
+            return self.engine.train_round(  # type: ignore[attr-defined]
+                self.cfg, self.optimizer, nodes, params, buffers, batches, lr, obj)
         params = params.clone()
         state = self.optimizer.init(params)
         loss_sum = torch.zeros(len(nodes), dtype=params.dtype, device=params.device)

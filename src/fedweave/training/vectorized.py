@@ -1,7 +1,8 @@
-"""The vectorized gradient engine: a whole cohort as one stacked model (DESIGN §3 Local training).
+"""The vectorized gradient engine: a whole cohort as one stacked model.
 
-For node models ``params[K, P]`` and one batch per node ``idx[K, B]`` it computes all K
-minibatch gradients in one call of
+For node models ``params[K, P]`` and one batch per node ``idx[K, B]`` it computes the K
+minibatch gradients, ``chunk`` rows per call (``training.chunks``: fixed-width chunks keep every
+row's numbers independent of how rows are batched and split across processes), of
 
     g_k = ∇_θ [ Σ_b w_kb · ℓ(f(x_kb; θ_k), y_kb) / max(Σ_b w_kb, 1) ]   (k = 1..K)
 
@@ -13,8 +14,9 @@ real samples is the same), inactive rows get zero gradients and unchanged buffer
 the whole cohort is one gather ``data.gather(idx[K, B])``; with augmentation on, batches are
 gathered per node with the loop engine's key ``(*key, node)`` so both engines see the same
 images. Dropout draws independent masks per node (``randomness="different"``) from the global
-generator seeded with (seed, "dropout", *key); the masks differ from the loop engine's (which
-seeds per node), so runs with dropout agree only in distribution.
+generator seeded per chunk with (seed, "dropout", *key, first node of the chunk); the masks
+differ from the loop engine's (which seeds per node), so runs with dropout agree with the loop
+engine only in distribution (and exactly across process counts).
 
 Models that vmap cannot run (BatchNorm in training mode: its running-stat update is an in-place
 buffer write) use the loop engine instead; ``make_gradient_engine`` does that switch.
@@ -34,12 +36,10 @@ from fedweave.core.population import Buffers, ParamLayout
 from fedweave.data.federated import FederatedData
 from fedweave.models import has_dropout
 from fedweave.rng import derive_seed
+from fedweave.training.chunks import chunks, pad_rows
 from fedweave.training.objectives import CROSS_ENTROPY, DataLoss
 from fedweave.training.persample import PerSample
 from fedweave.training.protocol import StepOutput
-
-# Samples per vmapped evaluation call (models × batch): bounds activation memory.
-EVAL_SAMPLES = 8192
 
 
 class VectorizedEngine(PerSample):
@@ -49,9 +49,11 @@ class VectorizedEngine(PerSample):
     calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.backend)
 
     def __init__(self, model: nn.Module, layout: ParamLayout, data: FederatedData,
-                 seed: int, eval_batch: int = 2048, eval_samples: int = EVAL_SAMPLES) -> None:
+                 seed: int, eval_batch: int = 2048,
+                 chunk: int = 8) -> None:
         self.model, self.layout, self.data, self.seed = model, layout, data, seed
-        self.eval_batch, self.eval_samples = eval_batch, eval_samples
+        self.chunk = chunk
+        self.eval_batch = eval_batch
         self.has_dropout = has_dropout(model)
         self.buffer_names = tuple(n for n, _ in model.named_buffers())
         self._grads: dict[int, tuple[DataLoss, Callable[..., Any]]] = {}
@@ -106,70 +108,75 @@ class VectorizedEngine(PerSample):
     def grads(self, params: torch.Tensor, buffers: Buffers, idx: torch.Tensor,
               weight: torch.Tensor, active: torch.Tensor, key: tuple[int, ...],
               nodes: torch.Tensor, loss: DataLoss | None = None) -> StepOutput:
+        """Gradients of the rows in chunks of exactly ``chunk`` rows (``training.chunks``);
+        chunks without an active row are skipped, inactive rows get zeros."""
         grad_fn = self._grad_fn(loss or CROSS_ENTROPY)
-        k_count = params.shape[0]
+        k_count, c = params.shape[0], self.chunk
         count = weight.sum(1).to(params.dtype)
-        # On CPU, skip finished nodes (a cheap host check); on an accelerator compute every row
-        # and mask, so the step never waits for the host.
-        rows: torch.Tensor | None = None
-        if params.device.type == "cpu" and not bool(active.all()):
-            rows = torch.nonzero(active).flatten()
-            if len(rows) == 0:
-                zero = torch.zeros(k_count, dtype=params.dtype, device=params.device)
-                return StepOutput(torch.zeros_like(params), zero, zero.clone(), count, buffers)
-            p_in, w_in = params[rows], weight[rows]
-            idx_in, nodes_in = idx[rows], nodes[rows]
-            b_in = {n: b[rows] for n, b in buffers.items()}
-        else:
-            p_in, w_in, idx_in, nodes_in, b_in = params, weight, idx, nodes, buffers
-        xb, yb = self._gather(idx_in, w_in, key, nodes_in)
-        if self.has_dropout:
-            torch.manual_seed(derive_seed(self.seed, "dropout", *key))
+        grads = torch.zeros_like(params)
+        loss_all = torch.zeros(k_count, dtype=params.dtype, device=params.device)
+        correct_all = torch.zeros_like(loss_all)
+        # On CPU skip finished chunks (a cheap host check); on an accelerator compute every
+        # chunk and mask, so the step never waits for the host.
+        check = params.device.type == "cpu"
         self.model.train()
-        g, (loss_k, correct) = grad_fn(self.layout.views(p_in), b_in, xb, yb, idx_in,
-                                       w_in.to(p_in.dtype))
-        flat = torch.cat([g[n].reshape(g[n].shape[0], -1) for n in self.layout.names], dim=1)
-        if rows is not None:
-            grads = torch.zeros_like(params).index_copy_(0, rows, flat)
-            loss_all = torch.zeros(k_count, dtype=params.dtype, device=params.device)
-            correct_all = torch.zeros_like(loss_all)
-            loss_all.index_copy_(0, rows, loss_k.to(params.dtype))
-            correct_all.index_copy_(0, rows, correct.to(params.dtype))
-            return StepOutput(grads, loss_all, correct_all, count, buffers)
-        if rows is None and params.device.type == "cpu":  # CPU, every row active
-            return StepOutput(flat, loss_k, correct, count, buffers)
-        act = active.to(params.dtype)
-        grads = flat * act[:, None]  # inactive rows: zero gradient (their weights are 0 too)
-        return StepOutput(grads, loss_k * act, correct * act, count, buffers)
+        for sl in chunks(k_count, c):
+            act = active[sl]
+            if check and not bool(act.any()):
+                continue
+            n = sl.stop - sl.start
+            w_c = pad_rows(weight[sl], c, 0.0)
+            idx_c, nodes_c = pad_rows(idx[sl], c), pad_rows(nodes[sl], c)
+            b_c = {name: pad_rows(b[sl], c) for name, b in buffers.items()}
+            xb, yb = self._gather(idx_c, w_c, key, nodes_c)
+            if self.has_dropout:  # per chunk, keyed by its first node: any process, any stack
+                torch.manual_seed(derive_seed(self.seed, "dropout", *key, int(nodes_c[0])))
+            g, (loss_k, correct) = grad_fn(self.layout.views(pad_rows(params[sl], c)), b_c,
+                                           xb, yb, idx_c, w_c.to(params.dtype))
+            a = act.to(params.dtype)
+            out = grads[sl]
+            torch.cat([g[name][:n].reshape(n, -1) for name in self.layout.names], dim=1,
+                      out=out)
+            if not bool(act.all()):
+                out.mul_(a[:, None])  # inactive rows: zero gradient
+            loss_all[sl] = loss_k[:n].to(params.dtype) * a
+            correct_all[sl] = correct[:n].to(params.dtype) * a
+        return StepOutput(grads, loss_all, correct_all, count, buffers)
 
-    @torch.no_grad()
     def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
                  y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy and accuracy of each model ``params[M]`` on (x, y): models in
-        chunks of ``eval_samples // eval_batch`` vmapped together, sums kept on the device."""
+        """Mean cross-entropy and accuracy of each model ``params[M]`` on (x, y)."""
+        loss, correct = self.evaluate_sums(params, buffers, x, y)
+        n = max(len(y), 1)
+        return (loss / n).cpu(), (correct / n).cpu()
+
+    @torch.no_grad()
+    def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Σ cross-entropy and Σ correct (float64, per model) over (x, y), added batch by batch
+        in order: one model alone, several in chunks of exactly ``chunk`` models vmapped."""
         self.model.eval()
         m = params.shape[0]
         loss = torch.zeros(m, dtype=torch.float64, device=params.device)
         correct = torch.zeros(m, dtype=torch.float64, device=params.device)
+        c = 1 if m == 1 else self.chunk
         batch = min(self.eval_batch, max(len(y), 1))
-        chunk = max(1, self.eval_samples // batch)
         for start in range(0, len(y), batch):
             xb = self.data.features(x[start: start + batch])
             yb = y[start: start + batch]
-            for m0 in range(0, m, chunk):
-                sl = slice(m0, min(m, m0 + chunk))
-                if sl.stop - sl.start == 1:
-                    p = self.layout.views(params[m0])
-                    b = {n: v[m0] for n, v in buffers.items()}
-                    logits = self._logits_one(p, b, xb).unsqueeze(0)
+            for sl in chunks(m, c):
+                n = sl.stop - sl.start
+                if c == 1:
+                    logits = self._logits_one(self.layout.views(params[sl.start]),
+                                              {k: v[sl.start] for k, v in buffers.items()},
+                                              xb).unsqueeze(0)
                 else:
-                    p = self.layout.views(params[sl])
-                    b = {n: v[sl] for n, v in buffers.items()}
-                    logits = self._logits(p, b, xb)  # [m, B, C]
-                ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(logits.shape[0]),
-                                     reduction="none").view(logits.shape[0], -1)
+                    p = self.layout.views(pad_rows(params[sl], c))
+                    b = {k: pad_rows(v[sl], c) for k, v in buffers.items()}
+                    logits = self._logits(p, b, xb)[:n]  # [n, B, C]
+                ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(n),
+                                     reduction="none").view(n, -1)
                 loss[sl] += ce.sum(1).to(torch.float64)
                 correct[sl] += (logits.argmax(-1) == yb).sum(1).to(torch.float64)
-        n = max(len(y), 1)
         self.model.train()
-        return (loss / n).cpu(), (correct / n).cpu()
+        return loss, correct

@@ -348,8 +348,10 @@ class DecentralizedAlgorithm(Algorithm):
         return new if self.everyone else torch.where(active.view(-1, 1), new, old)
 
     def sgd_step(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
-        """x ← local optimizer step (``train.optimizer``; per-node ``lr[N, 1]``)."""
-        self.x = self.optimizer.step(self.x, g, self.opt_state, lr, active)
+        """x ← local optimizer step (``train.optimizer``; per-node ``lr[N, 1]``); in place
+        when every node steps (``g`` is consumed), else on a copy."""
+        inplace = self.everyone and not self.observers
+        self.x = self.optimizer.step(self.x, g, self.opt_state, lr, active, inplace=inplace)
 
     def neighbour_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Per held node: Σ over its live slots of ``values`` (one row per held slot)."""
@@ -395,7 +397,7 @@ class DecentralizedAlgorithm(Algorithm):
         ``now``; returns the longest transfer time of the sends (for the synchronous clock)."""
         dtype, dev = self.x.dtype, self.x.device
         lo, hi = self.part.lo, self.part.hi
-        g = torch.zeros_like(self.x)
+        g: torch.Tensor | None = None  # allocated only when several groups step
         lr = torch.zeros(self.rows, 1, dtype=dtype, device=dev)
         active = torch.zeros(self.rows, dtype=torch.bool, device=dev)
         stepping = torch.zeros(self.n, dtype=torch.bool)
@@ -408,7 +410,10 @@ class DecentralizedAlgorithm(Algorithm):
             out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
                                     held, (epoch, t), self.nodes, self.objective.data)
             everyone = len(groups) == 1 and bool(held.all())
-            g = out.grads if everyone else torch.where(held.view(-1, 1), out.grads, g)
+            if everyone:
+                g = out.grads
+            else:
+                g = torch.where(held.view(-1, 1), out.grads, 0.0 if g is None else g)
             self.buffers = out.buffers
             lr[held] = self.ctx.lr(epoch)
             act = held.to(dtype)
@@ -420,6 +425,8 @@ class DecentralizedAlgorithm(Algorithm):
         stepped = bool(active.any())
         watch = bool(self.observers) and stepped
         x_before = self.x.clone() if watch else self.x
+        if g is None:
+            g = torch.zeros_like(self.x)
         if stepped:
             self.objective.add_param_grads(g, self.x)  # in place (g is fresh): ½λ‖x‖², ...
             if self.faults.model_attack:  # attacks replace the update of this local step

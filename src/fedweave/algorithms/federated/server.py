@@ -1,13 +1,12 @@
 """Server side of federated averaging: cohort options and server optimizers.
 
-The server treats Δ = x − Σ_i (n_i/Σn) x_i as a pseudo-gradient and applies any
-``torch.optim`` optimizer to it (Reddi et al. 2021, "Adaptive Federated Optimization"): plain SGD
-with lr 1 is FedAvg (McMahan et al. 2017), momentum is FedAvgM, Adam/Yogi/Adagrad are FedOpt.
+The server treats Δ = x − aggregate as a pseudo-gradient and applies a server optimizer to it
+(Reddi et al. 2021, "Adaptive Federated Optimization"): plain SGD with lr 1 is FedAvg (McMahan
+et al. 2017), momentum is FedAvgM, Adam/Yogi/Adagrad are FedOpt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -30,64 +29,69 @@ class ServerOptConfig(CohortConfig):
                               "adagrad)")
 
 
-class Yogi(torch.optim.Optimizer):
-    """Yogi (Zaheer et al. 2018) as used by FedYogi: v ← v − (1−β2)·g²·sign(v − g²)."""
-
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, betas: tuple[float, float],
-                 eps: float) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure: None = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["exp_avg"] = torch.zeros_like(p)
-                    st["exp_avg_sq"] = torch.full_like(p, group["eps"] ** 2)
-                g = p.grad
-                st["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
-                g2 = g * g
-                st["exp_avg_sq"].sub_((1 - b2) * g2 * torch.sign(st["exp_avg_sq"] - g2))
-                p.sub_(group["lr"] * st["exp_avg"] / (st["exp_avg_sq"].sqrt() + group["eps"]))
-
-
 class ServerOptimizer:
-    """Holds a global flat model ``x[P]`` and applies pseudo-gradients to it."""
+    """Holds a global flat model ``x[P]`` and applies pseudo-gradients Δ to it, with the same
+    float operations as ``torch.optim``'s single-tensor SGD / Adam / Adagrad (so results equal
+    them bit for bit) without ``torch.optim``, whose first use imports ``torch._dynamo``
+    (about a second of start-up):
+
+    - sgd:       x ← x − η Δ
+    - momentum:  m ← Δ (first step), m ← μ m + Δ;  x ← x − η m                  (FedAvgM)
+    - adam:      m ← m + (1−β1)(Δ − m);  v ← β2 v + (1−β2) Δ²;
+                 x ← x − η/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + τ)                   (FedAdam)
+    - adagrad:   v ← v + Δ²;  x ← x − η Δ / (√v + τ)                            (FedAdagrad)
+    - yogi:      m ← β1 m + (1−β1) Δ;  v ← v − (1−β2) Δ² sign(v − Δ²), v₀ = τ²;
+                 x ← x − η m / (√v + τ)                      (FedYogi, Zaheer et al. 2018)
+    """
 
     def __init__(self, x: torch.Tensor, cfg: ServerOptConfig) -> None:
-        self.x = torch.nn.Parameter(x.clone(), requires_grad=False)
-        params = [self.x]
-        lr, kind = cfg.server_lr, cfg.server_optimizer
-        self.opt: torch.optim.Optimizer
-        if kind == "sgd":
-            self.opt = torch.optim.SGD(params, lr=lr)
-        elif kind == "momentum":
-            self.opt = torch.optim.SGD(params, lr=lr, momentum=cfg.server_momentum)
-        elif kind == "adam":
-            self.opt = torch.optim.Adam(params, lr=lr, betas=cfg.server_betas,
-                                        eps=cfg.server_eps)
-        elif kind == "adagrad":
-            self.opt = torch.optim.Adagrad(params, lr=lr, eps=cfg.server_eps)
-        else:
-            self.opt = Yogi(params, lr=lr, betas=cfg.server_betas, eps=cfg.server_eps)
+        self.x = x.clone()
+        self.cfg = cfg
+        self.opt: dict[str, torch.Tensor] = {}
 
     def step(self, pseudo_grad: torch.Tensor) -> None:
         """x ← optimizer step on Δ (Δ = x − aggregate, so SGD with lr 1 sets x = aggregate)."""
-        self.x.grad = pseudo_grad.to(self.x.dtype)
-        self.opt.step()
-        self.x.grad = None
+        cfg, st, x = self.cfg, self.opt, self.x
+        g = pseudo_grad.to(x.dtype)
+        lr, kind = cfg.server_lr, cfg.server_optimizer
+        if kind == "sgd":
+            x.add_(g, alpha=-lr)
+        elif kind == "momentum":
+            if "momentum_buffer" not in st:
+                st["momentum_buffer"] = g.detach().clone()
+            else:
+                st["momentum_buffer"].mul_(cfg.server_momentum).add_(g)
+            x.add_(st["momentum_buffer"], alpha=-lr)
+        elif kind == "adam":
+            b1, b2 = cfg.server_betas
+            if not st:
+                st.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(x),
+                          exp_avg_sq=torch.zeros_like(x))
+            st["step"] += 1
+            t = float(st["step"])
+            st["exp_avg"].lerp_(g, 1 - b1)
+            st["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (st["exp_avg_sq"].sqrt() / (1 - b2**t) ** 0.5).add_(cfg.server_eps)
+            x.addcdiv_(st["exp_avg"], denom, value=-(lr / (1 - b1**t)))
+        elif kind == "adagrad":
+            if not st:
+                st.update(step=torch.tensor(0.0), sum=torch.zeros_like(x))
+            st["step"] += 1
+            st["sum"].addcmul_(g, g, value=1)
+            x.addcdiv_(g, st["sum"].sqrt().add_(cfg.server_eps), value=-lr)
+        else:  # yogi
+            b1, b2 = cfg.server_betas
+            if not st:
+                st.update(exp_avg=torch.zeros_like(x),
+                          exp_avg_sq=torch.full_like(x, cfg.server_eps ** 2))
+            st["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
+            g2 = g * g
+            st["exp_avg_sq"].sub_((1 - b2) * g2 * torch.sign(st["exp_avg_sq"] - g2))
+            x.sub_(lr * st["exp_avg"] / (st["exp_avg_sq"].sqrt() + cfg.server_eps))
 
     def state(self) -> State:
-        st = self.opt.state.get(self.x, {})
-        return {"x": self.x.detach().clone(), "opt": dict(st)}
+        return {"x": self.x.clone(), "opt": dict(self.opt)}
 
     def load_state(self, state: State) -> None:
-        with torch.no_grad():
-            self.x.copy_(state["x"])
-        opt_state = section(state, "opt")
-        if opt_state:
-            self.opt.state[self.x] = {k: v.clone() for k, v in opt_state.items()}
+        self.x.copy_(state["x"])
+        self.opt = {k: v.clone() for k, v in section(state, "opt").items()}
