@@ -1,4 +1,4 @@
-"""PR-FL's time-to-target table on the real Fashion-MNIST (REFERENCE §2, reference system 002).
+"""PR-FL's time-to-target table on the real Fashion-MNIST (reference system 002).
 
 Runs the shipped configs ``configs/prfl-fmnist-<method>.yaml`` (10 IID clients with PR-FL's
 bandwidth profile, LEAF Conv2, SGD lr 0.25, jobs of 5 steps of batch 20) for PR-FL, HeteroFL,

@@ -1,4 +1,4 @@
-"""fedweave benchmark suite (DESIGN §7): every row measured in one invocation.
+"""fedweave benchmark suite: every row measured in one invocation.
 
     python benchmarks/run.py [--quick] [--device cpu|cuda] [--json out.json] [--rows PATTERN]
 

@@ -183,3 +183,8 @@ def test_jobs_trained_together_keep_their_own_batches_on_every_engine() -> None:
     fused = _run("algorithm.name=fedasync", "algorithm.concurrency=5", "clock.speed_sigma=0.5",
                  "engine.backend=fused")
     torch.testing.assert_close(_model(fused), _model(vec), rtol=1e-4, atol=1e-5)
+
+
+def test_every_upload_corrupted_is_one_line_not_a_hang() -> None:
+    with pytest.raises(UserError, match="uploads in a row arrived non-finite"):
+        _run("algorithm.name=fedasync", "clock.message_corruption=1.0")

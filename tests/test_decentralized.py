@@ -1,4 +1,4 @@
-"""Decentralized algorithms (REFERENCE §3): convergence to the centralized optimum on convex
+"""Decentralized algorithms: convergence to the centralized optimum on convex
 problems, exactness of gradient tracking / D2 on heterogeneous data, equalities (one node =
 centralized, async with equal speeds = sync, resume = uninterrupted), faults and accounting."""
 

@@ -1,4 +1,4 @@
-"""DeepInversion's loss terms on tiny inputs equal hand computations (REFERENCE §5)."""
+"""DeepInversion's loss terms on tiny inputs equal hand computations."""
 
 from __future__ import annotations
 

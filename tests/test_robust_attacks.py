@@ -171,3 +171,27 @@ def test_attacked_robust_run_is_identical_on_two_processes(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same_run(single, _only_run_dir(config))
     assert json.loads((single / "summary.json").read_text())["attack"]["count"] == 2
+
+
+def test_a_round_with_every_upload_corrupted_keeps_the_model() -> None:
+    """Every member's upload NaN: the rows are rejected and counted, the model stays finite
+    (corruption is not a divergence of the run)."""
+    from fedweave.plugins import load_config as _load
+    from fedweave.runner import run as _run_it
+
+    res = _run_it(_load(None, ["rounds=3", "model.name=mlp", "model.hidden=[16]",
+                               "data.nodes=4", "algorithm.clients_per_round=2",
+                               "clock.message_corruption=0.9", "output.progress=false",
+                               "output.plots=false"]), write=False)
+    assert torch.isfinite(res.algorithm.models()[0]).all()  # type: ignore[union-attr]
+    assert sum(h["updates_rejected"] for h in res.history) >= 2
+
+
+def test_client_level_dp_refuses_batchnorm_statistics() -> None:
+    from fedweave.errors import UserError as _UserError
+    from fedweave.plugins import load_config as _load
+    from fedweave.runner import run as _run_it
+
+    with pytest.raises(_UserError, match="BatchNorm"):
+        _run_it(_load(None, ["rounds=1", "model.name=cnn", "model.norm=batch",
+                             "privacy.level=client", "output.progress=false"]), write=False)

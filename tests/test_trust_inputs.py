@@ -151,8 +151,10 @@ def test_bad_clock_trace(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ --procs
 def test_bad_input_under_procs_is_one_line(tmp_path: Path) -> None:
     """Validated once by the launcher, before any rank starts: one line, not one per rank."""
-    for bad in (["--set", "engine.device=banana"], ["--set", "data.dataset=cifar10",
-                                                      "--set", f"data.root={tmp_path}"]):
+    for bad in (["--set", "engine.device=banana"],
+                ["--set", "data.dataset=cifar10", "--set", f"data.root={tmp_path}"],
+                # found by the ranks while they build the data: rank 0 alone says it
+                ["--set", "data.nodes=1000", "--set", "data.min_samples=5"]):
         proc = fedweave("run", *FAST, *bad, "--procs", "2", "--out", str(tmp_path / "runs"),
                         cwd=tmp_path)
         assert_one_line_error(proc)

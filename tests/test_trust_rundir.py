@@ -240,3 +240,17 @@ def test_nan_at_round_1_with_eval_every_3(tmp_path: Path) -> None:
     assert_one_line_error(proc, "training diverged", "in round 1:", "lower train.lr",
                           str(run_dir))
     assert not list((run_dir / "checkpoints").glob("round-*"))
+
+
+def test_killed_after_the_last_checkpoint_resume_writes_the_summary(finished: Path,
+                                                                    copy: Path) -> None:
+    """Killed between the last checkpoint and summary.json: the resume only finishes the run
+    (summary and plots), with the uninterrupted result; a finished run is still refused."""
+    (copy / "summary.json").unlink()
+    shutil.rmtree(copy / "plots", ignore_errors=True)
+    proc = resume(copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads((copy / "summary.json").read_text())
+    want = json.loads((finished / "summary.json").read_text())
+    assert got["final"] == want["final"] and got["best"] == want["best"]
+    assert_one_line_error(resume(copy), "already finished its 3 rounds")

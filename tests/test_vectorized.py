@@ -1,4 +1,4 @@
-"""The vectorized engine agrees with the loop engine (DESIGN §3 Local training).
+"""The vectorized engine agrees with the loop engine.
 
 Convolutions run with oneDNN disabled: oneDNN's kernels differ from the reference ones in the
 last bits and max-pool ties can turn such differences into different argmax routes.

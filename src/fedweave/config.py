@@ -1,4 +1,4 @@
-"""The experiment configuration: one pydantic model tree (DESIGN §4, a contract).
+"""The experiment configuration: one pydantic model tree (a contract).
 
 Loaded from YAML or TOML, every field overridable with ``--set dotted.key=value``. Unknown keys
 and wrong types are errors naming the key. Pluggable sections (``algorithm``, ``aggregator``)
@@ -118,7 +118,8 @@ class DataConfig(Section):
         False, description="partition natural: every group (FEMNIST writer) is used, in "
         "data.nodes contiguous blocks of ⌊groups/nodes⌋ groups, the last taking the rest "
         "(PR-FL's writer-grouped clients), instead of one random group per node")
-    unif: float = Field(0.5, ge=0, le=1, description="partition: heterogeneous (seed 003): "
+    unif: float = Field(0.5, ge=0, le=1, description="partition: heterogeneous "
+                        "(reference system 003): "
                         "the fraction of the training set split uniformly at random, the rest "
                         "sorted by label and split contiguously (1 = iid, 0 = disjoint labels)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of each node's samples "
@@ -514,8 +515,8 @@ class NotifyConfig(Section):
                                    "recorded)")
 
 
-#: DeepInversion presets of seed 003 (Fed_distill's config/deep_inv/*.yaml): Adam lr, Adam steps
-#: per batch, α_tv, α_l2, α_bn, α_comp
+#: DeepInversion presets of reference system 003 (Fed_distill's config/deep_inv/*.yaml): Adam
+#: lr, Adam steps per batch, α_tv, α_l2, α_bn, α_comp
 SYNTHESIS_PRESETS: dict[str, dict[str, float]] = {
     "custom": {"lr": 0.1, "iterations": 1000, "tv": 1e-3, "l2": 0.0, "bn": 10.0,
                "competition": 10.0},
@@ -559,7 +560,8 @@ class SynthesisConfig(Section):
                        "iteration")
     initial_batches: int = Field(50, ge=0, description="batches made with non-adaptive "
                                  "DeepInversion before the student trains (stage synthesize)")
-    sampling: int = Field(0, ge=0, description="sampling DeepInversion (seed 003's Algorithm 1): "
+    sampling: int = Field(0, ge=0, description="sampling DeepInversion (reference "
+                          "system 003's Algorithm 1): "
                           "each iteration averages the loss of this many teachers drawn without "
                           "replacement, CE weighted by each teacher's class frequencies; 0 = "
                           "teachers cycled, one batch each, loss masked to the teacher's classes")
@@ -575,7 +577,7 @@ class SynthesisConfig(Section):
 
 
 class StudentConfig(Section):
-    """The student trained on the synthetic set (seed 003's train_student.py)."""
+    """The student trained on the synthetic set (reference system 003's train_student.py)."""
 
     model: ModelConfig | None = Field(None, description="the student's architecture (null: "
                                       "the teachers' model section)")
@@ -613,9 +615,9 @@ def _every_baseline() -> list[Baseline]:
 
 
 class DistillConfig(Section):
-    """One-shot federated learning by data-free distillation (seed 003, ``fedweave distill``):
-    one teacher per client (``algorithm.name: local``, ``rounds`` epochs) → synthetic images
-    from the teachers → a student trained on them."""
+    """One-shot federated learning by data-free distillation (reference system 003,
+    ``fedweave distill``): one teacher per client (``algorithm.name: local``, ``rounds`` epochs)
+    → synthetic images from the teachers → a student trained on them."""
 
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig, description="how the "
                                        "synthetic images are made (DeepInversion)")

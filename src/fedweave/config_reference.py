@@ -10,7 +10,7 @@ import types
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -35,6 +35,8 @@ class Key:
 def type_name(ann: Any) -> str:
     """A readable type: ``int | None``, ``iid | dirichlet``, ``list[float]``, ``path``."""
     origin = get_origin(ann)
+    if origin is Annotated:  # a constrained type (list[Annotated[int, Field(ge=1)]]): its base
+        return type_name(get_args(ann)[0])
     if origin is Literal:
         return " | ".join(str(a) for a in get_args(ann))
     if origin in (Union, types.UnionType):

@@ -2,7 +2,7 @@
 
 Every random choice draws from a generator derived from ``(seed, purpose, round, node)``, never
 from a global RNG or execution order, so results do not depend on engine, thread count or
-process count (DESIGN §1).
+process count.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Runs one stage of an experiment: builds the context and the algorithm from the config,
-loops over rounds, evaluates, writes the run directory, checkpoints and resumes (DESIGN §4–5).
+loops over rounds, evaluates, writes the run directory, checkpoints and resumes.
 Multi-stage runs (train → score → prune → retrain, ...) chain runners (``fedweave.pipeline``);
 what happens around the rounds is in callbacks (``fedweave.callbacks``)."""
 
@@ -407,7 +407,8 @@ def resume_config(run_dir: RunDirectory, overrides: list[str], imports: Iterable
     if ckpt is not None and ckpt[0] > cfg.rounds:
         raise UserError(f"--resume {run_dir.path}: the checkpoint is of round {ckpt[0]} but the "
                         f"run has rounds={cfg.rounds}; resume with --set rounds={ckpt[0]} or more")
-    if ckpt is not None and ckpt[0] == cfg.rounds:
+    # killed after its last checkpoint but before summary.json: the resume only finishes it
+    if ckpt is not None and ckpt[0] == cfg.rounds and (run_dir.path / "summary.json").is_file():
         raise UserError(f"--resume {run_dir.path}: the run already finished its {cfg.rounds} "
                         f"rounds (summary.json has the result); extend it with --resume "
                         f"{run_dir.path} --set rounds={cfg.rounds * 2}")

@@ -1,6 +1,6 @@
 """Communication graphs, mixing matrices and exchange schedules for decentralized learning.
 
-Graphs are undirected ``networkx.Graph`` objects on nodes ``0..n-1`` (REFERENCE §3). Builders
+Graphs are undirected ``networkx.Graph`` objects on nodes ``0..n-1``. Builders
 live in the ``TOPOLOGIES`` registry; add one with ``@register_topology("name")`` and the
 signature ``(cfg, n, rng) -> nx.Graph``. Randomness comes only from
 ``fedweave.rng.numpy_rng(seed, "topology")``, so the same seed gives the same graph.
@@ -322,7 +322,7 @@ def mixing_matrix(graph: nx.Graph, kind: str) -> torch.Tensor:
     * ``metropolis`` (Metropolis–Hastings; Xiao & Boyd 2004, "Fast linear iterations for
       distributed averaging"): w_ij = 1/(max(d_i, d_j) + 1) on edges, w_ii = 1 − Σ_j w_ij.
       Symmetric and doubly stochastic.
-    * ``uniform``: w_ij = 1/(d_i + 1) over the closed neighbourhood of i (seed 001). Row
+    * ``uniform``: w_ij = 1/(d_i + 1) over the closed neighbourhood of i (reference system 001). Row
       stochastic only: not doubly stochastic on irregular graphs.
     * ``max_degree``: w_ij = 1/(d_max + 1) on edges, w_ii = 1 − d_i/(d_max + 1). Symmetric and
       doubly stochastic.
@@ -370,7 +370,7 @@ def edge_list(graph: nx.Graph) -> torch.Tensor:
 def exchange_schedule(edges: torch.Tensor, n: int, period: int) -> torch.Tensor:
     """int64 [E] offsets: edge e exchanges at steps t with t % period == offset[e].
 
-    REFERENCE §3 (ECL-ISVR, Niwa et al. 2021): each edge swaps once per ``period`` steps. With
+    ECL-ISVR (Niwa et al. 2021): each edge swaps once per ``period`` steps. With
     ``period ≥ Δ + 1`` (Δ the max degree) the offsets are a proper edge colouring by Misra &
     Gries' constructive proof of Vizing's theorem (1992), so no node has two exchanges in one
     step; edges are then moved to less loaded offsets where that stays proper. With a shorter

@@ -1,4 +1,4 @@
-"""The ``fedweave`` command line (DESIGN §4, a contract). One module per command; a new
+"""The ``fedweave`` command line (a contract). One module per command; a new
 command is a new module here, imported below.
 
 Exit codes: 0 success, 2 bad input (config, missing data, impossible partition, divergence,

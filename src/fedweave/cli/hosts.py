@@ -13,7 +13,8 @@ from fedweave.errors import UserError
 
 @app.command("hosts")
 def hosts_cmd(
-    hosts: Annotated[Path, typer.Argument(help="seed 001 hosts.json (name, addr, port)")],
+    hosts: Annotated[Path, typer.Argument(
+        help="reference system 001 hosts.json (name, addr, port)")],
     config: Annotated[Path, typer.Argument(help="the experiment's config, same path on all")],
     port: Annotated[int, typer.Option("--port", help="store port on the first host")] = 29400,
 ) -> None:

@@ -112,6 +112,9 @@ def run_cmd(
             kwargs["callbacks"] = [progress, stop]
         result = run(**kwargs)
     except UserError as exc:
+        if not writer:  # every rank meets the same input error: rank 0 says it once
+            sys.stderr.flush()
+            os._exit(2)
         fail(str(exc), 2)
         return
     except Interrupted as exc:

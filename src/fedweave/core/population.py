@@ -1,4 +1,4 @@
-"""Stacked node states (DESIGN §3 Population).
+"""Stacked node states.
 
 N node models are one float tensor ``params[N, P]`` (every parameter flattened and
 concatenated in ``named_parameters`` order) plus stacked buffers ``{name: [N, ...]}``. Mixing

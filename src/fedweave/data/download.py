@@ -1,5 +1,5 @@
 """Checksummed, resumable, atomic downloads (urllib only) and safe archive extraction into
-torchvision's on-disk layout (DESIGN §6)."""
+torchvision's on-disk layout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FederatedData: the whole dataset as tensors plus per-node index tensors (DESIGN §3).
+"""FederatedData: the whole dataset as tensors plus per-node index tensors.
 
 Batches are gathered by index (``x[idx]``), never through per-client DataLoaders, so one step of
 a whole cohort is one gather of shape [K, B, ...]. Images stay uint8 in memory and are converted

@@ -170,7 +170,7 @@ def split_validation(shards: list[torch.Tensor], fraction: float, seed: int,
     """Per node: hold out ``fraction`` of its shard as validation (at least one sample stays
     for training): the shard positions ``perm[:n_val]`` of a permutation drawn from
     ``(seed, "validation", node)``, n_val = min(round(fraction·n), n − 1); both parts sorted.
-    With ``from_train`` (seed 001) validation is the whole training shard.
+    With ``from_train`` (reference system 001) validation is the whole training shard.
 
     One pass over all nodes: the per-node streams only mark positions in one flat array,
     the parts are cut out of it and sorted per node in bulk (views of two flat tensors), so

@@ -95,6 +95,9 @@ def launch_local(procs: int, args: list[str]) -> int:
     (module docstring)."""
     port = free_port()
     me = os.getpid()
+    # where a resume would continue: the directory given, else the one rank 0 printed
+    where = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--resume", "--dir")),
+                 "<the run directory printed above>")
     children: list[subprocess.Popen[bytes]] = []
     for rank in range(procs):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
@@ -131,7 +134,7 @@ def launch_local(procs: int, args: list[str]) -> int:
                 stop_all()
                 name = signal.Signals(received[0]).name
                 _say(f"fedweave run --procs {procs} stopped by {name}; every rank was stopped "
-                     "(resume from the last checkpoint with fedweave run --resume RUN_DIR "
+                     f"(resume from the last checkpoint with fedweave run --resume {where} "
                      f"--procs {procs})")
                 code = 128 + received[0]
                 break
@@ -153,7 +156,7 @@ def launch_local(procs: int, args: list[str]) -> int:
                     _say(f"distributed run stopped: rank {rank} was killed by "
                          f"{signal.Signals(-first).name} (exit {code}); the other ranks were "
                          "stopped; resume from the last checkpoint with fedweave run --resume "
-                         f"RUN_DIR --procs {procs}")
+                         f"{where} --procs {procs}")
                 break
             if all(c is not None for c in codes):
                 break

@@ -1,4 +1,4 @@
-"""The run directory (DESIGN §5, a contract).
+"""The run directory (a contract).
 
 ```
 runs/<name>-<timestamp>/
@@ -146,7 +146,7 @@ class RunDirectory:
             csv.writer(f).writerows(rows)
 
     def append_node_rows(self, rows: dict[str, dict[str, Any]]) -> None:
-        """One row per evaluated model in ``nodes/<label>.csv`` (seed 001's columns)."""
+        """One row per evaluated model in ``nodes/<label>.csv`` (reference system 001's columns)."""
         for label, row in rows.items():
             path = self.nodes_dir / f"{label}.csv"
             new = not path.exists()

@@ -1,4 +1,4 @@
-"""Node profiles, transfer and job times, fault draws (REFERENCE §2, DESIGN §3 Clock).
+"""Node profiles, transfer and job times, fault draws.
 
 Each node has a compute speed (seconds per training sample) and up/down bandwidth (bytes/s).
 A local job takes download + compute + upload time; the events they make are processed in
@@ -27,7 +27,7 @@ from fedweave.errors import UserError
 from fedweave.rng import derive_seed, numpy_rng
 
 MB = 1e6
-# PR-FL (seed 002) defaults, MB/s: per-client bandwidths and the server's.
+# PR-FL (reference system 002) defaults, MB/s: per-client bandwidths and the server's.
 PRFL_DOWNLOAD = (20.0, 18.0, 12.0, 10.0, 6.0, 4.0, 2.5, 2.0, 2.0, 1.5)
 PRFL_UPLOAD = (5.0, 4.0, 3.0, 2.5, 1.5, 1.0, 0.6, 0.5, 0.5, 0.4)
 PRFL_SERVER_UP = 10.0 * MB
@@ -120,7 +120,7 @@ def _read_trace(path: Path, n: int, up: torch.Tensor, down: torch.Tensor,
 
 
 def prfl_profiles(n: int = 10, seed: int = 0, seconds_per_sample: float = 1e-3) -> NodeProfile:
-    """PR-FL's client bandwidths (REFERENCE §2): download [20,18,12,10,6,4,2.5,2,2,1.5] and
+    """PR-FL's client bandwidths: download [20,18,12,10,6,4,2.5,2,2,1.5] and
     upload [5,4,3,2.5,1.5,1,.6,.5,.5,.4] MB/s, node i taking entry i mod 10; each value is the
     mean of 20 log-normal draws b·exp(N(0, 0.3²)) from ``numpy_rng(seed, "prfl-bandwidth")``.
     Compute speed is ``seconds_per_sample`` for every node."""
@@ -303,7 +303,7 @@ def read_time(curve: Curve, lo: float, hi: float, rate: float) -> float:
 
 
 class FederatedClock:
-    """Virtual time of federated client jobs (REFERENCE §2; DESIGN §3 Clock).
+    """Virtual time of federated client jobs.
 
     A job of client i: download the messages it needs from the server, compute, upload.
 

@@ -1,4 +1,4 @@
-"""The virtual-time scheduler: one event queue for every simulated run (DESIGN §1.2).
+"""The virtual-time scheduler: one event queue for every simulated run.
 
 Events are (time, seq, kind, node, tag, value): ``kind`` names what happens (a client job
 arrives at the server, a peer finishes a local step, ...), ``node`` who, ``tag`` an integer of

@@ -1,4 +1,4 @@
-"""What a gradient engine computes and what local training returns (DESIGN §3 Local training).
+"""What a gradient engine computes and what local training returns.
 
 A *gradient engine* computes, for a stack of node models ``params[K, P]`` and one batch per
 node ``idx[K, B]`` (global training indices, ``weight`` 1 for real samples and 0 for padding),

@@ -1,5 +1,5 @@
 """Local training of a cohort: the engine gives gradients of the objective's data term, the
-parameter terms add theirs, the functional optimizer steps (DESIGN §3 Local training)."""
+parameter terms add theirs, the functional optimizer steps."""
 
 from __future__ import annotations
 

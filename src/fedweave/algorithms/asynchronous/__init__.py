@@ -1,4 +1,4 @@
-"""Asynchronous and heterogeneous federated learning on the virtual clock (REFERENCE §2):
+"""Asynchronous and heterogeneous federated learning on the virtual clock:
 FedAsync, FedBuff, FedFix and PR-FL (policies on ``base.AsyncAlgorithm``'s event loop),
 HeteroFL (synchronous rounds of width-sliced submodels); ``records`` adds time to target,
 traffic and per-client density records to every run."""

@@ -1,4 +1,4 @@
-"""The asynchronous federated event loop on the virtual clock (REFERENCE §2).
+"""The asynchronous federated event loop on the virtual clock.
 
 Clients run *jobs*: download the server's current model (or the message a policy sends),
 train locally, upload. Each job is three moments on the shared ``Scheduler``: dispatch (the
@@ -38,6 +38,7 @@ from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
+from fedweave.errors import UserError
 from fedweave.rng import numpy_rng
 from fedweave.robust.attacks import attack_record
 from fedweave.sim.clock import FederatedClock
@@ -212,6 +213,13 @@ class AsyncAlgorithm(Algorithm):
                 if not bool(torch.isfinite(job.row).all()):  # a corrupted upload: discarded
                     extras = self.traffic.extras
                     extras["updates_rejected"] = extras.get("updates_rejected", 0.0) + 1
+                    if extras["updates_rejected"] > 10 * self.concurrency + 50:
+                        raise UserError(
+                            f"asynchronous run: {int(extras['updates_rejected'])} uploads in a "
+                            f"row arrived non-finite and were rejected (server update "
+                            f"{self.version + 1} never came): lower clock.message_corruption "
+                            f"(now {self.ctx.config.clock.message_corruption}) or limit it to "
+                            "clock.corrupt_nodes")
                     self.release(job)
                     continue
                 merged = self.on_arrival(job)

@@ -1,4 +1,4 @@
-"""PR-FL's nested submodels (REFERENCE §2, PR-FL 1–2 and 6): importance, nested masks and the
+"""PR-FL's nested submodels (PR-FL 1–2 and 6): importance, nested masks and the
 residual split.
 
 Masks are stored as one ``level`` per parameter: the lowest density rank whose submodel holds

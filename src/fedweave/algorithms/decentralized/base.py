@@ -1,4 +1,4 @@
-"""Shared machinery of the decentralized (peer-to-peer) algorithms (REFERENCE §3).
+"""Shared machinery of the decentralized (peer-to-peer) algorithms.
 
 State is stacked: node models ``x[N, P]`` (+ stacked buffers), and everything that lives on an
 edge is a tensor over the 2E *directed slots* of the edge list: slot ``s`` belongs to node
@@ -47,7 +47,7 @@ travel through ``fedweave.sim.transport`` (transfer times, faults, the in-flight
 (``fedweave.sim.clock``): an exchange lost with probability ``clock.link_drop`` is not
 delivered (the receiver keeps its stale copy); an edge whose exchange misses
 ``clock.swap_timeout`` is dropped for the rest of the run, W is recomputed on the live graph
-and the edge's duals leave the sums (seed 001 stops the node instead; we keep training).
+and the edge's duals leave the sums (reference system 001 stops the node instead; we keep training).
 
 Processes (``fedweave.comm.partition``): a process holds the nodes ``[lo, hi)`` of its
 ``NodePartition`` — all of them under the local engine — and the slots they own. Node tensors

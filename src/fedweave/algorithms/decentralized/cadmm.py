@@ -1,5 +1,5 @@
 """CADMM / DiNNO (Yu et al. 2022, "DiNNO: distributed neural network optimization for
-multi-robot collaborative learning"; REFERENCE §3). A communication round every B steps:
+multi-robot collaborative learning"). A communication round every B steps:
 
     exchange θ with every neighbour;  ρ ← ρ·scaling;
     p_i ← p_i + ρ Σ_j (θ_i − θ_j);    anchor_i ← θ_i

@@ -1,5 +1,5 @@
 """D-SGD and DSGDm (Lian et al. 2017, "Can decentralized algorithms outperform centralized
-algorithms?"; local momentum as in Lin et al. 2021), adapt-then-combine (REFERENCE §3):
+algorithms?"; local momentum as in Lin et al. 2021), adapt-then-combine:
 
     x_i ← x_i − lr·u_i,  u_i = optimizer(g_i + λx_i + wd·x_i)   (plain SGD: u_i = g_i + ...)
     x_i ← Σ_j W_ij x_j                                        (W @ x; stale copies when async)

@@ -1,5 +1,5 @@
-"""The edge-dual exchange shared by the PDMM/ADMM families (Niwa et al. 2020, 2021;
-REFERENCE §3): per directed slot i|j a dual z_{i|j}, A_{i|j} = +1 if i < j else −1.
+"""The edge-dual exchange shared by the PDMM/ADMM families (Niwa et al. 2020, 2021):
+per directed slot i|j a dual z_{i|j}, A_{i|j} = +1 if i < j else −1.
 
     node i sends  y_{i|j} = z_{i|j} − 2 A_{i|j} w_i
     node j sets   PDMM (Peaceman–Rachford):  z_{j|i} ← y_{i|j}

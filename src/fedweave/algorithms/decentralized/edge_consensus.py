@@ -1,4 +1,4 @@
-"""ADMM-SGD and PDMM-SGD: edge-consensus learning (Niwa et al., KDD 2020; REFERENCE §3).
+"""ADMM-SGD and PDMM-SGD: edge-consensus learning (Niwa et al., KDD 2020).
 
 Per directed edge i|j: A_{i|j} = +1 if i < j else −1, dual z_{i|j} (starts as a copy of the
 initial weights), x̃_j the last model received from j, |E_i| the live edges of i and

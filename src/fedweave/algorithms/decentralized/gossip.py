@@ -1,4 +1,4 @@
-"""Gossip SGD (Boyd et al. 2006 randomized gossip, pairwise averaging; REFERENCE §3):
+"""Gossip SGD (Boyd et al. 2006 randomized gossip, pairwise averaging):
 
     x_i ← x_i − lr·u_i                       (local optimizer step, every step)
     every ``interval`` steps: x_i ← (x_i + x_j)/2,  j = this exchange's partner of i

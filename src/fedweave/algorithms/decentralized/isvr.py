@@ -1,5 +1,5 @@
 """PDMM-ISVR and ADMM-ISVR: edge-consensus learning with implicit stochastic variance
-reduction (Niwa et al., ICML 2021, "ECL-ISVR"; REFERENCE §3).
+reduction (Niwa et al., ICML 2021, "ECL-ISVR").
 
 K = ``exchange_period`` (each edge swaps once per K steps at its offset), E_i = live edges of
 i, A_{i|j} = +1 if i < j else −1, piw ∈ (0, 2]:

@@ -1,5 +1,5 @@
 """Gradient tracking (DSGT / DIGing: Nedić, Olshevsky & Shi 2017; Pu & Nedić 2021) and
-D2 / exact diffusion (Tang et al. 2018; Yuan et al. 2019), REFERENCE §3. Both remove the
+D2 / exact diffusion (Tang et al. 2018; Yuan et al. 2019). Both remove the
 bias D-SGD has on heterogeneous data (g = ∇f_i + λx + wd·x, no local optimizer state):
 
 Gradient tracking, y_{-1} = g_{-1} = 0:

@@ -69,9 +69,11 @@ class Aggregator:
     def __call__(self, rows: torch.Tensor, weights: torch.Tensor, center: torch.Tensor
                  ) -> torch.Tensor:
         finite = torch.isfinite(rows).all(1)
-        if bool(finite.all()) or not bool(finite.any()):
+        if bool(finite.all()):
             return self.single(rows, weights, center)
         self.rejected += int((~finite).sum())
+        if not bool(finite.any()):  # every upload corrupted: the model stays where it was
+            return center.clone()
         return self.single(rows[finite], weights[finite], center)
 
     def single(self, rows: torch.Tensor, weights: torch.Tensor, center: torch.Tensor

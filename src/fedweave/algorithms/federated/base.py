@@ -1,4 +1,4 @@
-"""Shared machinery of the synchronous federated algorithms (REFERENCE §1).
+"""Shared machinery of the synchronous federated algorithms.
 
 A round: sample the cohort (from (seed, "cohort", round) only) → every member's job runs on
 the virtual clock (download + local training + upload, ``sim.clock.job_time``) → the members
@@ -97,6 +97,10 @@ class CohortAlgorithm(Algorithm):
                                 "does not checkpoint the privacy ledger")
             self.ledger = SampleLedger(cfg.privacy, cfg.train, ctx.data.sizes)
         if cfg.privacy.level == "client":
+            if ctx.init_buffers:  # BatchNorm statistics would be released without noise
+                raise UserError("privacy.level=client clips and noises the model update but "
+                                "BatchNorm's running statistics would go out unprotected: set "
+                                "model.norm=group or none")
             self.aggregate = DPFedAvg(cfg.privacy, expected, ctx.seed)
             self.ledger = ClientLedger(cfg.privacy, n, expected)
         else:

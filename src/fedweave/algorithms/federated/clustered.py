@@ -1,4 +1,4 @@
-"""Clustered FL by k-means on client models (seed 004, after "federated learning through
+"""Clustered FL by k-means on client models (reference system 004, after "federated learning through
 distance-based clustering").
 
 Each round every participating client trains from its cluster's model; the server flattens the

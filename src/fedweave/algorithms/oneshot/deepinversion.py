@@ -1,10 +1,10 @@
 """DeepInversion and Adaptive DeepInversion: images synthesised from trained teachers alone.
 
 Yin et al. 2020, "Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion" (CVPR),
-as seed 003 (Fed_distill, "Dataset Distillation for One-Shot Federated Learning") uses it. A
-batch x̃ ∈ R^{B×C×H×W} starts as N(0, 1) noise (in normalised input units) with labels y drawn
-uniformly from the teacher's classes, and Adam minimises, at inputs x̂ = jitter(x̃) (a random
-roll by up to ±``jitter`` pixels per axis, optionally a random mirror)::
+as reference system 003 (Fed_distill, "Dataset Distillation for One-Shot Federated Learning")
+uses it. A batch x̃ ∈ R^{B×C×H×W} starts as N(0, 1) noise (in normalised input units) with
+labels y drawn uniformly from the teacher's classes, and Adam minimises, at inputs
+x̂ = jitter(x̃) (a random roll by up to ±``jitter`` pixels per axis, optionally a random mirror)::
 
     L(x̃) = CE(f_t(x̂)[classes], y) + α_l2 ‖x̂‖ + α_tv TV(x̂)
            + α_bn Σ_l (‖σ²_l(x̂) − running_var_l‖₂ + ‖μ_l(x̂) − running_mean_l‖₂)
@@ -18,9 +18,9 @@ divergence of the teacher's and student's softmax at temperature T (probabilitie
 restricted to the teacher's classes. A fresh Adam per batch (the seed keeps its state across
 batches), and the lowest-loss iterate is returned (NVlabs aliases it to the last one).
 
-*Sampling DeepInversion* (seed 003's report, Algorithm 1): every iteration draws n of the T
-teachers without replacement and averages their losses; each teacher's CE is weighted by its
-class frequencies (labels are uniform over every class; a teacher that never saw a class has
+*Sampling DeepInversion* (reference system 003's report, Algorithm 1): every iteration draws n
+of the T teachers without replacement and averages their losses; each teacher's CE is weighted
+by its class frequencies (labels are uniform over every class; a teacher that never saw a class has
 weight 0 for it, where the seed crashes), the competition term stays on (the seed's script
 drops it).
 

@@ -1,5 +1,6 @@
 """Local training: every client trains its own model on its own shard, nothing is exchanged
-until the end (the teachers of one-shot federated learning, seed 003's train_teachers.py).
+until the end (the teachers of one-shot federated learning, reference system 003's
+train_teachers.py).
 
 Round r trains all N clients' models together for ``train.local_epochs`` (one call of the
 local trainer over the stacked ``[N, P]`` models: vectorized for GroupNorm / norm-free models,

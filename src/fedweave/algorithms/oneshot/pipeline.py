@@ -1,5 +1,5 @@
-"""``fedweave distill``: one-shot federated learning by data-free distillation (seed 003) as
-one resumable pipeline (``fedweave.pipeline``)::
+"""``fedweave distill``: one-shot federated learning by data-free distillation (reference
+system 003) as one resumable pipeline (``fedweave.pipeline``)::
 
     runs/<name>-<timestamp>/
       config.yaml  pipeline.json  summary.json  synthetic.safetensors  plots/synthetic.png

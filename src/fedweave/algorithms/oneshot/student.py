@@ -1,5 +1,5 @@
 """The student of one-shot distillation: SGD on a pool of images that grows while it trains
-(seed 003's GrowingDataset, GrowingDatasetLoader and Trainer).
+(reference system 003's GrowingDataset, GrowingDatasetLoader and Trainer).
 
 An epoch is ``steps_per_epoch`` steps of ``batch_size`` images. The batches made for the
 epoch (Adaptive DeepInversion against the student as it starts the epoch) join the pool and

@@ -1,4 +1,4 @@
-"""Dataset sources: readers of the real on-disk formats and the built-in generators (DESIGN §6).
+"""Dataset sources: readers of the real on-disk formats and the built-in generators.
 
 Every loader returns a :class:`Dataset` with images stored once as uint8 NCHW (features as
 float32 ``[N, D]``) and labels as int64. Files are read from ``data.root`` (default

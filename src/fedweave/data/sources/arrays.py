@@ -1,4 +1,4 @@
-"""numpy ``.npz`` archives of ready-made arrays (DESIGN §6)."""
+"""numpy ``.npz`` archives of ready-made arrays."""
 
 from __future__ import annotations
 

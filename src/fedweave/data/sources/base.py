@@ -1,6 +1,6 @@
 """The dataset registry and what every reader shares: the :class:`Dataset` record, the data
 root, ``load_dataset`` / ``dataset_status``, subsets, per-channel statistics and the error
-messages for missing or unreadable files (DESIGN §6).
+messages for missing or unreadable files.
 
 The format modules (``idx``, ``cifar``, ...) register their loaders here with
 ``@register_dataset(name, locations=...)``; this module imports none of them.

@@ -1,5 +1,5 @@
 """The built-in, offline datasets: scikit-learn's 8×8 ``digits`` and the FedProx
-``synthetic`` benchmark (DESIGN §6)."""
+``synthetic`` benchmark."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CIFAR-10 / CIFAR-100 python pickle batches (DESIGN §6), read with a restricted unpickler.
+"""CIFAR-10 / CIFAR-100 python pickle batches, read with a restricted unpickler.
 
 The official batches were written by Python 2 ``cPickle`` (protocol 2): a dict with str keys
 (bytes under ``encoding="bytes"``), ``b'data'`` a numpy uint8 array rebuilt through

@@ -1,5 +1,4 @@
-"""IDX readers (LeCun's MNIST format): MNIST, Fashion-MNIST and EMNIST 'balanced'
-(DESIGN §6)."""
+"""IDX readers (LeCun's MNIST format): MNIST, Fashion-MNIST and EMNIST 'balanced'."""
 
 from __future__ import annotations
 

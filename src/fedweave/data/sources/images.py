@@ -1,5 +1,4 @@
-"""Image-file readers (PIL): Tiny-ImageNet-200, cats-vs-dogs and any ImageFolder tree
-(DESIGN §6).
+"""Image-file readers (PIL): Tiny-ImageNet-200, cats-vs-dogs and any ImageFolder tree.
 
 Only JPEG, PNG, BMP, GIF and WebP are decoded (PIL is told so, so a file of another format,
 e.g. EPS, which PIL would hand to Ghostscript, is refused whatever its name), images above

@@ -1,4 +1,4 @@
-"""LEAF FEMNIST json reader: the natural writer partition (DESIGN §6)."""
+"""LEAF FEMNIST json reader: the natural writer partition."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SVHN cropped digits, MATLAB ``.mat`` files (DESIGN §6)."""
+"""SVHN cropped digits, MATLAB ``.mat`` files."""
 
 from __future__ import annotations
 
