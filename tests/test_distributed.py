@@ -52,8 +52,9 @@ VECTORIZED = {
                       "data": {"dataset": "digits", "nodes": 12, "partition": "dirichlet",
                                "alpha": 0.3},
                       "train": {**DECENTRALIZED["train"], "batch_size": 200},
+                      # chunks of 4 nodes: each of the 3 ranks holds one whole chunk
                       "engine": {**DECENTRALIZED["engine"], "backend": "vectorized",
-                                 "exchange": "point_to_point"}},
+                                 "exchange": "point_to_point", "chunk": 4}},
 }
 # one node per rank on 3 processes, asynchronous, lossy links with latency: pending messages
 # cross processes and live in the checkpoint

@@ -699,6 +699,12 @@ def test_configs_readme_lists_every_shipped_config() -> None:
         assert stem in text or f"{family}-<algorithm>.yaml" in text, stem
 
 
+def test_readme_has_no_unfilled_placeholders() -> None:
+    """Every table and figure is filled in: no line that is only an ALL-CAPS token."""
+    text = (REPO / "README.md").read_text()
+    assert not re.findall(r"(?m)^[A-Z][A-Z0-9_]{4,}$", text)
+
+
 def test_readme_cites_no_document_outside_the_repository() -> None:
     text = (REPO / "README.md").read_text()
     assert not re.search(r"\b(DESIGN|REFERENCE) §", text)

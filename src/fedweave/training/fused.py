@@ -40,6 +40,7 @@ from fedweave.training.objectives import CROSS_ENTROPY, L2, DataLoss, Linear, Ob
 from fedweave.training.optim import FunctionalOptimizer
 from fedweave.training.persample import PerSample
 from fedweave.training.protocol import Batches, LocalResult, StepOutput
+from fedweave.training.vectorized import VectorizedEngine
 
 
 def linear_stack(model: nn.Module) -> list[tuple[str, str | None]] | None:
@@ -77,6 +78,7 @@ class FusedEngine(PerSample):
         self.model, self.layout, self.data, self.seed = model, layout, data, seed
         self.eval_batch = eval_batch
         self.chunk = chunk
+        self._vectorized: VectorizedEngine | None = None
         shapes = dict(zip(layout.names, layout.shapes, strict=True))
         offsets = dict(zip(layout.names, layout.offsets, strict=True))
         #: per layer: (weight slice, weight shape, bias slice or None)
@@ -86,6 +88,14 @@ class FusedEngine(PerSample):
             ws = slice(offsets[w], offsets[w] + out_f * in_f)
             bs = slice(offsets[b], offsets[b] + out_f) if b is not None else None
             self.layers.append((ws, (out_f, in_f), bs))
+
+    def _generic(self) -> VectorizedEngine:
+        """A plugin's own data loss is differentiated by ``vmap(grad)`` on the same chunks (the
+        closed-form backward here is cross-entropy's)."""
+        if self._vectorized is None:
+            self._vectorized = VectorizedEngine(self.model, self.layout, self.data, self.seed,
+                                                chunk=self.chunk)
+        return self._vectorized
 
     # ------------------------------------------------------------------ core step
     def _inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +181,7 @@ class FusedEngine(PerSample):
               weight: torch.Tensor, active: torch.Tensor, key: tuple[int, ...],
               nodes: torch.Tensor, loss: DataLoss | None = None) -> StepOutput:
         if loss is not None and not isinstance(loss, type(CROSS_ENTROPY)):
-            raise ValueError("the fused engine computes cross-entropy only")
+            return self._generic().grads(params, buffers, idx, weight, active, key, nodes, loss)
         k = params.shape[0]
         k_pad = -(-k // self.chunk) * self.chunk
         if k_pad == k:  # read the rows in place: strided views are fine for the products
