@@ -79,7 +79,7 @@ BATCH, LR, SEED = 32, 0.05, 0
 
 # --------------------------------------------------------------------------- one row (child)
 def _config(w: dict[str, Any], backend: str, device: str):  # type: ignore[no-untyped-def]
-    from fedweave.config import load_config
+    from fedweave.plugins import load_config  # the built-in algorithms registered first
 
     sets = [f"seed={SEED}", f"rounds={w['rounds']}", "data.dataset=fashion-mnist",
             f"data.nodes={w['nodes']}", "data.partition=iid", "data.val_fraction=0",

@@ -33,3 +33,15 @@ def test_quick_smallest_row_writes_json(tmp_path: Path) -> None:
     assert 0.0 <= r["test_acc"] <= 1.0
     assert len(r["round_s"]) == 2
     assert "cross-device-logistic" in proc.stdout  # the table
+
+
+def test_quick_baseline_rows_run() -> None:
+    """The plain loop and the centralized limit build their configs like fedweave's rows (the
+    built-in algorithms registered first)."""
+    for row in ("cross-device-logistic:plain-sequential",
+                "cross-device-logistic:centralized-limit"):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--rows", row],
+            capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "ERROR" not in proc.stdout, proc.stdout
