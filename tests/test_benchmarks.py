@@ -35,13 +35,13 @@ def test_quick_smallest_row_writes_json(tmp_path: Path) -> None:
     assert "cross-device-logistic" in proc.stdout  # the table
 
 
-def test_quick_baseline_rows_run() -> None:
+def test_quick_baseline_rows_run(tmp_path: Path) -> None:
     """The plain loop and the centralized limit build their configs like fedweave's rows (the
     built-in algorithms registered first)."""
     for row in ("cross-device-logistic:plain-sequential",
                 "cross-device-logistic:centralized-limit"):
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--rows", row],
-            capture_output=True, text=True, timeout=120)
+            [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--rows", row,
+             "--json", str(tmp_path / "bench.json")], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "ERROR" not in proc.stdout, proc.stdout
