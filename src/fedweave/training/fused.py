@@ -209,13 +209,6 @@ class FusedEngine(PerSample):
         return StepOutput(grads, loss_k[:k] * act, correct[:k] * act, weight.sum(1).to(
             params.dtype), buffers)
 
-    def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
-                 y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy and accuracy of each model ``params[M]`` on (x, y)."""
-        loss, correct = self.evaluate_sums(params, buffers, x, y)
-        n = max(len(y), 1)
-        return (loss / n).cpu(), (correct / n).cpu()
-
     @torch.no_grad()
     def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

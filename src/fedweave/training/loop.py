@@ -65,13 +65,6 @@ class LoopEngine(PerSample):
                 buffers[name][k] = buf
         return StepOutput(grads, losses, correct, count, buffers)
 
-    def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
-                 y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy and accuracy of each model ``params[M]`` on (x, y)."""
-        loss, correct = self.evaluate_sums(params, buffers, x, y)
-        n = max(len(y), 1)
-        return loss / n, correct / n
-
     @torch.no_grad()
     def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

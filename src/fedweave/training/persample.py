@@ -31,6 +31,18 @@ class PerSample:
     model: nn.Module
     layout: ParamLayout
 
+    def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
+                 y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy and accuracy of each model ``params[M]`` on (x, y), on the CPU:
+        the engine's ``evaluate_sums`` over the number of samples."""
+        loss, correct = self.evaluate_sums(params, buffers, x, y)
+        n = max(len(y), 1)
+        return (loss / n).cpu(), (correct / n).cpu()
+
     def _one(self, p: dict[str, torch.Tensor], b: Buffers, x: torch.Tensor, y: torch.Tensor,
              i: torch.Tensor, loss: DataLoss) -> torch.Tensor:
         logits = functional_call(self.model, (p, b), (x.unsqueeze(0),))

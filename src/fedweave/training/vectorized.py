@@ -143,13 +143,6 @@ class VectorizedEngine(PerSample):
             correct_all[sl] = correct[:n].to(params.dtype) * a
         return StepOutput(grads, loss_all, correct_all, count, buffers)
 
-    def evaluate(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
-                 y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy and accuracy of each model ``params[M]`` on (x, y)."""
-        loss, correct = self.evaluate_sums(params, buffers, x, y)
-        n = max(len(y), 1)
-        return (loss / n).cpu(), (correct / n).cpu()
-
     @torch.no_grad()
     def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
