@@ -119,3 +119,39 @@ def test_default_cnn_config_is_identical_on_one_two_and_three_processes(tmp_path
     one = run(1)
     assert run(2) == one
     assert run(3) == one
+
+
+def test_the_users_defaults_are_identical_on_one_and_two_processes_and_on_resume(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What a user gets without any setting (CNN, engine.backend auto, torch's default
+    threads): 1 and 2 processes give the same metrics, and a run extended by --resume ends
+    with the numbers of an uninterrupted one."""
+    import csv
+    import subprocess
+    import sys
+
+    def fedweave(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "fedweave", *args], capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def rows(out) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+        (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        with open(run_dir / "metrics.csv") as f:
+            return list(csv.DictReader(f))
+
+    def strip(table: list[dict[str, str]]) -> list[tuple[str, ...]]:
+        """Every row but its wall-clock column."""
+        return [(r["round"], r["node"], r["split"], r["metric"], r["value"], r["sim_time"])
+                for r in table]
+
+    fedweave("run", "--set", "rounds=3", "--set", "output.plots=false",
+             "--out", str(tmp_path / "one"))
+    fedweave("run", "--set", "rounds=3", "--set", "output.plots=false",
+             "--out", str(tmp_path / "two"), "--procs", "2")
+    assert strip(rows(tmp_path / "two")) == strip(rows(tmp_path / "one"))
+    fedweave("run", "--set", "rounds=2", "--set", "output.plots=false",
+             "--out", str(tmp_path / "short"))
+    (short,) = [p for p in (tmp_path / "short").iterdir() if p.is_dir()]
+    fedweave("run", "--resume", str(short), "--set", "rounds=3")
+    assert strip(rows(tmp_path / "short")) == strip(rows(tmp_path / "one"))
