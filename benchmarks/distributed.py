@@ -127,7 +127,7 @@ def main() -> None:
         import networkx as nx
         import torch
 
-        from fedweave.comm.partition import NodePartition, contiguous_assignment
+        from fedweave.distributed.placement import NodePartition, contiguous_assignment
         from fedweave.topology import edge_list
 
         ends = edge_list(nx.cycle_graph(args.nodes))

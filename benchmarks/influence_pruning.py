@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from fedweave.influence.pipeline import PrunePipeline
 from fedweave.plugins import load_config
 from fedweave.runner import run
+from fedweave.workflows.prune import PrunePipeline
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "influence-fashion-mnist-ring8.yaml"
 SCORERS = ["random", "tracin", "if_ekfac", "dice", "el2n", "forgetting"]

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from fedweave.algorithms.oneshot.pipeline import distill
 from fedweave.plugins import load_config
+from fedweave.workflows.distill import distill
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from fedweave.algorithms.asynchronous.heterofl import LEVELS
 from fedweave.algorithms.asynchronous.staleness import staleness_weight
+from fedweave.algorithms.federated.heterofl import LEVELS
 from fedweave.config import ModelConfig
 from fedweave.context import build_context
 from fedweave.core.population import ParamLayout, slice_index

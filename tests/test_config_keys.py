@@ -325,7 +325,7 @@ DISTILL_CONTEXT: dict[str, tuple[list[str], Any]] = {
 
 @pytest.fixture(scope="module")
 def distill_fingerprint(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from fedweave.algorithms.oneshot.pipeline import distill
+    from fedweave.workflows.distill import distill
 
     out = tmp_path_factory.mktemp("distill-walk")
     threads = torch.get_num_threads()

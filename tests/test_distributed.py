@@ -18,9 +18,9 @@ import pytest
 import torch
 import yaml
 
-from fedweave.comm.partition import contiguous_assignment
-from fedweave.comm.process_group import KILL_ENV
-from fedweave.parallel.adapters import greedy_assignment
+from fedweave.distributed.placement import contiguous_assignment
+from fedweave.distributed.process_group import KILL_ENV
+from fedweave.distributed.trainer import greedy_assignment
 from tests.conftest import latest_state
 
 FEDERATED = {
@@ -107,7 +107,7 @@ def _only_run_dir(config: Path) -> Path:
 
 def _assert_same_run(a: Path, b: Path) -> None:
     """Bit-identical final metrics and checkpoint: ranks compute exactly the single process's
-    rows and reduce them in the same order (module docstring of fedweave.parallel.adapters)."""
+    rows and reduce them in the same order (module docstring of fedweave.distributed.trainer)."""
     fa = json.loads((a / "summary.json").read_text())["final"]
     fb = json.loads((b / "summary.json").read_text())["final"]
     for key in ("test_acc", "test_loss", "train_loss", "val_acc"):
@@ -278,7 +278,7 @@ def test_hosts_commands_start_a_peer_to_peer_run(reference: dict[str, Path],
                                                  tmp_path: Path) -> None:
     """The commands `fedweave hosts` prints for a 3-host hosts.json, started side by side on
     this machine as if on 3 hosts: one node per host, the single-process result."""
-    from fedweave.parallel.launch import torchrun_commands
+    from fedweave.distributed.launcher import torchrun_commands
 
     hosts = tmp_path / "hosts.json"
     hosts.write_text(json.dumps({"hosts": [

@@ -15,8 +15,8 @@ from conftest import latest_state
 
 from fedweave.callbacks import CALLBACK_FACTORIES, Callback
 from fedweave.data.federated import build_federated_data
-from fedweave.influence.pipeline import PrunePipeline
 from fedweave.plugins import load_config
+from fedweave.workflows.prune import PrunePipeline
 
 DEC = ["algorithm.name=dsgd", "topology.name=ring", "model.name=mlp", "model.hidden=[16]",
        "data.nodes=3", "rounds=2", "output.progress=false", "output.plots=false",
@@ -117,7 +117,7 @@ def test_cli_prune_and_influence(tmp_path: Path) -> None:
     bad = cli("influence", str(root / "stage1"), "--scorer", "tracin", "--set", "rounds=9",
               cwd=tmp_path)
     assert bad.returncode == 2 and "influence.* keys only" in bad.stderr
-    from fedweave.influence.pipeline import score_run
+    from fedweave.workflows.prune import score_run
 
     _, meta = score_run(root / "stage1", "dice")  # a finished D-SGD run: replayed with the hook
     assert meta["replayed"] and meta["replay_max_abs_diff"] == 0.0

@@ -1,4 +1,4 @@
-"""Node partitions of decentralized runs over processes (fedweave.comm.partition): which
+"""Node partitions of decentralized runs over processes (fedweave.distributed.placement): which
 rows and slots a rank holds, how the exchange is chosen, and routing within one process."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 import torch
 
-from fedweave.comm.partition import NodePartition, contiguous_assignment, node_partition
+from fedweave.distributed.placement import NodePartition, contiguous_assignment, node_partition
 from fedweave.errors import UserError
 from fedweave.topology import edge_list
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import needs_fashion
 
-from fedweave.algorithms.oneshot.pipeline import distill
 from fedweave.plugins import load_config
+from fedweave.workflows.distill import distill
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "oneshot-fmnist-1teacher.yaml"
 

@@ -17,9 +17,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from fedweave.algorithms.oneshot.pipeline import distill
 from fedweave.errors import UserError
 from fedweave.plugins import load_config
+from fedweave.workflows.distill import distill
 
 
 @pytest.fixture(autouse=True)

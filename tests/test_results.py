@@ -132,7 +132,7 @@ def test_live_bar_on_a_terminal_shows_val_acc_best_s_per_round_and_eta() -> None
 
 
 def test_version_completion_and_did_you_mean(tmp_path: Path) -> None:
-    from fedweave import __version__
+    from fedweave.version import __version__
 
     res = cli.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"fedweave {__version__}"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import trim_mean
 
-from fedweave.algorithms.federated.aggregate import AGGREGATORS, Aggregator, krum_scores
+from fedweave.aggregators import AGGREGATORS, Aggregator, krum_scores
 from fedweave.config import AGGREGATOR_CONFIGS
 from fedweave.errors import UserError
 from fedweave.plugins import load_builtins

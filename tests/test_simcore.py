@@ -15,18 +15,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedweave.algorithms.federated.aggregate import AGGREGATORS, build_aggregator
+from fedweave.aggregators import AGGREGATORS, build_aggregator
 from fedweave.config import AggregatorConfig
 from fedweave.context import build_context
 from fedweave.core.population import ParamLayout, gather_slice, scatter_slice, slice_index
 from fedweave.errors import UserError
 from fedweave.models import build_model
-from fedweave.pipeline import Pipeline, Stage, StageContext, train_stage
 from fedweave.runner import run
 from fedweave.sim.clock import job_time, node_profiles
 from fedweave.training.batches import local_steps
 from fedweave.training.objectives import DataLoss, Objective
 from fedweave.training.trainer import LocalTrainer
+from fedweave.workflows.stages import Pipeline, Stage, StageContext, train_stage
 from tests.conftest import latest_state, small_config
 
 # ----------------------------------------------------------------------------- the clock

@@ -1,4 +1,4 @@
-"""Issue 10, faults of ``fedweave run --procs N`` (the launcher, ``fedweave.parallel.launch``):
+"""Issue 10, faults of ``fedweave run --procs N`` (the launcher, ``fedweave.distributed.launcher``):
 a stopped (SIGSTOP) rank ends the whole command within ``engine.timeout_s`` + 5 s with one line
 and exit 1; ranks never outlive the launcher, even after ``kill -9``; Ctrl-C / SIGTERM stop
 every rank with one line; a rank killed by a signal is named. Never torchrun's traceback."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+from fedweave.version import __version__
 
 _EXPORTS = {
     "run": "fedweave.runner", "Result": "fedweave.runner",
@@ -26,8 +26,8 @@ _EXPORTS = {
     "load_model": "fedweave.export",
     "ALGORITHMS": "fedweave.algorithms", "register_algorithm": "fedweave.algorithms",
     "Algorithm": "fedweave.algorithms", "RoundResult": "fedweave.algorithms.base",
-    "AGGREGATORS": "fedweave.algorithms.federated.aggregate",
-    "register_aggregator": "fedweave.algorithms.federated.aggregate",
+    "AGGREGATORS": "fedweave.aggregators",
+    "register_aggregator": "fedweave.aggregators",
     "MODELS": "fedweave.models", "register_model": "fedweave.models",
     "DATASETS": "fedweave.data.sources", "register_dataset": "fedweave.data.sources",
     "Callback": "fedweave.callbacks", "register_callback": "fedweave.callbacks",

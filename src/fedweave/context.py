@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedweave.comm import under_torchrun
-from fedweave.comm.process_group import Comm, init_comm, local_device
 from fedweave.config import Config, ModelConfig
 from fedweave.core.population import Buffers, ParamLayout, flat_params, model_buffers
 from fedweave.data.federated import FederatedData, build_federated_data
+from fedweave.distributed import under_torchrun
+from fedweave.distributed.process_group import Comm, init_comm, local_device
+from fedweave.distributed.trainer import DistributedGradientEngine, DistributedTrainer
 from fedweave.models import build_model, uses_batchnorm
-from fedweave.parallel.adapters import DistributedGradientEngine, DistributedTrainer
 from fedweave.privacy.sample import SampleDPEngine
 from fedweave.rng import derive_seed
 from fedweave.robust.attacks import uplink

@@ -34,9 +34,11 @@ def load_builtins() -> None:
     ``fedweave.plugins`` entry points (once per process)."""
     if "builtins" in _LOADED:
         return
+    import fedweave.aggregators
     import fedweave.algorithms
     import fedweave.data.sources
     import fedweave.models
+    import fedweave.records.callbacks
     import fedweave.records.notify
     import fedweave.records.trackers  # noqa: F401
 

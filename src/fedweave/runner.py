@@ -1,7 +1,8 @@
 """Runs one stage of an experiment: builds the context and the algorithm from the config,
 loops over rounds, evaluates, writes the run directory, checkpoints and resumes.
-Multi-stage runs (train → score → prune → retrain, ...) chain runners (``fedweave.pipeline``);
-what happens around the rounds is in callbacks (``fedweave.callbacks``)."""
+Multi-stage runs (train → score → prune → retrain, ...) chain runners
+(``fedweave.workflows.stages``); what happens around the rounds is in callbacks
+(``fedweave.callbacks``)."""
 
 from __future__ import annotations
 
@@ -16,20 +17,20 @@ from typing import Any
 
 import torch
 
-from fedweave import __version__
 from fedweave.algorithms import ALGORITHMS
 from fedweave.algorithms.base import Algorithm, RoundResult
 from fedweave.callbacks import Callback, configured_callbacks
-from fedweave.comm import is_writer, under_torchrun
 from fedweave.config import Config, config_to_dict, dump_config
 from fedweave.context import RunContext, build_context
 from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import FederatedData
+from fedweave.distributed import is_writer, under_torchrun
 from fedweave.errors import DivergenceError, UserError
 from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
 from fedweave.records.environment import environment
 from fedweave.records.rundir import RunDirectory, atomic_write, prepare_output
+from fedweave.version import __version__
 
 #: config keys a resume may change (everything else would mix two experiments in one run)
 RESUMABLE_KEYS = ("rounds", "output.progress", "output.plots", "output.eval_every",

@@ -15,7 +15,7 @@ console = Console(stderr=True)
 
 def _version(value: bool) -> None:
     if value:
-        from fedweave import __version__
+        from fedweave.version import __version__
 
         typer.echo(f"fedweave {__version__}")
         raise typer.Exit()

@@ -39,8 +39,8 @@ def distill_cmd(
     imports: ImportOpt = None,
 ) -> None:
     """One-shot FL by data-free distillation: teachers → synthesize → student (+ baselines)."""
-    from fedweave.algorithms.oneshot.pipeline import distill
     from fedweave.plugins import import_plugins
+    from fedweave.workflows.distill import distill
 
     def log(message: str) -> None:
         console.print(message, highlight=False)

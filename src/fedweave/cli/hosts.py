@@ -21,7 +21,7 @@ def hosts_cmd(
     """Print the torchrun command to start on each host of a hosts.json: entry i (file order)
     is rank i, one process per host, the store on the first host (static rendezvous, so the
     ranks follow the file). With ``data.nodes`` = number of hosts host i computes node i."""
-    from fedweave.parallel.launch import torchrun_commands
+    from fedweave.distributed.launcher import torchrun_commands
 
     try:
         commands = torchrun_commands(hosts, str(config), port)

@@ -27,7 +27,7 @@ def influence_cmd(
 ) -> None:
     """Per-sample scores (higher = more helpful) → RUN_DIR/influence/<scorer>/scores.csv."""
     from fedweave.influence import SCORERS
-    from fedweave.influence.pipeline import output_dir, score_run, write_scores
+    from fedweave.workflows.prune import output_dir, score_run, write_scores
 
     try:
         target = resume or run_dir
@@ -46,7 +46,7 @@ def influence_cmd(
         else:
             from fedweave.config import config_to_dict
             from fedweave.influence.base import ScoredRun
-            from fedweave.influence.pipeline import score
+            from fedweave.workflows.prune import score
 
             run = ScoredRun.open(target, list(set_ or []), list(imports or []))
             scores, seconds = score(run, scorer)

@@ -1,5 +1,5 @@
 """``fedweave prune CONFIG --scorer S --train-ratio R``: train on all data, score, prune each
-node to R, retrain (``fedweave.influence.pipeline``)."""
+node to R, retrain (``fedweave.workflows.prune``)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def prune_cmd(
 ) -> None:
     """Two-stage pruning: stage 1 on all data → scores → stage 2 on the kept samples."""
     from fedweave.influence import SCORERS
-    from fedweave.influence.pipeline import PrunePipeline
     from fedweave.plugins import load_config
+    from fedweave.workflows.prune import PrunePipeline
 
     try:
         if resume is not None:

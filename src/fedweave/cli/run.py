@@ -32,7 +32,7 @@ def _latest_round(run_dir: Path | None) -> int | None:
 def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str],
             out: Path | None, resume: Path | None, run_dir: Path | None,
             overrides: list[str]) -> None:
-    from fedweave.parallel.launch import launch_local, preflight
+    from fedweave.distributed.launcher import launch_local, preflight
     from fedweave.plugins import load_config
 
     try:  # validate once, before any rank starts (one line, not one per rank)
@@ -78,7 +78,7 @@ def run_cmd(
     terminal). Ctrl-C or SIGTERM stops after the current round with a checkpoint (exit 130 /
     143); a second one stops at once.
     """
-    from fedweave.comm import is_writer, under_torchrun
+    from fedweave.distributed import is_writer, under_torchrun
     from fedweave.plugins import load_config
 
     overrides = list(set_ or [])
@@ -146,6 +146,6 @@ def run_cmd(
         line += f"  {result.summary['wall_s']:.1f} s  →  {result.run_dir}"
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     if under_torchrun():
-        from fedweave.comm.process_group import finish_process
+        from fedweave.distributed.process_group import finish_process
 
         finish_process(0)

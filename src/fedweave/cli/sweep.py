@@ -1,5 +1,5 @@
 """``fedweave sweep``: a grid of runs × seeds in one sweep folder, one line per finished
-point, ``sweep.csv`` and a table of mean ± std over seeds (``fedweave.sweep``)."""
+point, ``sweep.csv`` and a table of mean ± std over seeds (``fedweave.workflows.sweep``)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def sweep_cmd(
     imports: ImportOpt = None,
 ) -> None:
     """Run the grid (cartesian product × seeds); every point is validated first."""
-    from fedweave import sweep as sw
+    from fedweave.workflows import sweep as sw
 
     overrides, names = list(set_ or []), list(imports or [])
     try:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from fedweave.algorithms.federated.aggregate import Aggregator
+from fedweave.aggregators import Aggregator
 from fedweave.config import AggregatorConfig, PrivacyConfig
 from fedweave.privacy.accountant import check_target, epsilon
 from fedweave.rng import numpy_rng, torch_generator

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from fedweave import __version__
+from fedweave.version import __version__
 
 
 def git_commit(folder: Path) -> dict[str, Any] | None:

@@ -141,7 +141,7 @@ class Notifier(Callback):
 
 @register_callback
 def _notifier(config: Config) -> Callback | None:
-    from fedweave.comm import is_writer
+    from fedweave.distributed import is_writer
 
     urls = notify_urls(config)
     return Notifier(config, urls) if urls and is_writer() else None

@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
-from fedweave import __version__
 from fedweave.errors import UserError
 from fedweave.records import plots
 from fedweave.records.plots import Series
+from fedweave.version import __version__
 
 #: keys that name or place a run rather than define it (never a "difference")
 NOT_A_DIFFERENCE = ("name", "output.dir", "output.progress", "output.plots",

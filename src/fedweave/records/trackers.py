@@ -177,13 +177,13 @@ class MLflow(Callback):
 
 @register_callback
 def _tensorboard(config: Config) -> Callback | None:
-    from fedweave.comm import is_writer
+    from fedweave.distributed import is_writer
 
     return TensorBoard() if config.output.tensorboard and is_writer() else None
 
 
 @register_callback
 def _mlflow(config: Config) -> Callback | None:
-    from fedweave.comm import is_writer
+    from fedweave.distributed import is_writer
 
     return MLflow(config.output.mlflow) if config.output.mlflow and is_writer() else None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from fedweave.algorithms.federated.aggregate import Aggregator
+from fedweave.aggregators import Aggregator
 from fedweave.config import AttackConfig, ClockConfig
 from fedweave.rng import derive_seed
 from fedweave.robust.attacks import (

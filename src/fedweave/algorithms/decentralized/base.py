@@ -49,7 +49,7 @@ delivered (the receiver keeps its stale copy); an edge whose exchange misses
 ``clock.swap_timeout`` is dropped for the rest of the run, W is recomputed on the live graph
 and the edge's duals leave the sums (reference system 001 stops the node instead; we keep training).
 
-Processes (``fedweave.comm.partition``): a process holds the nodes ``[lo, hi)`` of its
+Processes (``fedweave.distributed.placement``): a process holds the nodes ``[lo, hi)`` of its
 ``NodePartition`` — all of them under the local engine — and the slots they own. Node tensors
 have one row per held node, slot tensors one row per held slot; ``own`` indexes the held rows,
 ``nbr`` is a global node id. The bookkeeping that decides who steps and which slots send
@@ -71,13 +71,13 @@ import networkx as nx
 import torch
 from pydantic import Field
 
+from fedweave.aggregators import build_aggregator
 from fedweave.algorithms.base import Algorithm, RoundResult
-from fedweave.algorithms.federated.aggregate import build_aggregator
-from fedweave.comm.partition import node_partition
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
+from fedweave.distributed.placement import node_partition
 from fedweave.errors import UserError
 from fedweave.robust.attacks import attack_record
 from fedweave.robust.peers import NeighbourRule, PeerFaults, down_nodes

@@ -1,5 +1,13 @@
-"""Federated algorithms (server + clients, synchronous rounds) and the aggregators."""
+"""Federated algorithms (server + clients, synchronous rounds): FedAvg/FedProx, SCAFFOLD,
+clustered FedAvg, HeteroFL (width-sliced submodels), centralized and local-only training."""
 
-from fedweave.algorithms.federated import aggregate, centralized, clustered, fedavg, scaffold
+from fedweave.algorithms.federated import (
+    centralized,
+    clustered,
+    fedavg,
+    heterofl,
+    local_only,
+    scaffold,
+)
 
-__all__ = ["aggregate", "centralized", "clustered", "fedavg", "scaffold"]
+__all__ = ["centralized", "clustered", "fedavg", "heterofl", "local_only", "scaffold"]

@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from fedweave.aggregators import Aggregator, build_aggregator
 from fedweave.algorithms.base import Algorithm, RoundResult
-from fedweave.algorithms.federated.aggregate import Aggregator, build_aggregator
 from fedweave.algorithms.federated.sampling import CohortConfig, cohort_size, sample_cohort
 from fedweave.algorithms.federated.server import ServerOptConfig, ServerOptimizer
 from fedweave.config import AlgorithmConfig

@@ -1,5 +1,5 @@
-"""One-shot federated learning by data-free distillation (reference system 003): local teachers
-(``local``), DeepInversion / Adaptive DeepInversion (``deepinversion``), the student
-(``student``) and the ``fedweave distill`` pipeline (``pipeline``, imported by the CLI only)."""
-
-from fedweave.algorithms.oneshot import local  # noqa: F401  (registers algorithm.name: local)
+"""One-shot federated learning by data-free distillation (reference system 003): DeepInversion /
+Adaptive DeepInversion (``deepinversion``), the student (``student``) and synthetic batches
+(``synthetic``). The teachers are trained by the local-only algorithm
+(``algorithms.federated.local_only``); the ``fedweave distill`` workflow is
+``fedweave.workflows.distill``."""

@@ -14,7 +14,8 @@ checkpoints atomically between rounds, so ``fedweave run --resume RUN_DIR`` (und
 launcher) continues from the last one.
 
 What is split across the ranks, and why the results equal the single process, is in
-``fedweave.parallel``; which decentralized nodes a rank holds is in ``fedweave.comm.partition``.
+``fedweave.distributed``; which decentralized nodes a rank holds is in
+``fedweave.distributed.placement``.
 Devices: under torchrun each rank uses ``cuda:<LOCAL_RANK>`` (``engine.device: auto``). The
 NCCL path is written to the same contract but untested here.
 """
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fedweave.comm import LAUNCHED_ENV
+from fedweave.distributed import LAUNCHED_ENV
 
 KILL_ENV = "FEDWEAVE_TEST_KILL_RANK"
 """Test-only fault injection: ``RANK:ROUND[:hang]`` makes rank RANK exit with code 1 (or hang,

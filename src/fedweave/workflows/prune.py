@@ -5,7 +5,7 @@
 one row per node and step), ``meta.json`` (options, seconds, checkpoints used) and
 ``histogram.png`` (scores per node).
 
-``fedweave prune`` is a ``fedweave.pipeline.Pipeline`` of four resumable stages:
+``fedweave prune`` is a ``fedweave.workflows.stages.Pipeline`` of four resumable stages:
 
 1. ``stage1``: the config on all data, keeping every checkpoint (``output.keep: all``) so the run
    stays scorable later; with ``--scorer dice`` the DICE hook rides along (a resumed stage 1
@@ -31,8 +31,8 @@ from typing import Any
 from fedweave.config import Config, config_to_dict, validate_config
 from fedweave.errors import UserError
 from fedweave.influence.base import SCORERS, ScoredRun, Scores
-from fedweave.pipeline import Pipeline, Stage, StageContext, train_stage
 from fedweave.records.rundir import atomic_write
+from fedweave.workflows.stages import Pipeline, Stage, StageContext, train_stage
 
 OPTIONS_FILE = "prune.json"
 

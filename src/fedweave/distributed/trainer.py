@@ -18,7 +18,7 @@ Every rank runs the same round loop; the expensive parts are split:
   rank holds all N node states; ``grads(x[N, P], ...)`` computes the gradients of a contiguous
   slice of the nodes per rank and all-gathers the ``[N, P]`` result, so mixing ``W @ X`` and
   every dual update run identically on all ranks.
-- **Decentralized nodes**, ``point_to_point`` (``fedweave.comm.partition``): each rank holds
+- **Decentralized nodes**, ``point_to_point`` (``fedweave.distributed.placement``): each rank holds
   only its block of nodes and their edge slots and swaps the messages that cross ranks with
   ``Comm.exchange`` (one batched isend/irecv per neighbouring rank and step).
 - **Evaluation**: several models (``params[M]``, M > 1) are split by rows and the losses and
@@ -33,7 +33,7 @@ tensor on every rank: the result is identical to the single process, whatever th
 ranks, and every rank keeps an identical state without a broadcast. The cost is K·P values per
 round instead of P (rows of the cohort only, never of all N nodes).
 
-Faults, timeouts and the process group itself: ``fedweave.comm.process_group``.
+Faults, timeouts and the process group itself: ``fedweave.distributed.process_group``.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from typing import Any
 
 import torch
 
-from fedweave.comm.partition import contiguous_assignment
-from fedweave.comm.process_group import Comm, gather_rows
 from fedweave.config import TrainConfig
 from fedweave.core.population import Buffers
 from fedweave.data.federated import FederatedData
+from fedweave.distributed.placement import contiguous_assignment
+from fedweave.distributed.process_group import Comm, gather_rows
 from fedweave.training.batches import batch_width, local_steps
 from fedweave.training.chunks import chunk_blocks, chunks
 from fedweave.training.objectives import DataLoss, Objective

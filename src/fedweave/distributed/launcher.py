@@ -17,7 +17,7 @@ ranks' lives:
   written atomically and locks die with their process, so nothing is lost; a stopped rank
   dies too), where torchrun waits 30 s and prints its ChildFailedError traceback. So a failure
   is reported by one line: the failing rank's own (a rank that loses a peer names it,
-  ``fedweave.comm.process_group``), or the launcher's when a rank was killed by a signal.
+  ``fedweave.distributed.process_group``), or the launcher's when a rank was killed by a signal.
   With a rank stopped (SIGSTOP) or hung, the command ends ``engine.timeout_s`` plus the
   watchdog's grace (at most 5 s) after the other ranks reach their next collective.
 
@@ -41,8 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from fedweave.comm import LAUNCHED_ENV
 from fedweave.config import Config
+from fedweave.distributed import LAUNCHED_ENV
 
 KILL_GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fedweave.comm.process_group import gather_rows
+from fedweave.distributed.process_group import gather_rows
 from fedweave.errors import UserError
 from fedweave.training.chunks import chunk_blocks
 

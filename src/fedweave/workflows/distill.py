@@ -1,5 +1,5 @@
 """``fedweave distill``: one-shot federated learning by data-free distillation (reference
-system 003) as one resumable pipeline (``fedweave.pipeline``)::
+system 003) as one resumable pipeline (``fedweave.workflows.stages``)::
 
     runs/<name>-<timestamp>/
       config.yaml  pipeline.json  summary.json  synthetic.safetensors  plots/synthetic.png
@@ -32,14 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedweave import __version__
+from fedweave.algorithms.federated.local_only import LocalTraining
 from fedweave.algorithms.oneshot.deepinversion import (
     Inversion,
     InversionSettings,
     Teachers,
     batch_noise,
 )
-from fedweave.algorithms.oneshot.local import LocalTraining
 from fedweave.algorithms.oneshot.student import Pool, Student
 from fedweave.algorithms.oneshot.synthetic import (
     batch_path,
@@ -50,7 +49,18 @@ from fedweave.algorithms.oneshot.synthetic import (
     write_index,
     write_set,
 )
-from fedweave.algorithms.oneshot.teachers import (
+from fedweave.config import Config
+from fedweave.core.state import flatten, unflatten
+from fedweave.data.federated import build_federated_data
+from fedweave.errors import UserError
+from fedweave.models import build_model, uses_batchnorm
+from fedweave.records.lock import DirectoryLock
+from fedweave.records.rundir import RunDirectory, atomic_write
+from fedweave.rng import derive_seed
+from fedweave.training.select import resolve_device
+from fedweave.version import __version__
+from fedweave.workflows.stages import Pipeline, Stage, StageContext, train_stage
+from fedweave.workflows.teachers import (
     TEACHERS_FILE,
     copy_teachers,
     evaluate_teachers,
@@ -59,16 +69,6 @@ from fedweave.algorithms.oneshot.teachers import (
     teacher_fingerprint,
     write_teachers,
 )
-from fedweave.config import Config
-from fedweave.core.state import flatten, unflatten
-from fedweave.data.federated import build_federated_data
-from fedweave.errors import UserError
-from fedweave.models import build_model, uses_batchnorm
-from fedweave.pipeline import Pipeline, Stage, StageContext, train_stage
-from fedweave.records.lock import DirectoryLock
-from fedweave.records.rundir import RunDirectory, atomic_write
-from fedweave.rng import derive_seed
-from fedweave.training.select import resolve_device
 
 Log = Callable[[str], None]
 

@@ -1,15 +1,15 @@
 """Processes of a run: whether this one runs under torchrun, which rank writes, device pinning.
-The process group itself is ``fedweave.comm.process_group``; which decentralized nodes a rank
-holds is ``fedweave.comm.partition``."""
+The process group itself is ``fedweave.distributed.process_group``; which decentralized nodes a rank
+holds is ``fedweave.distributed.placement``."""
 
 from __future__ import annotations
 
 import os
 
 LAUNCHED_ENV = "FEDWEAVE_LAUNCHER_PID"
-"""Set in every rank that ``fedweave run --procs`` starts (``fedweave.parallel.launch``): a
+"""Set in every rank that ``fedweave run --procs`` starts (``fedweave.distributed.launcher``): a
 SIGTERM then comes from the launcher, which reports the cause itself, so the rank exits 1
-without a line of its own (``fedweave.comm.process_group``)."""
+without a line of its own (``fedweave.distributed.process_group``)."""
 
 
 def under_torchrun() -> bool:
