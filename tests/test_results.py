@@ -699,16 +699,64 @@ def test_configs_readme_lists_every_shipped_config() -> None:
         assert stem in text or f"{family}-<algorithm>.yaml" in text, stem
 
 
-def test_readme_has_no_unfilled_placeholders() -> None:
+def _front_pages() -> list[Path]:
+    """The README and every page of the documentation site (docs/**/*.md)."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    assert len(pages) > 20, pages
+    return pages
+
+
+def test_readme_and_docs_have_no_unfilled_placeholders() -> None:
     """Every table and figure is filled in: no line that is only an ALL-CAPS token."""
-    text = (REPO / "README.md").read_text()
-    assert not re.findall(r"(?m)^[A-Z][A-Z0-9_]{4,}$", text)
+    for page in _front_pages():
+        text = page.read_text()
+        assert not re.findall(r"(?m)^[A-Z][A-Z0-9_]{4,}$", text), page
 
 
-def test_readme_cites_no_document_outside_the_repository() -> None:
-    text = (REPO / "README.md").read_text()
-    assert not re.search(r"\b(DESIGN|REFERENCE) §", text)
-    assert not re.search(r"\b[Ss]eeds? 00\d", text)  # "reference system 00N", not "seed"
-    for link in re.findall(r"\]\(([^)#]+)\)", text):
-        if "://" not in link:
-            assert (REPO / link).exists(), link
+def test_readme_and_docs_cite_no_document_outside_the_repository() -> None:
+    for page in _front_pages():
+        text = page.read_text()
+        assert not re.search(r"\b(DESIGN|REFERENCE) §", text), page
+        assert not re.search(r"\b[Ss]eeds? 00\d", text), page  # "reference system 00N"
+        for link in re.findall(r"\]\(([^)#]+)\)", text):
+            if "://" not in link:
+                assert (page.parent / link).exists(), f"{page}: {link}"
+
+
+def test_readme_is_a_front_door_and_every_docs_page_is_in_the_site() -> None:
+    """The README stays short; every page under docs/ is in mkdocs.yml's nav; the API
+    reference's mkdocstrings directives all live in docs/api.md; the README's test command is
+    the one .ci/run runs."""
+    import yaml
+
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    site = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+
+    def pages(nav: object) -> list[str]:
+        if isinstance(nav, str):
+            return [nav]
+        if isinstance(nav, dict):
+            return [p for v in nav.values() for p in pages(v)]
+        if isinstance(nav, list):
+            return [p for v in nav for p in pages(v)]
+        return []
+
+    in_nav = set(pages(site["nav"]))
+    on_disk = {p.relative_to(REPO / "docs").as_posix() for p in (REPO / "docs").rglob("*.md")}
+    assert on_disk == in_nav
+    with_directives = {p for p in on_disk
+                       if re.search(r"(?m)^::: fedweave", (REPO / "docs" / p).read_text())}
+    assert with_directives == {"api.md"}
+    assert "python3 -m pytest -q" in readme
+    assert "python3 -m pytest -q" in (REPO / ".ci" / "run").read_text()
+
+
+def test_configs_named_in_readme_and_docs_exist() -> None:
+    """Every `configs/<file>.yaml` a page names (placeholders and globs aside) is shipped."""
+    named = 0
+    for page in _front_pages():
+        for path in re.findall(r"(?<![\w/])configs/[\w./-]+\.(?:yaml|json)", page.read_text()):
+            named += 1
+            assert (REPO / path).exists(), f"{page}: {path}"
+    assert named > 30
