@@ -203,12 +203,15 @@ def test_mixing_matrix_is_the_configured_one():
         torch.testing.assert_close(algo.W_sparse.to_dense().double(), expected)
 
 
-def test_killed_and_resumed_async_run_ends_with_the_same_numbers(tmp_path):
+@pytest.mark.parametrize("algorithm", [
+    ["algorithm.name=pdmm_isvr", "algorithm.exchange_period=3"],
+    ["algorithm.name=choco", "algorithm.compressor=qsgd"],  # x̂, copies of x̂, seeded draws
+])
+def test_killed_and_resumed_async_run_ends_with_the_same_numbers(tmp_path, algorithm):
     class Killed(Exception):
         pass
 
-    over = [f"output.dir={tmp_path}", "rounds=4", "algorithm.name=pdmm_isvr",
-            "algorithm.exchange_period=3", "clock.asynchronous=true",
+    over = [f"output.dir={tmp_path}", "rounds=4", *algorithm, "clock.asynchronous=true",
             "clock.speeds=[1,1.5,0.7,1]", "clock.latency_s=0.002"]
     full = run(digits(*over, "name=full"))
 
@@ -350,3 +353,62 @@ def test_run_directory_reports_the_graph_and_its_spectral_gap(tmp_path):
     assert abs(info["spectral_gap"] - gap_of(mixing_matrix(graph, "metropolis"))) < 1e-12
     assert 0 < info["spectral_gap"] < 1
     assert (res.run_dir / "plots" / "topology.png").is_file()
+
+
+# ---------------------------------------------------------------------------- CHOCO-SGD
+
+
+@pytest.mark.parametrize("compressor", ["topk", "qsgd"])
+def test_choco_reaches_the_consensus_optimum_with_compressed_messages(iid_problem, compressor):
+    """CHOCO-SGD (Koloskova et al. 2019): error feedback makes the compressed gossip converge
+    to the same fixed point as uncompressed gossip with mixing I + γ(W − I)."""
+    gap, consensus, runner = train(iid_problem, "algorithm.name=choco", "rounds=300",
+                                   "train.lr=0.5", f"algorithm.compressor={compressor}",
+                                   "algorithm.ratio=0.25", "algorithm.levels=4")
+    assert gap < 5e-5, gap
+    assert consensus < 2e-2, consensus
+    # every neighbour's copy of x̂_j is x̂_j itself: the compressed differences all arrived
+    algo = runner.algo
+    assert torch.allclose(algo.copies["xhat"], algo.xhat[algo.nbr], atol=1e-5)
+
+
+def test_choco_without_compression_and_gamma_1_is_dsgd():
+    over = ["topology.name=ring", "rounds=3", "model.name=mlp", "model.hidden=[16]"]
+    dsgd = Runner(digits("algorithm.name=dsgd", *over), None)
+    choco = Runner(digits("algorithm.name=choco", "algorithm.compressor=none",
+                          "algorithm.gamma=1", *over), None)
+    dsgd.run()
+    choco.run()
+    torch.testing.assert_close(choco.algo.x, dsgd.algo.x, rtol=1e-4, atol=1e-5)
+
+
+def test_choco_bytes_per_round_follow_the_compressor():
+    """Bytes per message: top-k sends k values and k 32-bit indices, random-k k values and a
+    seed, qsgd 1 + ⌈log2(s+1)⌉ bits per entry and the norm; every edge every step."""
+    sent = {}
+    for name in ("none", "topk", "randk", "qsgd"):
+        res = Runner(digits("algorithm.name=choco", "topology.name=ring", "rounds=1",
+                            f"algorithm.compressor={name}", "algorithm.ratio=0.1",
+                            "algorithm.levels=16"), None)
+        out = res.algo.round(0)
+        p = res.ctx.layout.total
+        per_message = out.bytes_up / (res.algo.S * 2 * 4)  # S steps, 2 slots per node, 4 nodes
+        sent[name] = per_message
+        assert out.bytes_up == out.bytes_down
+        assert torch.isfinite(res.algo.x).all()
+    k = -(-p // 10)
+    assert sent == {"none": 4 * p, "topk": 8 * k, "randk": 4 * k + 8,
+                    "qsgd": -(-p * 6 // 8) + 4}
+
+
+def test_choco_random_k_is_seeded_by_node_and_step():
+    a = Runner(digits("algorithm.name=choco", "rounds=1", "algorithm.compressor=randk"), None)
+    b = Runner(digits("algorithm.name=choco", "rounds=1", "algorithm.compressor=randk"), None)
+    a.algo.round(0)
+    b.algo.round(0)
+    assert torch.equal(a.algo.x, b.algo.x) and torch.equal(a.algo.xhat, b.algo.xhat)
+
+
+def test_choco_refuses_lost_messages():
+    with pytest.raises(UserError, match="link_drop"):
+        load_config(None, ["algorithm.name=choco", "clock.link_drop=0.1"])
