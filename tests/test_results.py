@@ -191,7 +191,7 @@ def test_run_name_follows_algorithm_and_dataset() -> None:
 
 
 def _all_fields() -> list[tuple[str, Any]]:
-    from fedweave.config_reference import section_of
+    from fedweave.config.reference import section_of
 
     out = []
 
@@ -221,7 +221,7 @@ def test_every_field_of_the_tree_has_a_description() -> None:
 
 
 def test_config_docs_is_current_and_config_show_prints_the_resolved_tree() -> None:
-    from fedweave.config_reference import markdown
+    from fedweave.config.reference import markdown
 
     committed = (REPO / "docs" / "config.md").read_text()
     assert markdown() == committed, "regenerate: fedweave config docs > docs/config.md"

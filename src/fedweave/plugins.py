@@ -22,7 +22,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from fedweave.config import Config, load_raw, validate_config
-from fedweave.config_checks import warn_no_effect
+from fedweave.config.no_effect import warn_no_effect
 from fedweave.errors import UserError
 
 ENTRY_POINT_GROUP = "fedweave.plugins"

@@ -35,7 +35,7 @@ def config_show(
 ) -> None:
     """Every key of the resolved config: value, default, type, unit and description
     (values that differ from the default in bold)."""
-    from fedweave.config_reference import resolved_keys
+    from fedweave.config.reference import resolved_keys
     from fedweave.plugins import load_config
 
     try:
@@ -68,7 +68,7 @@ def config_docs(
     imports: ImportOpt = None,
 ) -> None:
     """The reference of every key as Markdown (the repository keeps it as docs/config.md)."""
-    from fedweave.config_reference import markdown
+    from fedweave.config.reference import markdown
     from fedweave.plugins import import_plugins
 
     try:

@@ -1,9 +1,10 @@
 """Keys that are valid but have no effect in their context get one warning each.
 
-The config refuses what cannot act at all (``fedweave.config``: topology keys of a federated
-run, ``clock.asynchronous`` for synchronous algorithms, ...); this module looks at keys whose
-effect depends on another key (``data.alpha`` only shapes a ``dirichlet`` partition,
-``train.nesterov`` needs momentum, ``model.hidden`` is the MLP's, ...). A key counts as set
+The config refuses what cannot act at all (each section's ``check`` in ``fedweave.config``:
+topology keys of a federated run, ``clock.asynchronous`` for synchronous algorithms, ...); this
+module looks at keys whose effect depends on another key (``data.alpha`` only shapes a
+``dirichlet`` partition, ``train.nesterov`` needs momentum, ``model.hidden`` is the MLP's,
+...). A key counts as set
 when it differs from its default, so a dumped config.yaml (every default spelt out) is quiet.
 """
 
