@@ -61,6 +61,27 @@ def test_cores_split_between_local_processes(monkeypatch: pytest.MonkeyPatch) ->
     assert cores() == 3
 
 
+def test_every_launcher_gets_the_same_count_for_the_default_cnn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single process, ``--procs 2`` and torchrun (``LOCAL_WORLD_SIZE=2``, its
+    ``OMP_NUM_THREADS=1``) on 2 or 16 cores: one thread each (the fast guard of
+    tests/test_launchers.py)."""
+    flops = step_flops(build_model(ModelConfig(), (1, 8, 8), 10), (1, 8, 8), 32,
+                       torch.device("cpu"))
+    monkeypatch.delenv(CORES_ENV, raising=False)
+    counts = set()
+    for cpus in (2, 16):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)),
+                            raising=False)
+        for local in (None, "2"):
+            if local is None:
+                monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+            else:
+                monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+            counts.add(choose_threads(None, flops, cores())[0])
+    assert counts == {1}
+
+
 def test_summary_records_the_thread_count_and_its_rule(tmp_path: Path) -> None:
     from fedweave.runner import run
 
