@@ -49,7 +49,9 @@ def test_step_flops_places_the_default_cnn_below_and_resnet_above_the_threshold(
 
 
 def test_cores_split_between_local_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    from fedweave.training import threads
+
+    monkeypatch.setattr(threads, "physical_cpus", lambda: 4)
     monkeypatch.delenv(CORES_ENV, raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert cores() == 4
@@ -61,18 +63,25 @@ def test_cores_split_between_local_processes(monkeypatch: pytest.MonkeyPatch) ->
     assert cores() == 3
 
 
+def test_physical_cpus_counts_this_machines_cores() -> None:
+    from fedweave.training.threads import physical_cpus
+
+    assert 1 <= physical_cpus() <= len(os.sched_getaffinity(0))
+
+
 def test_every_launcher_gets_the_same_count_for_the_default_cnn(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A single process, ``--procs 2`` and torchrun (``LOCAL_WORLD_SIZE=2``, its
     ``OMP_NUM_THREADS=1``) on 2 or 16 cores: one thread each (the fast guard of
     tests/test_launchers.py)."""
+    from fedweave.training import threads
+
     flops = step_flops(build_model(ModelConfig(), (1, 8, 8), 10), (1, 8, 8), 32,
                        torch.device("cpu"))
     monkeypatch.delenv(CORES_ENV, raising=False)
     counts = set()
     for cpus in (2, 16):
-        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)),
-                            raising=False)
+        monkeypatch.setattr(threads, "physical_cpus", lambda n=cpus: n)
         for local in (None, "2"):
             if local is None:
                 monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

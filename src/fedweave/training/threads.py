@@ -13,8 +13,8 @@ count gives different low bits. The rule (``choose_threads``):
   ``torch.utils.flop_counter``) is below ``LARGE_STEP_FLOPS``: at that size a step takes
   milliseconds and the threads' start-up and synchronisation cost what they save (the default
   CNN on digits: 65 MFLOP a step; the cross-device MLP 784-128-10 at batch 20: 8 MFLOP);
-- otherwise every core this process may use (``cores``): the CPUs of its affinity mask,
-  divided by the processes sharing them (``LOCAL_WORLD_SIZE``, set by torchrun and by
+- otherwise every core this process may use (``cores``): the physical cores of its affinity
+  mask, divided by the processes sharing them (``LOCAL_WORLD_SIZE``, set by torchrun and by
   ``--procs``; ``FEDWEAVE_CORES``, set by ``sweep --jobs``, wins over both).
 
 OpenMP threads that wait for work spin for a while before sleeping; on cores shared with other
@@ -29,6 +29,7 @@ This module imports torch only inside ``apply_threads``/``step_flops``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,16 +48,31 @@ def quiet_openmp() -> None:
     os.environ.setdefault(WAIT_ENV, "PASSIVE")
 
 
+def physical_cpus() -> int:
+    """Physical cores among the CPUs of this process's affinity mask (hyper-threads of one
+    core count once, as in torch's own default); the CPU count where the topology is unknown."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            return len(cpus)
+    return max(1, len(cores))
+
+
 def cores() -> int:
-    """Cores this process may use: ``FEDWEAVE_CORES`` when set, else the CPUs of this
-    process's affinity mask divided by ``LOCAL_WORLD_SIZE`` (at least 1)."""
+    """Cores this process may use: ``FEDWEAVE_CORES`` when set, else the physical cores of
+    this process's affinity mask divided by ``LOCAL_WORLD_SIZE`` (at least 1)."""
     given = os.environ.get(CORES_ENV, "")
     if given.isdigit() and int(given) > 0:
         return int(given)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cpus = os.cpu_count() or 1
+    cpus = physical_cpus()
     local = os.environ.get("LOCAL_WORLD_SIZE", "")
     procs = int(local) if local.isdigit() and int(local) > 0 else 1
     return max(1, cpus // procs)

@@ -58,6 +58,7 @@ from fedweave.records.lock import DirectoryLock
 from fedweave.records.rundir import RunDirectory, atomic_write
 from fedweave.rng import derive_seed
 from fedweave.training.select import resolve_device
+from fedweave.training.threads import apply_threads, cores
 from fedweave.version import __version__
 from fedweave.workflows.stages import Pipeline, Stage, StageContext, train_stage
 from fedweave.workflows.teachers import (
@@ -91,8 +92,8 @@ class Distillation:
             raise UserError("engine.name=distributed: fedweave distill runs in one process; "
                             "set engine.name=local")
         weights = self.cfg.student.class_weights
-        if config.engine.threads:
-            torch.set_num_threads(config.engine.threads)
+        # synthesis steps (a batch of images through every teacher) are large: every core
+        apply_threads(config.engine.threads or cores())
         self.device = resolve_device(config.engine.device)
         data = build_federated_data(config.data, config.seed).to(self.device)
         if data.x.dtype != torch.uint8 or data.x.dim() != 4:
