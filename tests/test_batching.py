@@ -123,7 +123,7 @@ def test_default_cnn_config_is_identical_on_one_two_and_three_processes(tmp_path
 
 def test_the_users_defaults_are_identical_on_one_and_two_processes_and_on_resume(
         tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """What a user gets without any setting (CNN, engine.backend auto, torch's default
+    """What a user gets without any setting (CNN, engine.backend auto, fedweave's default
     threads): 1 and 2 processes give the same metrics, and a run extended by --resume ends
     with the numbers of an uninterrupted one."""
     import csv

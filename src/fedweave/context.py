@@ -36,6 +36,7 @@ from fedweave.training.chunks import chunk_width
 from fedweave.training.optim import scheduled_lr
 from fedweave.training.protocol import GradientEngine
 from fedweave.training.select import BACKENDS, build_engine, choose_backend, resolve_device
+from fedweave.training.threads import apply_threads, choose_threads, cores, step_flops
 from fedweave.training.trainer import LocalTrainer
 
 
@@ -67,6 +68,8 @@ class RunContext:
                  model: nn.Module | None = None) -> None:
         self.config, self.data, self.device, self.comm = config, data, device, comm
         self.backend, self.calibration = backend, calibration
+        #: torch threads of this process and why (``training.threads``; summary.json)
+        self.threads: dict[str, Any] = {}
         #: rows per batched kernel call (``training.chunks``): a function of the config and the
         #: device only, so every process computes identical rows
         self.chunk = chunk_width(config.engine.chunk, typical_cohort(config, data.nodes), device)
@@ -206,8 +209,9 @@ def build_context(config: Config, data: FederatedData | None = None,
                   backend: str | None = None) -> RunContext:
     """The context of ``config`` in this process. ``backend``: reuse a recorded engine decision
     (a resumed run continues with the engine it started with)."""
-    if config.engine.threads:
-        torch.set_num_threads(config.engine.threads)
+    # the data are prepared on the same thread count in every launcher; the run's own count
+    # (``training.threads``) follows once the model's size is known
+    apply_threads(config.engine.threads or 1)
     device = resolve_device(config.engine.device)
     comm: Comm | None = None
     if config.engine.name == "distributed" or under_torchrun():
@@ -217,8 +221,14 @@ def build_context(config: Config, data: FederatedData | None = None,
     data = corrupt_data(data, config.attack, config.seed)  # the data attacks' shards
     torch.manual_seed(derive_seed(config.seed, "init"))
     probe = build_model(config.model, data.input_shape, data.num_classes).to(device)
+    flops = 0.0 if config.engine.threads else step_flops(probe, data.input_shape,
+                                                         config.train.batch_size, device)
+    threads, why = choose_threads(config.engine.threads, flops, cores())
+    apply_threads(threads)  # before the engine decision: its key holds the thread count
     chosen, record = choose_backend(config.engine, probe, ParamLayout.of(probe), data,
                                     config.seed, typical_cohort(config, data.nodes),
                                     config.train.batch_size, forced=backend)
     chosen, record = _agree(comm, chosen, record)
-    return RunContext(config, data, device, comm, chosen, record, probe)
+    ctx = RunContext(config, data, device, comm, chosen, record, probe)
+    ctx.threads = {"threads": threads, "rule": why}
+    return ctx

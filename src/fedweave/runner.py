@@ -144,6 +144,7 @@ class Runner:
         comm = self.ctx.comm
         self.environment = environment(source, comm.world if comm is not None else 1,
                                        self.ctx.device)
+        self.environment["threads_rule"] = self.ctx.threads.get("rule", "")
 
     # ------------------------------------------------------------------ resume
     def resume(self, ckpt: tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None) -> None:

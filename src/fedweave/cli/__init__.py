@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import sys
 
+from fedweave.training.threads import quiet_openmp
+
+quiet_openmp()  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, at load
+
+# ruff: noqa: E402  (the commands import torch)
+
 from rich.markup import escape
 
 from fedweave.cli import (  # noqa: F401  (register commands)

@@ -31,7 +31,9 @@ class EngineConfig(Section):
         "cuda:N or mps; a device this torch cannot use is refused before the data is "
         "loaded")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; null = "
-                                "torch's default")
+                                "fedweave's choice: 1 when a training step is under 1 GFLOP, "
+                                "else this process's share of the cores "
+                                "(fedweave.training.threads)")
     chunk: int | None = Field(
         None, ge=1, description="rows per batched kernel call of the vectorized and fused "
         "engines; processes hold whole chunks, so results are bit-identical for any process "

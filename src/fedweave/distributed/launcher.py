@@ -43,6 +43,7 @@ from types import FrameType
 
 from fedweave.config import Config
 from fedweave.distributed import LAUNCHED_ENV
+from fedweave.training.threads import WAIT_ENV
 
 KILL_GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1
@@ -103,6 +104,7 @@ def launch_local(procs: int, args: list[str]) -> int:
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(procs),
                "LOCAL_WORLD_SIZE": str(procs), "GROUP_RANK": "0", LAUNCHED_ENV: str(me)}
+        env.setdefault(WAIT_ENV, "PASSIVE")  # fedweave.training.threads (the user's kept)
         children.append(subprocess.Popen([sys.executable, "-m", "fedweave", *args], env=env,
                                          preexec_fn=_rank_setup(me)))
 

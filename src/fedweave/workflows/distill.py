@@ -58,6 +58,7 @@ from fedweave.records.lock import DirectoryLock
 from fedweave.records.rundir import RunDirectory, atomic_write
 from fedweave.rng import derive_seed
 from fedweave.training.select import resolve_device
+from fedweave.training.threads import apply_threads, cores
 from fedweave.version import __version__
 from fedweave.workflows.stages import Pipeline, Stage, StageContext, train_stage
 from fedweave.workflows.teachers import (
@@ -91,8 +92,10 @@ class Distillation:
             raise UserError("engine.name=distributed: fedweave distill runs in one process; "
                             "set engine.name=local")
         weights = self.cfg.student.class_weights
-        if config.engine.threads:
-            torch.set_num_threads(config.engine.threads)
+        # synthesis steps (a batch of images through every teacher) are large: every core;
+        # set again by the stages after the teachers' run (which sets its own count)
+        self.threads = config.engine.threads or cores()
+        apply_threads(self.threads)
         self.device = resolve_device(config.engine.device)
         data = build_federated_data(config.data, config.seed).to(self.device)
         if data.x.dtype != torch.uint8 or data.x.dim() != 4:
@@ -219,6 +222,7 @@ class Distillation:
 
     # ------------------------------------------------------------------ stage: synthesize
     def stage_synthesize(self, sc: StageContext) -> dict[str, Any]:
+        apply_threads(self.threads)
         inv = self.inversion(sc.pipeline.root, adaptive=False)
         folder = sc.dir / "batches"
         total = self.cfg.synthesis.initial_batches
@@ -274,6 +278,7 @@ class Distillation:
     def stage_student(self, sc: StageContext, kind: str) -> dict[str, Any]:
         """The student (``kind`` student) or a baseline (real, noise), epoch by epoch, with a
         checkpoint after each; selected by validation accuracy."""
+        apply_threads(self.threads)
         cfg, data, root = self.cfg.student, self.data, sc.pipeline.root
         run_dir, done, state = self._open_stage(sc)
         try:

@@ -35,6 +35,7 @@ from fedweave.config import Config
 from fedweave.errors import UserError
 from fedweave.plugins import load_config
 from fedweave.records.rundir import atomic_write, prepare_output, slug
+from fedweave.training.threads import CORES_ENV, WAIT_ENV
 
 CSV_COLUMNS = ["point", "seed", "status", "rounds_done", "final_test_acc", "final_test_loss",
                "best_round", "best_val_acc", "best_test_acc", "wall_s", "sim_time_s", "bytes",
@@ -223,8 +224,9 @@ def run_subprocess(folder: Path, point: Point, source: Path, imports: list[str],
             args += ["--set", item]
     for name in imports:
         args += ["--import", name]
-    env = {**os.environ}
+    env = {**os.environ, CORES_ENV: str(threads)}  # the cores fedweave.training.threads splits
     env.setdefault("OMP_NUM_THREADS", str(threads))
+    env.setdefault(WAIT_ENV, "PASSIVE")
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
     with open(logs / f"{point.dir}.log", "w") as log:
