@@ -172,3 +172,23 @@ def test_digits_default_one_round(tmp_path: Path) -> None:
     assert "error" not in fw and "error" not in plain
     # the same model, shards, start and one epoch of SGD: round 1 lands in the same place
     assert abs(fw["test_acc"] - plain["test_acc"]) < 0.15
+
+
+@pytest.mark.slow  # starts a local Ray cluster
+@needs_fashion
+def test_flower_harness_runs_when_its_venv_exists(tmp_path: Path) -> None:
+    import yaml
+
+    python = _bench_module("cross_device").flower_python(None)
+    if python is None:
+        pytest.skip("no Flower venv ($FEDWEAVE_FLOWER_PYTHON)")
+    cfg = yaml.safe_load((BENCH / "configs" / "cross-device-mlp.yaml").read_text())
+    cfg["data"]["nodes"], cfg["algorithm"]["clients_per_round"] = 20, 4
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([str(python), str(BENCH / "flower_fedavg.py"), str(path), "--rounds",
+                           "2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rounds"] == 2 and 0 <= out["test_acc"] <= 1
+    assert out["whole_sim_s"] >= out["round_loop_s"] > 0
