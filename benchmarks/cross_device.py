@@ -7,11 +7,12 @@ limit, interleaved, measured in one run.
 
 Contenders (every one a fresh process started from this script):
 
-- ``fedweave run (defaults)``: ``python -m fedweave run configs/cross-device-mlp-defaults.yaml``
-  — the workload and nothing else (evaluation of the test set and of every client's validation
-  split every round, a checkpoint every round, 10% validation hold-out, plots, fedweave's
-  engine and thread choice);
-- ``fedweave tuned``: ``configs/cross-device-mlp.yaml`` (``eval_every: 30``,
+- ``fedweave run (defaults)``: ``python -m fedweave run CONFIG`` with
+  ``benchmarks/configs/cross-device-mlp-defaults.yaml``, the workload and nothing else
+  (evaluation of the test set and of every client's validation split every round, a
+  checkpoint every round, 10% validation hold-out, plots, fedweave's engine and thread
+  choice);
+- ``fedweave tuned``: ``benchmarks/configs/cross-device-mlp.yaml`` (``eval_every: 30``,
   ``checkpoint_every: 0``, ``val_fraction: 0``) with ``--set engine.threads=<--threads>`` and
   ``engine.backend`` from ``--backends`` (default ``auto``);
 - ``plain PyTorch loop`` (``plain_fedavg.py``): the obvious loop, torch's default threads,
