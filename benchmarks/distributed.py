@@ -3,7 +3,7 @@
 
     python benchmarks/distributed.py [--workload fedavg|dsgd] [--rounds 3] [--clients 10]
                                      [--samples 6000] [--nodes 20] [--model cnn]
-                                     [--backend loop] [--repeats 1]
+                                     [--backend loop] [--repeats 1] [--device cpu|cuda]
 
 Workloads, both ``--model`` (``cnn``: GroupNorm CNN) on a Fashion-MNIST subset (``--samples``
 training images over ``--nodes`` nodes; the full 10,000-image test set), 1 local epoch,
@@ -18,6 +18,10 @@ batch 32:
 commands are printed); the time is summary.json's ``wall_s`` (the round loop: training +
 evaluation, without interpreter start-up and data loading), plus the whole command's wall time.
 The 2-process run must reproduce the 1-thread run's test accuracy.
+
+``--device cuda``: the same workload with ``engine.device: cuda``, 1 process on one GPU against
+2 ranks (torchrun, NCCL, one GPU each: ``cuda:<LOCAL_RANK>``); it needs 2 CUDA devices and
+prints "not measured" otherwise.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def workload(args: argparse.Namespace, out: Path, threads: int, exchange: str) -
         "train": {"lr": 0.05, "batch_size": 32, "local_epochs": 1},
         "algorithm": {"name": "fedavg", "clients_per_round": args.clients},
         "engine": {"backend": args.backend, "threads": threads, "timeout_s": 300,
-                   "exchange": exchange},
+                   "exchange": exchange, "device": args.device},
         "output": {"dir": str(out), "plots": False, "checkpoint_every": 0},
     }
     if args.workload == "dsgd":
@@ -80,7 +84,16 @@ def main() -> None:
     parser.add_argument("--model", default="cnn", choices=["cnn", "mlp", "logistic"])
     parser.add_argument("--backend", default="loop", choices=["loop", "vectorized", "auto"])
     parser.add_argument("--repeats", type=int, default=1, help="best of N per variant")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    if args.device == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus < 2:
+            print("2 NCCL ranks: not measured (" + ("no CUDA" if not gpus else
+                  f"needs 2 CUDA devices, found {gpus}") + ")")
+            return
     py = sys.executable
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,6 +103,10 @@ def main() -> None:
             ("1 process, 2 threads", 1, 2, "auto"),
             ("2 processes, 1 thread each", 2, 1, "auto"),
         ]
+        if args.device == "cuda":
+            variants = [("1 process, 1 GPU", 1, 1, "auto"),
+                        ("1 process, 1 GPU (2 threads)", 1, 2, "auto"),
+                        ("2 ranks, NCCL, 1 GPU each", 2, 1, "auto")]
         if args.workload == "dsgd":
             variants[2:] = [("2 processes, all_gather", 2, 1, "all_gather"),
                             ("2 processes, point_to_point", 2, 1, "point_to_point")]

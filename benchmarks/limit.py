@@ -2,6 +2,7 @@
 hand as one batched computation per step.
 
     python benchmarks/limit.py benchmarks/configs/cross-device-mlp.yaml [--threads 2]
+        [--device cpu|cuda]
 
 For each round: the cohort (fedweave's own sampler), per client a random order of its shard
 cut into batches, the cohort's models as per-layer ``[K, out, in]`` stacks copied from the
@@ -29,7 +30,9 @@ def main() -> None:
     parser.add_argument("config", type=Path)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    dev = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     from fedweave.algorithms.federated.sampling import cohort_size, sample_cohort
@@ -38,9 +41,9 @@ def main() -> None:
 
     cfg = load_config(args.config, [f"rounds={args.rounds}"] if args.rounds else [])
     data = build_federated_data(cfg.data, cfg.seed)
-    x_all = data.features(data.x).flatten(1)            # [N_samples, D] float, once
-    y_all = data.y
-    shards = torch.stack(data.train_idx)                # equal shards: [clients, n]
+    x_all = data.features(data.x).flatten(1).to(dev)    # [N_samples, D] float, once
+    y_all = data.y.to(dev)
+    shards = torch.stack(data.train_idx).to(dev)        # equal shards: [clients, n]
     n_clients, n = shards.shape
     hidden = list(cfg.model.hidden) if cfg.model.name == "mlp" else []
     sizes = [x_all.shape[1], *hidden, data.num_classes]
@@ -51,8 +54,8 @@ def main() -> None:
     linears = [m for m in build_model(cfg.model, data.input_shape, data.num_classes).modules()
                if isinstance(m, torch.nn.Linear)]
     assert [m.in_features for m in linears] == sizes[:-1], "a Linear/ReLU stack only"
-    weights = [m.weight.detach().clone() for m in linears]
-    biases = [m.bias.detach().clone() for m in linears]
+    weights = [m.weight.detach().to(dev, copy=True) for m in linears]
+    biases = [m.bias.detach().to(dev, copy=True) for m in linears]
     b = min(cfg.train.batch_size, n)
     steps = -(-n // b)
     k = cohort_size(n_clients, cfg.algorithm.clients_per_round, None)
@@ -60,8 +63,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     for r in range(cfg.rounds):
-        cohort = sample_cohort(cfg.seed, r, n_clients, k)
-        order = torch.rand(k, n, generator=gen).argsort(1)
+        cohort = sample_cohort(cfg.seed, r, n_clients, k).to(dev)
+        order = torch.rand(k, n, generator=gen).argsort(1).to(dev)
         idx = shards[cohort].gather(1, order)                       # [K, n]
         ws = [w.expand(k, -1, -1).clone() for w in weights]        # [K, out, in]
         bs = [v.expand(k, -1).clone() for v in biases]
@@ -75,7 +78,7 @@ def main() -> None:
                 a = z.relu_() if i < len(ws) - 1 else z
                 acts.append(a)
             delta = torch.softmax(acts[-1], -1)
-            delta.scatter_add_(-1, y.unsqueeze(-1), -torch.ones(*y.shape, 1))
+            delta.scatter_add_(-1, y.unsqueeze(-1), -torch.ones(*y.shape, 1, device=dev))
             delta.div_(rows.shape[1])
             for i in range(len(ws) - 1, -1, -1):
                 prev = acts[i]
@@ -86,12 +89,14 @@ def main() -> None:
                     delta = back
         weights = [w.mean(0) for w in ws]
         biases = [v.mean(0) for v in bs]
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     loop_s = time.perf_counter() - t0
-    a = data.features(data.test_x).flatten(1)
+    a = data.features(data.test_x).flatten(1).to(dev)
     for i, (w, bias) in enumerate(zip(weights, biases, strict=True)):
         a = F.linear(a, w, bias)
         a = a.relu() if i < len(weights) - 1 else a
-    acc = float((a.argmax(1) == data.test_y).double().mean())
+    acc = float((a.argmax(1).cpu() == data.test_y).double().mean())
     print(json.dumps({"round_loop_s": loop_s, "test_acc": acc,
                       "local_steps": cfg.rounds * k * steps}))
 

@@ -347,8 +347,11 @@ def main() -> None:
     rows = [r for r in rows if fnmatch.fnmatch(r, args.rows)]
     results: dict[str, Any] = {}
     t_all = time.time()
+    no_cuda = args.device == "cuda" and not _cuda_available()
     for row in rows:
-        if row.endswith(":flower"):
+        if no_cuda:
+            results[row] = {"status": "not measured (no CUDA)"}
+        elif row.endswith(":flower"):
             results[row] = ({"status": "not installed"} if not flower else
                             {"status": "installed; Flower rows are not implemented here"})
         else:
@@ -371,6 +374,12 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=1))
     print(table(results))
     print(f"\nwritten {out}")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _short(r: dict[str, Any]) -> str:
