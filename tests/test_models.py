@@ -11,6 +11,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from fedweave.config import ModelConfig
+from fedweave.config.model import MIN_WIDTH
 from fedweave.errors import UserError
 from fedweave.models import (
     MODELS,
@@ -140,11 +141,11 @@ def test_width_scales_hidden_channels(name: str) -> None:
     shape, kw = SMALL[name]
     base = {**kw, "width": 1.0}
     full = _widths(make(name, shape, **base))
-    for width in (0.5, 0.3, 1e-3):
+    for width in (0.5, 0.3, MIN_WIDTH):  # the smallest width clamps narrow layers to 1
         scaled = _widths(make(name, shape, **{**base, "width": width}))
         assert scaled[-1] == full[-1] == 10  # the classifier keeps num_classes outputs
         assert scaled[:-1] == [max(1, round(c * width)) for c in full[:-1]]
-    tiny = make(name, shape, **{**base, "width": 1e-3})
+    tiny = make(name, shape, **{**base, "width": MIN_WIDTH})
     assert tiny(torch.randn(2, *shape)).shape == (2, 10)
 
 

@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 from pydantic import Field
 
-from fedweave.config import AggregatorConfig, register_aggregator_config
+from fedweave.config import AggregatorConfig, Config, register_aggregator_config
 from fedweave.core.population import weighted_mean
 from fedweave.errors import UserError
 from fedweave.registry import Registry
@@ -206,6 +206,17 @@ class KrumConfig(AggregatorConfig):
 class MultiKrumConfig(KrumConfig):
     m: int = Field(2, ge=1, description="rows with the best Krum scores that are averaged "
                    "(at most K; m = 1 is Krum)")
+
+    def check(self, config: Config) -> None:
+        super().check(config)
+        alg = config.algorithm
+        cohort = getattr(alg, "cohort", None)
+        if alg.kind == "federated" and callable(cohort):
+            k = int(cohort(config.data.nodes))
+            if self.m > k:
+                raise ValueError(f"aggregator.m={self.m} rows averaged out of a cohort of {k} "
+                                 "clients: at most the cohort (algorithm.clients_per_round or "
+                                 "fraction)")
 
 
 def krum_scores(rows: torch.Tensor, valid: torch.Tensor | None, f: int) -> torch.Tensor:

@@ -28,6 +28,7 @@ from fedweave.errors import UserError
 from fedweave.models import build_model
 from fedweave.plugins import load_config
 from fedweave.records.checkpoints import Checkpoints
+from fedweave.records.files import field, read_json
 
 
 @dataclass
@@ -62,14 +63,17 @@ def _best_round(run_dir: Path, ckpts: Checkpoints) -> int:
     summary = run_dir / "summary.json"
     best: dict[str, Any] = {}
     if summary.is_file():
-        best = json.loads(summary.read_text()).get("best", {})
+        found = read_json(summary, "restore it, or name the round with --round N").get("best",
+                                                                                      {})
+        best = found if isinstance(found, dict) else {}
     else:
         newest = ckpts.load()
         if newest is not None:
             best = newest[2].get("best", {})
     if "round" not in best:
         raise UserError(f"{run_dir}: no best round recorded yet (no evaluated round)")
-    return int(best["round"])
+    return int(field(best, "round", int, summary, "restore it, or name the round with --round "
+                     "N"))
 
 
 def _models(flat: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

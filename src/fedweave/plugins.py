@@ -76,6 +76,10 @@ def import_plugin(name: str) -> None:
     except ModuleNotFoundError as exc:
         raise UserError(f"--import {name}: module not found ({exc.name}); put it on "
                         "PYTHONPATH or give the path of its .py file") from None
+    except SystemExit as exc:  # a module that ends the program when imported is no plugin
+        raise UserError(f"--import {name}: importing it called sys.exit({exc.code!r}), so "
+                        "nothing would run; a plugin module only defines and registers") \
+            from None
     except Exception as exc:
         raise UserError(f"--import {name}: importing it failed: {type(exc).__name__}: "
                         f"{exc}".splitlines()[0]) from None

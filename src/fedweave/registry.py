@@ -17,8 +17,18 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, override: bool = False) -> Callable[[T], T]:
+        """Decorator adding ``obj`` as ``name``. A name another module registered (a
+        built-in) is refused unless ``override=True``: a plugin never replaces a built-in
+        silently."""
+
         def add(obj: T) -> T:
+            old = self._items.get(name)
+            mine, theirs = getattr(obj, "__module__", None), getattr(old, "__module__", None)
+            if old is not None and old is not obj and mine != theirs and not override:
+                raise UserError(f"{mine or 'a plugin'} registers {self.kind} {name!r}, which "
+                                f"{theirs or 'another module'} already provides; choose another "
+                                "name, or pass override=True to replace it")
             self._items[name] = obj
             return obj
 

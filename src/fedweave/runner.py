@@ -21,6 +21,7 @@ from fedweave.algorithms import ALGORITHMS
 from fedweave.algorithms.base import Algorithm, RoundResult
 from fedweave.callbacks import Callback, configured_callbacks
 from fedweave.config import Config, config_to_dict, dump_config
+from fedweave.config.limits import check_limits
 from fedweave.context import RunContext, build_context
 from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import FederatedData
@@ -128,6 +129,7 @@ class Runner:
                  backend: str | None = None, source: Path | None = None) -> None:
         self.config = config
         t0 = time.perf_counter()
+        check_limits(config)  # sizes that cannot fit are refused before data and model
         self.ctx = build_context(config, data, backend)
         self.algo = build_algorithm(self.ctx)
         #: wall seconds of the phases around the round loop (summary.json ``timing``)

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedweave.cli.common import ImportOpt, SetOpt, app, fail
+from fedweave.cli.outputs import output_file
 from fedweave.errors import UserError
 
 config_app = typer.Typer(help="The config reference: show a resolved config, write the docs.")
@@ -72,6 +73,8 @@ def config_docs(
     from fedweave.plugins import import_plugins
 
     try:
+        if out is not None:
+            output_file(out, "--out")
         import_plugins(imports or [])
     except UserError as exc:
         fail(str(exc), 2)
@@ -79,5 +82,6 @@ def config_docs(
     if out is None:
         typer.echo(text, nl=False)
     else:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         typer.echo(f"config reference → {out}", err=True)

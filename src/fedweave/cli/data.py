@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedweave.cli.common import SetOpt, app, console, fail
+from fedweave.cli.outputs import image_suffixes, output_file, output_folder
 from fedweave.errors import UserError
 
 data_app = typer.Typer(help="Datasets: list, show a partition, download.")
@@ -38,7 +39,7 @@ def data_download(name: str, root: Annotated[Path | None, typer.Option("--root")
     from fedweave.data.sources import default_root
 
     try:
-        path = download_dataset(name, root or default_root())
+        path = download_dataset(name, output_folder(root or default_root(), "--root"))
     except UserError as exc:
         fail(str(exc), 2)
         return
@@ -57,6 +58,7 @@ def data_show(
     from fedweave.records.plots import plot_partition
 
     try:
+        output_file(out, "--out", image_suffixes())
         cfg = load_config(config, list(set_ or []))
         data = build_federated_data(cfg.data, cfg.seed)
     except UserError as exc:
@@ -75,5 +77,6 @@ def data_show(
     sizes = counts.sum(1).double()
     console.print(f"samples per node: min {int(sizes.min())}  mean {sizes.mean():.1f}  "
                   f"max {int(sizes.max())}  std {sizes.std():.1f}; test set {len(data.test_y)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     plot_partition(counts, out)
     console.print(f"heatmap → {out}")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fedweave.cli.common import app, console, fail
+from fedweave.cli.outputs import output_file
 from fedweave.errors import UserError
 
 
@@ -29,6 +30,7 @@ def export_cmd(
     from fedweave.export import write_export
 
     try:
+        output_file(out, "--out")
         paths = write_export(run_dir, out, round_, best, list(node or []) or None)
     except UserError as exc:
         fail(str(exc), 2)

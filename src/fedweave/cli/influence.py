@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from fedweave.cli.common import ImportOpt, SetOpt, app, console, fail
+from fedweave.cli.outputs import output_folder
 from fedweave.errors import UserError
 
 
@@ -36,6 +37,8 @@ def influence_cmd(
                             "--scorer NAME)")
         if not scorer:
             raise UserError(f"--scorer is required; choose one of: {', '.join(SCORERS.names())}")
+        if out is not None:
+            output_folder(out, "--out")
         folder = (out / scorer) if out is not None else output_dir(target, scorer)
         meta_file = folder / "meta.json"
         if resume is not None and meta_file.is_file() and not set_:

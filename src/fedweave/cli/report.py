@@ -8,18 +8,22 @@ from typing import Annotated
 import typer
 
 from fedweave.cli.common import app, console, fail
+from fedweave.cli.outputs import output_folder
 from fedweave.errors import UserError
 
 
 @app.command("report")
 def report_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
-    out: Annotated[Path | None, typer.Option("--out", help="folder for plots + HTML")] = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="folder for plots + HTML (the run directories are only read)")
+    ] = Path("report"),
 ) -> None:
     """Plots and an HTML page; several runs overlay in one figure."""
     from fedweave.records.report import write_report
 
     try:
+        output_folder(out, "--out")
         page = write_report(run_dirs, out)
     except UserError as exc:
         fail(str(exc), 2)

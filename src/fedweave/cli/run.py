@@ -13,6 +13,11 @@ from fedweave.cli.common import ImportOpt, SetOpt, app, console, fail
 from fedweave.errors import UserError
 
 
+def max_procs() -> int:
+    """Local processes ``--procs`` may start: four per core (at least 8), at most 256."""
+    return min(256, max(8, 4 * (os.cpu_count() or 1)))
+
+
 def _resume_hint(run_dir: Path | None) -> str:
     return f"fedweave run --resume {run_dir}" if run_dir is not None else "(no run directory)"
 
@@ -81,6 +86,10 @@ def run_cmd(
     from fedweave.distributed import is_writer, under_torchrun
     from fedweave.plugins import load_config
 
+    if procs is not None and procs > max_procs():
+        fail(f"--procs {procs}: more local processes than this machine can run ({os.cpu_count()}"
+             f" cores; at most {max_procs()}: four per core, 256 in all); use torchrun across "
+             "machines for more ranks", 2)
     overrides = list(set_ or [])
     if out is not None and resume is None:
         overrides.append(f"output.dir={out}")

@@ -59,3 +59,16 @@ def changed(section: BaseModel) -> list[str]:
         if getattr(section, name) != default:
             out.append(name)
     return out
+
+
+def given_without(section: BaseModel, switch: str) -> list[str]:
+    """Keys of ``section`` the user set although its ``switch`` key (``privacy.level``,
+    ``attack.name``) is null: those that differ from their default, and, when the switch was
+    not written at all, those written even with their default value (``privacy.clip=1.0``
+    alone); a dumped section, which spells out every key and the null switch, counts only
+    the changed ones."""
+    keys = [k for k in changed(section) if k != switch]
+    if switch not in section.model_fields_set:
+        keys += [k for k in type(section).model_fields
+                 if k in section.model_fields_set and k not in keys and k != switch]
+    return keys

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fedweave.config.base import Section, changed
-from fedweave.config.model import ModelConfig
+from fedweave.config.model import ModelConfig, check_milestones
 
 if TYPE_CHECKING:
     from fedweave.config.root import Config
@@ -89,6 +89,11 @@ class StudentConfig(Section):
     weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay (L2 coefficient)")
     milestones: list[int] = Field(default_factory=lambda: [150, 250], description="epochs after "
                                   "which lr is multiplied by gamma (MultiStepLR)")
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, value: list[int]) -> list[int]:
+        return check_milestones(value, "epochs")
     gamma: float = Field(0.1, gt=0, description="MultiStepLR factor")
     loss: Literal["ce", "kl"] = Field("ce", description="ce: cross-entropy on the synthesised "
                                       "labels; kl: KL(teacher ensemble ‖ student) at temperature")

@@ -21,6 +21,26 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+#: levels of nested mappings and lists a config may have (the tree itself has 4: sections,
+#: sub-sections, lists of lists such as topology.edges)
+MAX_DEPTH = 16
+
+
+def check_depth(value: Any, where: str) -> None:
+    """Refuse a value nested deeper than ``MAX_DEPTH`` (iteratively: a nesting that would
+    overflow Python's stack in the parser or the validator is one line)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep; a config "
+                            "has sections, keys and lists of at most a few levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1) for v in node)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a mapping with the same key twice."""
 
@@ -75,10 +95,14 @@ def read_raw(path: Path) -> dict[str, Any]:
         raise UserError(f"cannot parse {where}: {problem}") from None
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"cannot parse {path}: {exc}".splitlines()[0]) from None
+    except RecursionError:
+        raise UserError(f"cannot parse {path}: nested more than {MAX_DEPTH} levels deep; a "
+                        "config has sections, keys and lists of at most a few levels") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: the top level must be a mapping of config sections")
+    check_depth(data, str(path))
     return data
 
 
@@ -88,6 +112,9 @@ def _parse_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise UserError(f"--set value nested more than {MAX_DEPTH} levels deep: "
+                        f"{text[:40]}...") from None
 
 
 def _merge(into: dict[str, Any], value: dict[str, Any]) -> None:
@@ -109,6 +136,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parts = key.strip().split(".")
         if not all(parts):
             raise UserError(f"--set {item!r}: empty key")
+        if len(parts) > MAX_DEPTH:
+            raise UserError(f"--set {key[:40]}...: a key of {len(parts)} parts; config keys "
+                            f"have at most a few (at most {MAX_DEPTH})")
         node = data
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -116,6 +146,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise UserError(f"--set {key}: {part!r} is not a section")
             node = child
         value = _parse_value(raw)
+        check_depth(value, f"--set {key}")
         if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
             _merge(node[parts[-1]], value)
         else:

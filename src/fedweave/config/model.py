@@ -5,9 +5,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fedweave.config.base import Section
+
+#: the smallest ``model.width``: below, every layer of the built-in models is one unit wide
+MIN_WIDTH = 1 / 64
+
+
+def check_milestones(value: list[int], unit: str) -> list[int]:
+    """MultiStepLR milestones are positive (a milestone ≤ 0 never fires)."""
+    bad = [m for m in value if m < 1]
+    if bad:
+        raise ValueError(f"{bad[0]} is not a milestone: the {unit} after which lr is "
+                         "multiplied by gamma count from 1")
+    return value
 
 
 class ModelConfig(Section):
@@ -29,6 +41,15 @@ class ModelConfig(Section):
     stem: Literal["cifar", "imagenet"] = Field(
         "cifar", description="ResNet input stem: 3×3 conv (cifar) or 7×7 conv + max-pool "
         "(imagenet)")
+
+    @field_validator("width")
+    @classmethod
+    def _some_width(cls, value: float) -> float:
+        if value < MIN_WIDTH:
+            raise ValueError(f"{value:g} makes every layer 1 unit wide (widths are round(base "
+                             f"× width), at least 1, and the bases are 6 to 64): use at least "
+                             f"{MIN_WIDTH} (1/64)")
+        return value
 
 
 class TrainConfig(Section):
@@ -61,3 +82,8 @@ class TrainConfig(Section):
     gamma: float = Field(0.9, gt=0, description="StepLR factor: lr·gamma^⌊round/step_size⌋")
     milestones: list[int] = Field(default_factory=list, description="scheduler: multistep "
                                   "(MultiStepLR): rounds after which lr is multiplied by gamma")
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, value: list[int]) -> list[int]:
+        return check_milestones(value, "rounds")

@@ -61,12 +61,34 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
             yield f"train.{key}", f"train.scheduler={t.scheduler} (it shapes {scheduler} only)"
     if _set(t, "milestones") and t.scheduler == "none":
         yield "train.milestones", "train.scheduler=none"
+    if t.local_steps is not None:
+        for key in ("local_epochs", "epoch_samples"):
+            if _set(t, key):
+                yield f"train.{key}", f"train.local_steps={t.local_steps} (it fixes the steps)"
+    yield from _engine_output_rules(cfg)
     opt = getattr(a, "server_optimizer", None)
     if opt is not None:
         for key, users in (("server_momentum", {"momentum"}), ("server_betas", {"adam", "yogi"}),
                            ("server_eps", {"adam", "yogi", "adagrad"})):
             if _set(a, key) and opt not in users:
                 yield f"algorithm.{key}", f"algorithm.server_optimizer={opt}"
+
+
+def _engine_output_rules(cfg: Config) -> Iterable[tuple[str, str]]:
+    """``engine``, ``output``, ``notify`` and ``clock`` keys that another key switches off."""
+    e, o, n, c = cfg.engine, cfg.output, cfg.notify, cfg.clock
+    if _set(e, "chunk") and e.backend == "loop":
+        yield "engine.chunk", "engine.backend=loop (it sizes the batched engines' kernel calls)"
+    if _set(e, "exchange") and cfg.algorithm.kind != "decentralized":
+        yield "engine.exchange", f"algorithm.name={cfg.algorithm.name} (it routes peer messages)"
+    if _set(o, "keep_every") and o.keep != "every_k":
+        yield "output.keep_every", f"output.keep={o.keep} (it shapes every_k only)"
+    if _set(o, "keep") and o.checkpoint_every == 0:
+        yield "output.keep", "output.checkpoint_every=0 (no checkpoint is written)"
+    if _set(n, "every") and "every_k" not in n.events:
+        yield "notify.every", "notify.events without every_k"
+    if _set(c, "crash_rounds") and not c.node_crash:
+        yield "clock.crash_rounds", "clock.node_crash=0"
 
 
 def warn_no_effect(cfg: Config) -> list[str]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from fedweave.config.base import Section, changed
+from fedweave.config.base import Section, given_without
 
 if TYPE_CHECKING:
     from fedweave.config.root import Config
@@ -47,10 +47,11 @@ class PrivacyConfig(Section):
         it protects."""
         p, alg = self, config.algorithm
         if p.level is None:
-            keys = changed(p)
+            keys = given_without(p, "level")
             if keys:
-                raise ValueError(f"privacy.{keys[0]} is set but privacy.level is null: set "
-                                 "privacy.level=client or sample, or remove the section")
+                raise ValueError(f"privacy.{keys[0]} is set but privacy.level is null, so the "
+                                 "run would have no privacy at all: set privacy.level=client or "
+                                 "sample, or remove the section")
             return
         if alg.kind != "federated":
             raise ValueError(f"privacy.level={p.level} protects federated clients; "

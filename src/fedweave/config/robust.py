@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from fedweave.config.base import Section, changed
+from fedweave.config.base import Section, changed, given_without
 
 if TYPE_CHECKING:
     from fedweave.config.root import Config
@@ -47,7 +47,7 @@ class AttackConfig(Section):
         kind = config.algorithm.kind
         att, name = self, self.name
         if name is None:
-            keys = changed(att)
+            keys = given_without(att, "name")
             if keys:
                 raise ValueError(f"attack.{keys[0]} is set but attack.name is null: name "
                                  "the attack or remove the attack section")
@@ -57,6 +57,16 @@ class AttackConfig(Section):
                              "attack it")
         if att.nodes is not None and "fraction" in changed(att):
             raise ValueError("set attack.nodes or attack.fraction, not both")
+        if att.nodes is not None:
+            twice = sorted({i for i in att.nodes if att.nodes.count(i) > 1})
+            if twice:
+                raise ValueError(f"attack.nodes names node {twice[0]} more than once: list each "
+                                 "attacker once")
+            n = config.data.nodes
+            outside = [i for i in att.nodes if not 0 <= i < n]
+            if outside:
+                raise ValueError(f"attack.nodes: {outside[0]} is not a node of 0..{n - 1} "
+                                 f"(data.nodes={n})")
         if att.nodes is None and att.fraction == 0:
             raise ValueError(f"attack.name={name} needs attackers: set attack.fraction > 0 or "
                              "attack.nodes")

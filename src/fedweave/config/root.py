@@ -24,6 +24,10 @@ from fedweave.config.privacy import PrivacyConfig
 from fedweave.config.robust import AttackConfig
 from fedweave.config.topology import TopologyConfig
 
+#: rounds a run may have: beyond, it cannot finish (a million rounds of the smallest model
+#: already take hours)
+MAX_ROUNDS = 1_000_000
+
 
 def _default_algorithm() -> AlgorithmConfig:
     cfg = ALGORITHM_CONFIGS.resolve({"name": "fedavg"})
@@ -76,6 +80,14 @@ class Config(Section):
             dataset = (data.get("dataset") if isinstance(data, dict)
                        else getattr(data, "dataset", None)) or "digits"
             value = {**value, "name": f"{alg}-{dataset}"}
+        return value
+
+    @field_validator("rounds")
+    @classmethod
+    def _finishable(cls, value: int) -> int:
+        if value > MAX_ROUNDS:
+            raise ValueError(f"{value} rounds cannot finish (every round is evaluated or "
+                             f"checkpointed on its schedule and recorded); at most {MAX_ROUNDS:,}")
         return value
 
     @field_validator("algorithm", mode="before")

@@ -58,11 +58,13 @@ def free_port() -> int:
 def preflight(config: Config) -> None:
     """What every rank would check first, checked once before launching (one line, not one
     per rank): the device, ``output.dir`` and the dataset's presence."""
+    from fedweave.config.limits import check_limits
     from fedweave.data.sources.base import dataset_status, missing
     from fedweave.records.rundir import prepare_output
     from fedweave.training.select import resolve_device
 
     resolve_device(config.engine.device)
+    check_limits(config)
     prepare_output(config.output.dir)
     present, where = dataset_status(config.data.dataset, config.data.root)
     if not present and not config.data.download:

@@ -11,9 +11,12 @@ Initialisation is PyTorch's default, drawn from the global torch RNG.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from fedweave.config import ModelConfig
+from fedweave.data.memory import require_memory
+from fedweave.errors import UserError
 from fedweave.models import resnet, small, squeezenet, vgg  # noqa: F401  (register built-ins)
 from fedweave.models.base import MODELS, Builder, register_model
 
@@ -21,10 +24,40 @@ __all__ = ["MODELS", "Builder", "build_model", "has_dropout", "num_parameters",
            "register_model", "uses_batchnorm"]
 
 
+#: float32 copies of a model's parameters a run holds at least (the model, its gradient, the
+#: global model, an optimizer moment)
+MODEL_COPIES = 4
+
+
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Build ``cfg.name`` for inputs of ``input_shape`` (no batch dim); unknown names raise
-    ``UserError`` listing the choices. Seed the global torch RNG first for reproducibility."""
-    return MODELS.get(cfg.name)(cfg, tuple(input_shape), num_classes)
+    ``UserError`` listing the choices. Seed the global torch RNG first for reproducibility.
+
+    The model is first built on PyTorch's ``meta`` device (shapes only, no memory, no random
+    draws), so one that cannot fit (``model.width=1e6``, ``model.hidden=[10**9]``, a 10⁷-feature
+    input to an MLP) is refused with its size before anything is allocated."""
+    builder = MODELS.get(cfg.name)
+    check_model_size(builder, cfg, tuple(input_shape), num_classes)
+    return builder(cfg, tuple(input_shape), num_classes)
+
+
+def check_model_size(builder: Builder, cfg: ModelConfig, input_shape: tuple[int, ...],
+                     num_classes: int) -> None:
+    """``UserError`` when ``MODEL_COPIES`` float32 copies of the model's parameters exceed
+    the memory available (a plugin builder that cannot run on the meta device is not
+    checked)."""
+    try:
+        with torch.device("meta"):
+            shapes = builder(cfg, input_shape, num_classes)
+    except UserError:
+        raise
+    except Exception:  # a builder that needs real tensors: no estimate
+        return
+    count = sum(p.numel() for p in shapes.parameters()) + \
+        sum(b.numel() for b in shapes.buffers())
+    require_memory(count * 4 * MODEL_COPIES, f"model.name={cfg.name} ({count:,} parameters "
+                   f"for inputs {tuple(input_shape)}, {MODEL_COPIES} copies)",
+                   "choose a smaller model (model.width, model.hidden) or fewer input features")
 
 
 def uses_batchnorm(model: nn.Module) -> bool:

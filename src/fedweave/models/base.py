@@ -24,13 +24,20 @@ MODEL_OPTIONS: dict[str, frozenset[str]] = {}
 CONV_OPTIONS = ("norm", "width", "group_channels", "dropout", "last_dropout")
 
 
-def register_model(name: str, options: tuple[str, ...] | None = None
+def register_model(name: str, options: tuple[str, ...] | None = None, override: bool = False
                    ) -> Callable[[Builder], Builder]:
     """Decorator: make ``model.name: <name>`` build with this function; ``options``: the
-    ``model.*`` keys it reads."""
-    if options is not None:
-        MODEL_OPTIONS[name] = frozenset(options)
-    return MODELS.register(name)
+    ``model.*`` keys it reads; ``override``: replace a model another module registered (a
+    built-in), which is refused otherwise."""
+    add = MODELS.register(name, override)
+
+    def register(builder: Builder) -> Builder:
+        add(builder)
+        if options is not None:
+            MODEL_OPTIONS[name] = frozenset(options)
+        return builder
+
+    return register
 
 
 def scaled(base: int, width: float) -> int:

@@ -56,6 +56,9 @@ def _rdp_step(sampling: str, noise_multiplier: float, population: int, sample: i
     quiet.setLevel(logging.ERROR)
     try:
         acc.compose(event, 1)
+    except (ValueError, OverflowError, ZeroDivisionError) as exc:
+        raise UserError(f"privacy.noise_multiplier={noise_multiplier:g}: the RDP accountant "
+                        f"cannot compute ε for it ({exc}); choose a smaller σ") from None
     finally:
         quiet.setLevel(level)
     return tuple(acc.orders.tolist()), tuple(acc.rdp.tolist())
@@ -85,7 +88,23 @@ def epsilon(accountant: str, sampling: str, noise_multiplier: float, steps: int,
     from dp_accounting.rdp import compute_epsilon
 
     orders, rdp = _rdp_step(sampling, noise_multiplier, population, sample)
-    return float(compute_epsilon(orders, [steps * r for r in rdp], delta)[0])
+    absl = logging.getLogger("absl")  # one "negative Rényi divergence" line per order and
+    level = absl.level                # round when σ is so large that RDP rounds below 0
+    absl.setLevel(logging.ERROR)
+    try:
+        value = float(compute_epsilon(orders, [steps * r for r in rdp], delta)[0])
+    finally:
+        absl.setLevel(level)
+    if any(r < 0 for r in rdp) and noise_multiplier not in _ROUNDED:
+        _ROUNDED.add(noise_multiplier)
+        logging.getLogger("fedweave").warning(
+            "privacy.noise_multiplier=%g is so large that the accountant's Rényi divergences "
+            "round below zero: ε is reported as %g", noise_multiplier, value)
+    return value
+
+
+#: noise multipliers whose rounding was reported (once per process)
+_ROUNDED: set[float] = set()
 
 
 def check_target(privacy: PrivacyConfig, first: float) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedweave.callbacks import Callback, register_callback
-from fedweave.config import Config
+from fedweave.config import Config, read_text
 from fedweave.errors import UserError
 
 if TYPE_CHECKING:
@@ -45,11 +45,10 @@ def notify_urls(config: Config, environ: dict[str, str] | None = None) -> list[s
     path = config.notify.urls_file
     if path is not None:
         path = Path(path).expanduser()
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise UserError(f"notify.urls_file {path}: cannot read it ({exc.strerror})") \
-                from None
+        if not path.exists():
+            raise UserError(f"notify.urls_file {path}: cannot read it (No such file or "
+                            "directory)")
+        text = read_text(path, "notify.urls_file", "Apprise URLs, one per line")
         for line in text.splitlines():
             if not line.strip().startswith("#"):
                 urls += [u.strip() for u in line.split(",") if u.strip()]

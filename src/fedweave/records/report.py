@@ -146,18 +146,47 @@ def _client_finals(path: Path) -> dict[str, float]:
     return out
 
 
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _check_summary(file: Path, summary: dict[str, Any]) -> None:
+    """The numbers a report reads from summary.json are numbers (a garbled file is one line
+    naming it, not a traceback while the page is drawn)."""
+    bad: list[str] = [k for k in ("rounds_done", "rounds", "wall_s", "bytes_up", "bytes_down",
+                       "sim_time_s") if k in summary
+           and (summary[k] is None or not _number(summary[k]))]
+    for section in ("final", "best"):
+        part = summary.get(section, {})
+        if not isinstance(part, dict):
+            bad.append(section)
+        else:
+            bad += [f"{section}.{k}" for k, v in part.items()
+                    if k != "selected_by" and not _number(v)]
+    if bad:
+        raise UserError(f"{file}: damaged ({bad[0]} is not a number); restore it, or delete "
+                        "it to report the run from metrics.csv")
+
+
 def load_run(path: Path) -> RunRecord:
     """Read a run directory's records; ``UserError`` when it is not one."""
     if not (path / "config.yaml").is_file() or not (path / "metrics.csv").is_file():
         raise UserError(f"{path}: not a run directory (no config.yaml and metrics.csv; did "
                         "the run start?)")
+    file = path / "config.yaml"
     try:
-        config = _flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
-        with open(path / "metrics.csv", newline="") as f:
+        config = _flatten(yaml.safe_load(file.read_text()) or {})
+        file = path / "metrics.csv"
+        with open(file, newline="") as f:
             series = plots.series(csv.DictReader(f))
-    except (OSError, yaml.YAMLError, csv.Error, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read its records ({type(exc).__name__})") from None
+    except (OSError, yaml.YAMLError, csv.Error, UnicodeDecodeError, ValueError, KeyError,
+            TypeError, AttributeError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise UserError(f"{file}: damaged, cannot be read ({reason}); restore it, or leave "
+                        "this run out of the report") from None
     summary = _read_json(path / "summary.json")
+    if isinstance(summary, dict):
+        _check_summary(path / "summary.json", summary)
     record = RunRecord(path, config, summary if isinstance(summary, dict) else None, series,
                        _read_json(path / "partition.json"), _read_json(path / "topology.json"))
     nodes = series.model_nodes()
@@ -375,12 +404,13 @@ def _figures(runs: list[RunRecord], out: Path, formats: tuple[str, ...]) -> list
 def write_report(run_dirs: list[Path], out: Path | None = None,
                  formats: tuple[str, ...] = ("png", "svg", "pdf")) -> Path:
     """Write ``<out>/index.html`` (and ``<out>/figures/``); returns the page's path. ``out``
-    defaults to ``<run>/report`` for one run or sweep, else ``./report``."""
+    defaults to ``./report``: the run directories are only read (a shared or downloaded run
+    is never written into unless ``out`` names a folder inside it)."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     runs, sweeps = collect(run_dirs)
     if out is None:
-        out = Path(run_dirs[0]) / "report" if len(run_dirs) == 1 else Path("report")
+        out = Path("report")
     out.mkdir(parents=True, exist_ok=True)
     keys = differing_keys(runs)
     env = Environment(loader=PackageLoader("fedweave.records", "templates"),

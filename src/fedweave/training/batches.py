@@ -17,6 +17,7 @@ import torch
 
 from fedweave.config import TrainConfig
 from fedweave.data.federated import FederatedData
+from fedweave.data.memory import require_memory
 from fedweave.rng import torch_generator
 from fedweave.training.protocol import Batches
 
@@ -24,6 +25,20 @@ from fedweave.training.protocol import Batches
 def batch_width(data: FederatedData, nodes: torch.Tensor, batch_size: int) -> int:
     """Padded batch width of a stack of ``nodes``: min(B, largest shard)."""
     return min(batch_size, max(len(data.train_idx[int(n)]) for n in nodes))
+
+
+#: bytes of a schedule below which its memory is not checked (the common case: no file read)
+SCHEDULE_CHECKED = 1 << 28
+
+
+def check_schedule(rows: int, steps: int, width: int) -> None:
+    """Refuse a round's batch schedule that cannot fit: indices (int64) and weights (float32)
+    of ``rows`` × ``steps`` × ``width`` samples, and one row's sample stream (int64, twice)."""
+    nbytes = rows * steps * width * 12 + steps * width * 16
+    if nbytes > SCHEDULE_CHECKED:
+        require_memory(nbytes, f"a round of {steps:,} local steps × batch {width} for {rows} "
+                       "nodes (its sample schedule)", "lower train.local_steps, "
+                       "train.local_epochs or train.epoch_samples")
 
 
 def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor,
@@ -41,6 +56,7 @@ def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor
     k_count, s_max = len(nodes), int(steps.max()) if len(steps) else 0
     if width is None:
         width = batch_width(data, nodes, batch_size) if k_count else 1
+    check_schedule(k_count, s_max, width)
     idx = torch.zeros(k_count, s_max, width, dtype=torch.int64)
     weight = torch.zeros(k_count, s_max, width)
     for k, node in enumerate(nodes.tolist()):

@@ -226,7 +226,13 @@ def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
 def build_engine(backend: str, model: nn.Module, layout: ParamLayout, data: FederatedData,
                  seed: int, chunk: int = 8) -> GradientEngine:
     """The ``loop``, ``vectorized`` or ``fused`` engine over ``data``; the batched ones compute
-    ``chunk`` rows per kernel call (``training.chunks``)."""
+    ``chunk`` rows per kernel call (``training.chunks``): a chunk of rows' training state
+    that cannot fit (``engine.chunk=10**12``) is refused first."""
+    if backend in ("vectorized", "fused"):
+        require_memory(chunk * layout.total * 4 * STATE_COPIES,
+                       f"engine.chunk={chunk} rows of {layout.total} parameters per kernel call "
+                       f"({STATE_COPIES} copies each)", "lower engine.chunk (null: 8 on a CPU, "
+                       "64 on a GPU)", str(next(model.parameters()).device))
     if backend == "vectorized":
         return VectorizedEngine(model, layout, data, seed, chunk=chunk)
     if backend == "fused":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from fedweave.algorithms.oneshot.synthetic import (
 from fedweave.config import Config
 from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import build_federated_data
+from fedweave.data.memory import require_memory
 from fedweave.errors import UserError
 from fedweave.models import build_model, uses_batchnorm
 from fedweave.records.lock import DirectoryLock
@@ -72,6 +74,10 @@ from fedweave.workflows.teachers import (
 )
 
 Log = Callable[[str], None]
+
+
+#: float32 copies of an image batch that synthesis or student training hold at least
+BATCH_COPIES = 8
 
 
 @dataclass
@@ -102,6 +108,7 @@ class Distillation:
             raise UserError(f"fedweave distill synthesises images: data.dataset="
                             f"{config.data.dataset} has no image data; choose an image dataset")
         self.data = data
+        self._check_memory()
         if weights is not None and len(weights) != data.num_classes:
             raise UserError(f"distill.student.class_weights has {len(weights)} weights; "
                             f"{config.data.dataset} has {data.num_classes} classes")
@@ -120,6 +127,17 @@ class Distillation:
             raise UserError(f"distill.synthesis.sampling={s.sampling} exceeds the {n_teachers} "
                             "teachers: lower it")
         self._teachers: Teachers | None = None
+
+    def _check_memory(self) -> None:
+        """Refuse up front a synthesis or student batch that cannot fit: a batch of float32
+        images is held ``BATCH_COPIES`` times at least (the images, their gradient, two Adam
+        moments, the jittered copy, the teachers' first activations)."""
+        per_image = math.prod(self.data.input_shape) * 4
+        for key, batch in (("distill.synthesis.batch_size", self.cfg.synthesis.batch_size),
+                           ("distill.student.batch_size", self.cfg.student.batch_size)):
+            require_memory(batch * per_image * BATCH_COPIES,
+                           f"{key}={batch} (images of {self.data.input_shape}, "
+                           f"{BATCH_COPIES} copies)", f"lower {key}", str(self.device))
 
     # ------------------------------------------------------------------ shared parts
     def stages(self) -> list[Stage]:

@@ -31,6 +31,7 @@ from typing import Any
 from fedweave.config import Config, config_to_dict, validate_config
 from fedweave.errors import UserError
 from fedweave.influence.base import SCORERS, ScoredRun, Scores
+from fedweave.records.files import field, read_json
 from fedweave.records.rundir import atomic_write
 from fedweave.workflows.stages import Pipeline, Stage, StageContext, train_stage
 
@@ -130,7 +131,8 @@ class PrunePipeline:
             summary = self.stage1 / "summary.json"
             if not summary.is_file():
                 raise UserError(f"--stage1 {self.stage1}: not a finished run (no summary.json)")
-            return dict(json.loads(summary.read_text()))
+            return read_json(summary, f"run --stage1 {self.stage1} again, or train stage 1 "
+                             "here (no --stage1)")
         callbacks = []
         if self.scorer == "dice" and not sc.resume:
             from fedweave.influence.dice import DiceHook
@@ -180,16 +182,22 @@ class PrunePipeline:
         opts_file = root / OPTIONS_FILE
         if not opts_file.is_file():
             raise UserError(f"--resume {root}: not a fedweave prune directory (no {OPTIONS_FILE})")
-        opts = json.loads(opts_file.read_text())
+        fix = "start a new fedweave prune"
+        opts = read_json(opts_file, fix)
         config = load_config(root / "config.yaml", [], imports or [])
-        stage1 = Path(opts["stage1"]) if opts.get("stage1") else None
-        self = cls(config, opts["scorer"], float(opts["train_ratio"]), opts["keep"], stage1)
+        stage1 = Path(field(opts, "stage1", str, opts_file, fix)) if opts.get("stage1") else None
+        scorer, keep = field(opts, "scorer", str, opts_file, fix), field(opts, "keep", str,
+                                                                          opts_file, fix)
+        ratio = field(opts, "train_ratio", float, opts_file, fix)
+        if keep not in ("top", "lowest") or not 0 < ratio <= 1:
+            raise UserError(f"{opts_file}: damaged (keep {keep!r}, train_ratio {ratio}); {fix}")
+        self = cls(config, scorer, ratio, keep, stage1)
         return self, Pipeline.open(root, self.stages())
 
     def finish(self, pipe: Pipeline, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Add the comparison's headline numbers to the pipeline's summary.json."""
         root = pipe.root
-        state = json.loads((root / "pipeline.json").read_text())["stages"]
+        state = field(read_json(root / "pipeline.json"), "stages", dict, root / "pipeline.json")
         kept = self._kept(root)
         summary = {"scorer": self.scorer, "train_ratio": self.ratio, "keep": self.keep,
                    "stage1": {"final": results["stage1"].get("final", {})},

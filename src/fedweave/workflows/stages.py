@@ -27,6 +27,8 @@ from fedweave.callbacks import Callback
 from fedweave.config import Config, dump_config
 from fedweave.data.federated import FederatedData
 from fedweave.errors import UserError
+from fedweave.records.files import field as record_field
+from fedweave.records.files import read_json
 from fedweave.records.lock import DirectoryLock
 from fedweave.records.rundir import atomic_write, prepare_output, slug
 from fedweave.runner import Result, Runner, resume_config
@@ -84,10 +86,11 @@ class Pipeline:
         state = root / STATE_FILE
         if not state.is_file():
             raise UserError(f"--resume {root}: not a pipeline run directory (no {STATE_FILE})")
-        try:
-            status = json.loads(state.read_text())["stages"]
-        except (ValueError, KeyError, OSError):
-            raise UserError(f"{state} is damaged; start a new run") from None
+        status = record_field(read_json(state, "start a new run"), "stages", dict, state,
+                              "start a new run")
+        if not all(isinstance(s, dict) for s in status.values()):
+            raise UserError(f"{state}: damaged (a stage's record is not an object); start a "
+                            "new run")
         return cls(root, stages, None, status)
 
     def _write(self, extra: dict[str, Any] | None = None) -> None:

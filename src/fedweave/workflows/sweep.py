@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -114,12 +115,20 @@ class Outcome:
     message: str = ""
 
 
+#: runs a sweep may have: each is validated up front and gets its own folder
+MAX_POINTS = 10_000
+
+
 def plan(config: Path, axes: dict[str, list[str]], seeds: int | None,
          overrides: list[str], imports: list[str]) -> list[Point]:
     """Every point, validated (the first invalid one is a ``UserError`` naming it)."""
     base = load_config(config, overrides, imports)
     if seeds is not None and "seed" in axes:
         raise UserError("give seeds either with --seeds N or with --grid seed=..., not both")
+    count = math.prod(len(v) for v in axes.values()) * (seeds or 1)
+    if count > MAX_POINTS:
+        raise UserError(f"the sweep has {count:,} runs (grid × seeds), more than can finish "
+                        f"(at most {MAX_POINTS:,}); fewer values or --seeds")
     names = short_names(list(axes))
     seed_list: list[int | None] = [base.seed + i for i in range(seeds)] if seeds else [None]
     points = []

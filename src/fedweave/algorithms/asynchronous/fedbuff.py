@@ -10,15 +10,27 @@ from pydantic import Field
 from fedweave.algorithms.asynchronous.base import AsyncAlgorithm, Job
 from fedweave.algorithms.asynchronous.staleness import StalenessConfig
 from fedweave.algorithms.base import register_algorithm
-from fedweave.config import AlgorithmConfig
+from fedweave.config import AlgorithmConfig, Config
 from fedweave.context import RunContext
 from fedweave.core.state import State
+
+#: client updates a run may need in total (beyond, it cannot finish)
+MAX_CLIENT_UPDATES = 10**8
 
 
 class FedBuffConfig(StalenessConfig):
     name: Literal["fedbuff"] = "fedbuff"
     buffer_size: int = Field(10, ge=1, description="K: arrivals per server update")
     server_lr: float = Field(1.0, gt=0, description="server learning rate η_g")
+
+    def check(self, config: Config) -> None:
+        super().check(config)
+        jobs = config.rounds * self.buffer_size
+        if jobs > MAX_CLIENT_UPDATES:
+            raise ValueError(f"algorithm.buffer_size={self.buffer_size}: a server update waits "
+                             f"for K client updates, so rounds={config.rounds} need {jobs:.3g} "
+                             f"of them, more than a run can finish ({MAX_CLIENT_UPDATES:.0e}: "
+                             "days even at a millisecond each); lower buffer_size or rounds")
 
 
 @register_algorithm("fedbuff", FedBuffConfig)

@@ -173,6 +173,11 @@ class CohortAlgorithm(Algorithm):
                 continue
             arrived[event.node] = not event.tag
             duration = max(duration, event.value)
+        if deadline is not None and late == len(cohort) and r == 0:
+            raise UserError(f"clock.deadline_s={deadline:g}: no member of the first cohort "
+                            f"finishes in time (the fastest job takes {float(times.min()):.3g} "
+                            "virtual s), so the model would never be trained; raise "
+                            "clock.deadline_s or remove it")
         self.clock.now = start + duration
         self.aggregate.rejected = 0
         if isinstance(self.aggregate, DPFedAvg):

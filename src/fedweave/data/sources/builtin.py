@@ -58,8 +58,13 @@ def load_synthetic(cfg: DataConfig, root: Path, seed: int) -> Dataset:
     with its estimate; devices are drawn one at a time (float64, as the benchmark) straight
     into preallocated float32 arrays, so the peak is the dataset plus one device."""
     sc = cfg.synthetic
-    rng = numpy_rng(seed, "synthetic")
     k, dim, n_cls = cfg.nodes, sc.dim, sc.classes
+    # before the sizes are drawn (8 bytes per node): every device has min_samples at least
+    require_memory(k * (8 + sc.min_samples * (4 * dim + 8)) + dim * n_cls * 8,
+                   f"data.dataset=synthetic with data.nodes={k} (at least {k * sc.min_samples} "
+                   f"samples × {dim} features)", "lower data.nodes, data.synthetic.min_samples "
+                   "or data.synthetic.dim")
+    rng = numpy_rng(seed, "synthetic")
     sizes = np.minimum(rng.lognormal(sc.samples_mean, sc.samples_sigma, k).astype(np.int64)
                        + sc.min_samples, SYNTHETIC_MAX_SAMPLES)
     # min(max(1, round(f·n)), n − 1), rounding half to even like Python's round
