@@ -1,14 +1,2 @@
-"""Decentralized (peer-to-peer) algorithms: importing this package registers them all."""
-
-from fedweave.algorithms.decentralized import (
-    base,
-    cadmm,
-    dsgd,
-    duals,
-    edge_consensus,
-    gossip,
-    isvr,
-    tracking,
-)
-
-__all__ = ["base", "cadmm", "dsgd", "duals", "edge_consensus", "gossip", "isvr", "tracking"]
+"""Decentralized (peer-to-peer) algorithms. Each module registers its algorithms when imported
+(``fedweave.algorithms.ALGORITHMS`` imports it on first use)."""
