@@ -5,6 +5,8 @@ the recorded ε is the accountant's for the client with the most steps."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from fedweave.privacy.accountant import epsilon
 from fedweave.privacy.sample import SampleDPEngine
 from fedweave.rng import torch_generator
 from fedweave.runner import run
+from fedweave.training.trainer import LocalTrainer
 
 pytest.importorskip("dp_accounting", reason="pip install 'fedweave[privacy]'")
 
@@ -95,3 +98,23 @@ def test_dp_sgd_is_refused_where_it_cannot_act() -> None:
         build_context(load_config(None, [*BASE, "model.name=cnn", "model.norm=batch"]))
     with pytest.raises(UserError, match="does not checkpoint"):
         run(load_config(None, [*BASE, "algorithm.name=clustered"]), write=False)
+
+
+def test_leave_one_out_retraining_keeps_the_dp_sgd_noise() -> None:
+    """``RunContext.with_data`` (leave-one-out influence retraining) wraps the trainer as a fresh
+    build does: the DP-SGD engine is there, its steps equal a context built over the smaller
+    data, and they differ from the same training without the privacy wrapper."""
+    cfg = load_config(None, [*BASE, "privacy.noise_multiplier=1.0", "privacy.clip=1.0"])
+    ctx = build_context(cfg)
+    shards = ctx.data.train_idx
+    without = dataclasses.replace(ctx.data, train_idx=[shards[0][1:], *shards[1:]])
+    retrain = ctx.with_data(without)
+    assert isinstance(retrain.local_engine, SampleDPEngine)
+    assert retrain.local_engine.data is without
+    nodes = torch.tensor([0, 3])
+    start = ctx.init_params.expand(2, -1).clone()
+    out = retrain.trainer.train(nodes, start, {}, 0, 0.1).params
+    fresh = build_context(cfg, data=without).trainer.train(nodes, start, {}, 0, 0.1).params
+    torch.testing.assert_close(out, fresh, rtol=0, atol=0)
+    bare = LocalTrainer(retrain.local_engine.inner, without, cfg.train)
+    assert not torch.allclose(out, bare.train(nodes, start, {}, 0, 0.1).params)

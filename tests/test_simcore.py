@@ -321,3 +321,30 @@ def test_plugin_model_and_algorithm_from_the_cli_on_one_and_two_processes(tmp_pa
     bad = _fedweave("run", "--import", "not_a_module_xyz", cwd=plugins)
     assert bad.returncode == 2 and "module not found" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_calibrated_engine_is_built_once(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    """``engine.backend: auto`` times the loop and vectorized engines; the run then trains with
+    the one chosen (no third engine is built) and the trainer wraps it."""
+    import fedweave.context as context
+    import fedweave.training.select as select
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no stored decision: measure
+    monkeypatch.setattr(select, "_DECISIONS", {})
+    built: list[str] = []
+    real = context.build_engine
+
+    def counted(backend: str, *args: object, **kwargs: object) -> object:
+        built.append(backend)
+        return real(backend, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(context, "build_engine", counted)
+    ctx = build_context(small_config("model.name=cnn", "model.norm=group",
+                                     "engine.backend=auto"))
+    assert ctx.calibration["source"] == "measured"
+    assert built == []  # the calibration's engine is the run's
+    assert ctx.local_engine.name == ctx.backend and ctx.local_engine.model is ctx.model
+    assert ctx.trainer.engine is ctx.local_engine
+    ctx.shape("half", ctx.config.model.model_copy(update={"width": 0.5}))  # others: built
+    assert built == [ctx.backend]

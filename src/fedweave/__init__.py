@@ -1,7 +1,9 @@
 """fedweave: fast, deterministic collaborative-learning research (federated, decentralized,
 one-shot, data influence) in one package.
 
-Public API (imported lazily so ``import fedweave`` stays cheap)::
+Public API (imported lazily so ``import fedweave`` stays cheap; the registries import a
+built-in on first lookup, ``fedweave.run`` and ``fedweave.load_config`` only what the config
+names)::
 
     fedweave.run(config | path | None, resume=None, overrides=None, imports=()) -> Result
     fedweave.load_config(path | None, overrides, imports) -> Config
@@ -39,7 +41,8 @@ __all__ = ["__version__", *_EXPORTS]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        import_module("fedweave.plugins").load_builtins()
+        if name == "Config":  # validating a Config directly needs every algorithm's config
+            import_module("fedweave.plugins").load_builtins()
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'fedweave' has no attribute {name!r}")
 

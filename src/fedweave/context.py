@@ -4,7 +4,13 @@
 process group when the run is distributed, loads and partitions the data, builds the initial
 model (seeded from (seed, "init")) and decides the gradient engine once (``engine.backend``:
 measured by ``training.select`` for ``auto``, agreed on rank 0's choice across processes, or
-the backend recorded by the run being resumed). Nothing is rebuilt afterwards.
+the backend recorded by the run being resumed). Nothing is rebuilt afterwards: the engine that
+calibration built for the chosen backend is the run's engine.
+
+The local trainer is a chain of wrappers, assembled in one place, ``assemble_trainer``: the
+engine, privatised per sample under DP-SGD (``privacy.level: sample``), shared across ranks
+under the distributed engine, and the attackers' uploads (``attack``) around the trainer.
+Every shape, and ``RunContext.with_data`` (leave-one-out retraining), goes through it.
 
 A run may hold models of several shapes (HeteroFL's width-sliced submodels, a student that
 differs from its teachers): each is a ``ModelShape`` (template module, parameter layout,
@@ -65,7 +71,8 @@ class RunContext:
 
     def __init__(self, config: Config, data: FederatedData, device: torch.device,
                  comm: Comm | None, backend: str, calibration: dict[str, Any],
-                 model: nn.Module | None = None) -> None:
+                 model: nn.Module | None = None, engine: GradientEngine | None = None
+                 ) -> None:
         self.config, self.data, self.device, self.comm = config, data, device, comm
         self.backend, self.calibration = backend, calibration
         #: torch threads of this process and why (``training.threads``; summary.json)
@@ -74,6 +81,7 @@ class RunContext:
         #: device only, so every process computes identical rows
         self.chunk = chunk_width(config.engine.chunk, typical_cohort(config, data.nodes), device)
         self.shapes: dict[str, ModelShape] = {}
+        self._built = engine  # the main shape's engine, built by the calibration
         self.main = self.shape("main", config.model, model)
 
     # -- the main shape's parts (what most algorithms use)
@@ -133,47 +141,71 @@ class RunContext:
             model = build_model(model_config, data.input_shape, data.num_classes)
             model = model.to(self.device)
         layout = ParamLayout.of(model)
-        backend = "loop" if uses_batchnorm(model) else self.backend
-        local = build_engine(backend, model, layout, data, self.seed, self.chunk)
+        built, self._built = self._built, None
+        backend = self._backend_of(model)
+        local = built if built is not None and built.name == backend and \
+            getattr(built, "model", None) is model else self._engine(model, layout, self.data)
         local.calibration = self.calibration
-        if self.config.privacy.level == "sample":  # DP-SGD: privatised local gradients
-            local = SampleDPEngine(local, self.config.privacy, self.config.train, data,
-                                   self.seed)
-        engine: GradientEngine = local
-        trainer: LocalTrainer
-        if self.comm is not None:
-            engine = DistributedGradientEngine(local, self.comm)
-            trainer = DistributedTrainer(local, data, self.config.train, self.comm)
-        else:
-            trainer = LocalTrainer(local, data, self.config.train)
-        trainer = uplink(trainer, self.config.attack, self.config.clock, self.seed)  # attackers
+        engine, local, trainer = assemble_trainer(local, self.data, self.config, self.comm)
         shape = ModelShape(name, model_config, model, layout, flat_params(model),
                            model_buffers(model), engine, local, trainer)
         self.shapes[name] = shape
         return shape
 
+    def _backend_of(self, model: nn.Module) -> str:
+        """The run's backend, or the loop for BatchNorm models (vmap cannot run them)."""
+        return "loop" if uses_batchnorm(model) else self.backend
+
+    def _engine(self, model: nn.Module, layout: ParamLayout, data: FederatedData
+                ) -> GradientEngine:
+        """The bare gradient engine of ``model`` over ``data`` (the run's backend; the loop for
+        BatchNorm models)."""
+        engine = build_engine(self._backend_of(model), model, layout, data, self.seed, self.chunk)
+        engine.calibration = self.calibration
+        return engine
+
     def with_data(self, data: FederatedData) -> RunContext:
-        """The same run over other node shards (e.g. the centralized union): same model,
-        initial state and engine decision, engines and trainers over ``data``."""
+        """The same run over other node shards (e.g. the centralized union, a leave-one-out
+        retraining): same model, initial state and engine decision; engines and trainers over
+        ``data``, wrapped as the run's are (``assemble_trainer``: DP-SGD, distributed,
+        attacks)."""
         other = object.__new__(RunContext)
         other.__dict__.update(self.__dict__)
         other.data = data
         other.shapes = {}
         for name, s in self.shapes.items():
-            local = build_engine(s.local_engine.name, s.model, s.layout, data, self.seed,
-                                 self.chunk)
-            local.calibration = self.calibration
-            engine: GradientEngine = local
-            trainer: LocalTrainer
-            if self.comm is not None:
-                engine = DistributedGradientEngine(local, self.comm)
-                trainer = DistributedTrainer(local, data, self.config.train, self.comm)
-            else:
-                trainer = LocalTrainer(local, data, self.config.train)
+            engine, local, trainer = assemble_trainer(self._engine(s.model, s.layout, data),
+                                                      data, self.config, self.comm)
             other.shapes[name] = dataclasses.replace(s, engine=engine, local_engine=local,
                                                      trainer=trainer)
         other.main = other.shapes["main"]
         return other
+
+
+def assemble_trainer(engine: GradientEngine, data: FederatedData, config: Config,
+                     comm: Comm | None) -> tuple[GradientEngine, GradientEngine, LocalTrainer]:
+    """The one place the trainer's wrappers are put together, innermost first:
+
+    1. DP-SGD (``privacy.level: sample``): per-sample clipping and Gaussian noise around the
+       bare ``engine`` (``privacy.sample.SampleDPEngine``);
+    2. under a process group, the gradient engine shared across ranks and the distributed
+       trainer (``distributed.trainer``), else the local trainer;
+    3. the attackers' uploads around the trainer (``robust.attacks.uplink``).
+
+    Returns (engine, local engine, trainer): ``local engine`` computes this process's rows
+    (DP-SGD included), ``engine`` is the distributed one when there is a process group."""
+    local = engine
+    if config.privacy.level == "sample":
+        local = SampleDPEngine(local, config.privacy, config.train, data, config.seed)
+    shared: GradientEngine = local
+    trainer: LocalTrainer
+    if comm is not None:
+        shared = DistributedGradientEngine(local, comm)
+        trainer = DistributedTrainer(local, data, config.train, comm)
+    else:
+        trainer = LocalTrainer(local, data, config.train)
+    trainer = uplink(trainer, config.attack, config.clock, config.seed)
+    return shared, local, trainer
 
 
 def typical_cohort(config: Config, nodes: int) -> int:
@@ -225,10 +257,13 @@ def build_context(config: Config, data: FederatedData | None = None,
                                                          config.train.batch_size, device)
     threads, why = choose_threads(config.engine.threads, flops, cores())
     apply_threads(threads)  # before the engine decision: its key holds the thread count
+    cohort = typical_cohort(config, data.nodes)
+    built: dict[str, GradientEngine] = {}  # the engines a calibration built: one is reused
     chosen, record = choose_backend(config.engine, probe, ParamLayout.of(probe), data,
-                                    config.seed, typical_cohort(config, data.nodes),
-                                    config.train.batch_size, forced=backend)
+                                    config.seed, cohort, config.train.batch_size,
+                                    forced=backend, built=built,
+                                    chunk=chunk_width(config.engine.chunk, cohort, device))
     chosen, record = _agree(comm, chosen, record)
-    ctx = RunContext(config, data, device, comm, chosen, record, probe)
+    ctx = RunContext(config, data, device, comm, chosen, record, probe, built.get(chosen))
     ctx.threads = {"threads": threads, "rule": why}
     return ctx

@@ -13,20 +13,33 @@ Clients without validation samples get NaN (they are left out of the spread stat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
 if TYPE_CHECKING:
-    from fedweave.algorithms.base import Algorithm
+    from fedweave.context import RunContext
+    from fedweave.core.population import Buffers
+
+
+class ClientModels(Protocol):
+    """What per-client evaluation reads of an algorithm (``fedweave.algorithms.base.Algorithm``
+    is one): its context, its models and which model each client uses."""
+
+    @property
+    def ctx(self) -> RunContext: ...
+
+    def models(self) -> tuple[torch.Tensor, Buffers, list[str]]: ...
+
+    def client_models(self) -> torch.Tensor | None: ...
 
 BATCH = 2048  # samples per forward pass
 
 
 @torch.no_grad()
-def client_validation(algo: Algorithm) -> dict[str, torch.Tensor] | None:
+def client_validation(algo: ClientModels) -> dict[str, torch.Tensor] | None:
     """``{"loss", "acc", "count"}`` per client ``[N]`` (float64, CPU), or None when the run
     has no clients or no client has validation samples."""
     index = algo.client_models()

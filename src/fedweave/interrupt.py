@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fedweave.callbacks import Callback
 
 if TYPE_CHECKING:
-    from fedweave.runner import Result, Runner
+    from fedweave.callbacks import RunResult, RunView
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -63,7 +63,7 @@ class StopOnSignal(Callback):
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def on_start(self, runner: Runner) -> None:
+    def on_start(self, runner: RunView) -> None:
         comm = runner.ctx.comm
         if threading.current_thread() is not threading.main_thread() or \
                 (comm is not None and comm.world > 1):
@@ -71,10 +71,10 @@ class StopOnSignal(Callback):
         for signum in SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
 
-    def on_round(self, runner: Runner, r: int, result: Any) -> None:
+    def on_round(self, runner: RunView, r: int, result: Any) -> None:
         self.round = r + 1
 
-    def should_stop(self, runner: Runner) -> bool:
+    def should_stop(self, runner: RunView) -> bool:
         if self.signum is None:
             return False
         if runner.run_dir is None or not runner.config.output.checkpoint_every:
@@ -82,13 +82,13 @@ class StopOnSignal(Callback):
             raise Interrupted(self.signum, self.round, where, checkpointed=False)
         return True  # the runner writes the checkpoint of this round, then on_checkpoint
 
-    def on_checkpoint(self, runner: Runner, r: int) -> None:
+    def on_checkpoint(self, runner: RunView, r: int) -> None:
         if self.signum is not None:
             where = runner.run_dir.path if runner.run_dir is not None else None
             raise Interrupted(self.signum, r + 1, where, checkpointed=True)
 
-    def on_finish(self, runner: Runner, result: Result) -> None:
+    def on_finish(self, runner: RunView, result: RunResult) -> None:
         self._restore()
 
-    def on_failure(self, runner: Runner, exc: BaseException) -> None:
+    def on_failure(self, runner: RunView, exc: BaseException) -> None:
         self._restore()

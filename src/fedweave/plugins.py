@@ -8,8 +8,12 @@ config.yaml re-imports it on ``--resume``, and every rank of a distributed run i
 by an installed package's entry point in the group ``fedweave.plugins``.
 
 The program's entry points (the CLI, ``fedweave.run``, ``fedweave.load_config``) call
-``load_config`` here, which fills the registries before resolving ``algorithm.name``: the
-config module itself imports no algorithm.
+``load_config`` here, which imports the plugins and the built-in modules the config names (its
+algorithm, which registers the algorithm's config class; the aggregation rules) before
+resolving ``algorithm.name``: the config module itself imports no algorithm, and a run imports
+no algorithm it does not use (every registry maps its built-in names to their modules and
+imports one on lookup, ``fedweave.registry``). ``load_builtins`` imports every built-in, for
+listings that need them all (the config reference).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from fedweave.config import Config, load_raw, validate_config
 from fedweave.config.no_effect import warn_no_effect
@@ -30,19 +35,29 @@ _LOADED: set[str] = set()
 
 
 def load_builtins() -> None:
-    """Register the built-in algorithms, aggregators, models and datasets, then the installed
-    ``fedweave.plugins`` entry points (once per process)."""
+    """Register every built-in algorithm, aggregator, model, dataset and callback, then the
+    installed ``fedweave.plugins`` entry points (once per process)."""
     if "builtins" in _LOADED:
         return
-    import fedweave.aggregators
-    import fedweave.algorithms
-    import fedweave.data.sources
-    import fedweave.models
-    import fedweave.records.callbacks
-    import fedweave.records.notify
-    import fedweave.records.trackers  # noqa: F401
+    import fedweave.aggregators  # noqa: F401  (the aggregation rules and their configs)
+    from fedweave.algorithms.base import ALGORITHMS
+    from fedweave.callbacks import BUILTIN_CALLBACKS
+    from fedweave.data.sources.base import BUILTIN_PREFIXES, DATASETS
+    from fedweave.models.base import MODELS
 
+    for registry in (ALGORITHMS, MODELS, DATASETS):
+        registry.load_all()
+    for module in (*BUILTIN_PREFIXES.values(), *BUILTIN_CALLBACKS):
+        importlib.import_module(module)
     _LOADED.add("builtins")
+    load_entry_points()
+
+
+def load_entry_points() -> None:
+    """Import the installed ``fedweave.plugins`` entry points (once per process)."""
+    if "entry points" in _LOADED:
+        return
+    _LOADED.add("entry points")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
@@ -87,24 +102,50 @@ def import_plugin(name: str) -> None:
 
 
 def import_plugins(names: Iterable[str]) -> None:
+    """Every built-in, the entry points and the plugin modules ``names``."""
     load_builtins()
     for name in names:
         import_plugin(name)
 
 
+def load_named(raw: dict[str, Any]) -> None:
+    """Import the built-in modules that the unvalidated config ``raw`` names: its algorithm
+    (whose module registers the algorithm's config class) and the aggregation rules (they
+    register theirs). A name no registry knows loads every built-in, so validation lists every
+    choice."""
+    import fedweave.aggregators  # noqa: F401  (the aggregator config classes)
+    from fedweave.algorithms.base import ALGORITHMS
+    from fedweave.config import ALGORITHM_CONFIGS
+
+    section = raw.get("algorithm")
+    name = section.get("name", ALGORITHM_CONFIGS.default) if isinstance(section, dict) \
+        else ALGORITHM_CONFIGS.default
+    if not isinstance(name, str) or not ALGORITHMS.load(name):
+        load_builtins()
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 imports: Iterable[str] = ()) -> Config:
-    """Load a config like ``fedweave.config.load_config``, after importing the built-ins,
-    ``imports`` and the file's own ``plugins`` list (``imports`` are added to it, so the
-    resolved config records every plugin the run needs)."""
+    """Load a config like ``fedweave.config.load_config``, after importing the entry points,
+    ``imports``, the file's own ``plugins`` list (``imports`` are added to it, so the resolved
+    config records every plugin the run needs) and the built-in modules the config names."""
     raw = load_raw(path, overrides)
     listed = raw.get("plugins") or []
     if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
         raise UserError("config error: plugins: must be a list of module names")
     names = list(dict.fromkeys([*listed, *imports]))
-    import_plugins(names)
+    load_entry_points()
+    for name in names:
+        import_plugin(name)
+    load_named(raw)
     if names:
         raw["plugins"] = names
-    config = validate_config(raw)
+    try:
+        config = validate_config(raw)
+    except UserError:
+        if "builtins" in _LOADED:
+            raise
+        load_builtins()  # the error's hints name every built-in (keys of other algorithms)
+        config = validate_config(raw)
     warn_no_effect(config)
     return config

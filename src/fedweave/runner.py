@@ -19,7 +19,7 @@ import torch
 
 from fedweave.algorithms import ALGORITHMS
 from fedweave.algorithms.base import Algorithm, RoundResult
-from fedweave.callbacks import Callback, configured_callbacks
+from fedweave.callbacks import Callback, RunView, configured_callbacks
 from fedweave.config import Config, config_to_dict, dump_config
 from fedweave.config.limits import check_limits
 from fedweave.context import RunContext, build_context
@@ -30,7 +30,7 @@ from fedweave.errors import DivergenceError, UserError
 from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
 from fedweave.records.environment import environment
-from fedweave.records.rundir import RunDirectory, atomic_write, prepare_output
+from fedweave.records.rundir import RunDirectory, atomic_write, first_difference, prepare_output
 from fedweave.version import __version__
 
 #: config keys a resume may change (everything else would mix two experiments in one run)
@@ -111,14 +111,6 @@ def config_fingerprint(config: Config) -> tuple[str, dict[str, Any]]:
             data.pop(section, None)
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest(), data
-
-
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return prefix.rstrip(".") or "config"
 
 
 class Runner:
@@ -384,7 +376,7 @@ class Runner:
 
 def _progress_callback(progress: Callable[[int, int, dict[str, float]], None]) -> Callback:
     class Progress(Callback):
-        def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+        def on_evaluate(self, runner: RunView, r: int, row: dict[str, Any]) -> None:
             progress(r + 1, runner.config.rounds, row)
 
     return Progress()
@@ -398,13 +390,13 @@ def resume_config(run_dir: RunDirectory, overrides: list[str], imports: Iterable
     cfg = load_config(run_dir.path / "config.yaml", overrides, imports)
     digest, resolved = config_fingerprint(cfg)
     if config_fingerprint(base)[0] != digest:
-        key = _first_difference(config_fingerprint(base)[1], resolved)
+        key = first_difference(config_fingerprint(base)[1], resolved)
         raise UserError(f"--resume: --set {key}=... would change the run's numbers; a resume "
                         f"may only change {', '.join(RESUMABLE_KEYS)} (start a new run instead)")
     run_dir.configure(cfg)
     ckpt = run_dir.checkpoints.load()
     if ckpt is not None and ckpt[2].get("config_sha256") not in (None, digest):
-        key = _first_difference(ckpt[2].get("config", {}), resolved)
+        key = first_difference(ckpt[2].get("config", {}), resolved)
         raise UserError(f"--resume {run_dir.path}: config.yaml was changed since the run "
                         f"started ({key} differs from the checkpoint's); restore it or start a "
                         "new run")

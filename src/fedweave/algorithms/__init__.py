@@ -1,7 +1,6 @@
-"""Algorithm registry: importing this package registers every built-in algorithm."""
+"""Algorithm registry. The built-in algorithms are imported on first use
+(``ALGORITHMS.get(name)``): a run imports only the one its config names."""
 
-from fedweave.algorithms import asynchronous, decentralized, federated, oneshot
 from fedweave.algorithms.base import ALGORITHMS, Algorithm, register_algorithm
 
-__all__ = ["ALGORITHMS", "Algorithm", "asynchronous", "decentralized", "federated", "oneshot",
-           "register_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "register_algorithm"]

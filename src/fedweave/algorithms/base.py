@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,23 +20,9 @@ import torch
 from fedweave.config import AlgorithmConfig, register_algorithm_config
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers
+from fedweave.core.rounds import RoundResult
 from fedweave.core.state import State
 from fedweave.registry import Registry
-
-
-@dataclass
-class RoundResult:
-    """What a round reports: mean training loss/accuracy, traffic, virtual time spent."""
-
-    train_loss: float
-    train_acc: float
-    bytes_up: int = 0
-    bytes_down: int = 0
-    sim_time: float = 0.0
-    node_train: dict[str, torch.Tensor] = field(default_factory=dict)  # per evaluated model
-    extras: dict[str, float] = field(default_factory=dict)
-    #: per-client rows of this round (federated: who took part and their training stats)
-    clients: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Algorithm(ABC):
@@ -97,7 +82,25 @@ class Algorithm(ABC):
     def load_state(self, state: State) -> None: ...
 
 
-ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
+#: built-in algorithm name -> the module that registers it (imported on first use); a module of
+#: the three packages that is not listed here is found by ``ALGORITHMS``' package scan
+BUILTIN_ALGORITHMS = {
+    **{name: f"fedweave.algorithms.federated.{module}" for name, module in (
+        ("fedavg", "fedavg"), ("fedprox", "fedavg"), ("scaffold", "scaffold"),
+        ("clustered", "clustered"), ("heterofl", "heterofl"), ("centralized", "centralized"),
+        ("local", "local_only"))},
+    **{name: f"fedweave.algorithms.asynchronous.{name}"
+       for name in ("fedasync", "fedbuff", "fedfix", "prfl")},
+    **{name: f"fedweave.algorithms.decentralized.{module}" for name, module in (
+        ("dsgd", "dsgd"), ("gossip", "gossip"), ("cadmm", "cadmm"),
+        ("gradient_tracking", "tracking"), ("d2", "tracking"),
+        ("pdmm_sgd", "edge_consensus"), ("admm_sgd", "edge_consensus"),
+        ("pdmm_isvr", "isvr"), ("admm_isvr", "isvr"))},
+}
+ALGORITHMS: Registry[type[Algorithm]] = Registry(
+    "algorithm", BUILTIN_ALGORITHMS,
+    packages=tuple(f"fedweave.algorithms.{family}"
+                   for family in ("federated", "asynchronous", "decentralized")))
 
 
 def register_algorithm(name: str, config_class: type[AlgorithmConfig]

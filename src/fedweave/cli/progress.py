@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from fedweave.callbacks import Callback
 
 if TYPE_CHECKING:
-    from fedweave.runner import Result, Runner
+    from fedweave.callbacks import RunResult, RunView
 
 
 def clock(seconds: float) -> str:
@@ -58,7 +58,7 @@ class TerminalProgress(Callback):
         self.console.print(text, highlight=False, soft_wrap=True, markup=False)
         self.console.file.flush()
 
-    def on_start(self, runner: Runner) -> None:
+    def on_start(self, runner: RunView) -> None:
         self.t0, self.first = time.perf_counter(), runner.start_round
         if runner.run_dir is not None:
             self.run_dir = runner.run_dir.path
@@ -73,7 +73,7 @@ class TerminalProgress(Callback):
             self.task = self.bar.add_task("starting", total=runner.config.rounds,
                                           completed=runner.start_round)
 
-    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+    def on_evaluate(self, runner: RunView, r: int, row: dict[str, Any]) -> None:
         if not self.show_rounds:
             return
         total = runner.config.rounds
@@ -98,8 +98,8 @@ class TerminalProgress(Callback):
             self.bar.stop()
             self.bar = None
 
-    def on_finish(self, runner: Runner, result: Result) -> None:
+    def on_finish(self, runner: RunView, result: RunResult) -> None:
         self._stop()
 
-    def on_failure(self, runner: Runner, exc: BaseException) -> None:
+    def on_failure(self, runner: RunView, exc: BaseException) -> None:
         self._stop()

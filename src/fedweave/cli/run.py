@@ -34,15 +34,31 @@ def _latest_round(run_dir: Path | None) -> int | None:
         return None
 
 
+def _preflight(config: Any) -> None:
+    """What every rank would check first, checked once before launching (one line, not one
+    per rank): the device, the size limits, ``output.dir`` and the dataset's presence."""
+    from fedweave.config.limits import check_limits
+    from fedweave.data.sources.base import dataset_status, missing
+    from fedweave.records.rundir import prepare_output
+    from fedweave.training.select import resolve_device
+
+    resolve_device(config.engine.device)
+    check_limits(config)
+    prepare_output(config.output.dir)
+    present, where = dataset_status(config.data.dataset, config.data.root)
+    if not present and not config.data.download:
+        raise missing(config.data.dataset, [where])
+
+
 def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str],
             out: Path | None, resume: Path | None, run_dir: Path | None,
             overrides: list[str]) -> None:
-    from fedweave.distributed.launcher import launch_local, preflight
+    from fedweave.distributed.launcher import launch_local
     from fedweave.plugins import load_config
 
     try:  # validate once, before any rank starts (one line, not one per rank)
         if resume is None:
-            preflight(load_config(config, overrides, imports))
+            _preflight(load_config(config, overrides, imports))
         elif not (resume / "config.yaml").is_file():
             raise UserError(f"--resume {resume}: not a run directory (no config.yaml)")
     except UserError as exc:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 
 from fedweave.config import Config
-from fedweave.models.base import MODEL_OPTIONS
+from fedweave.models.base import MODEL_OPTIONS, MODELS
 
 log = logging.getLogger("fedweave")
 _WARNED: set[str] = set()
@@ -38,6 +38,7 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
         for key in type(d.synthetic).model_fields:
             if _set(d.synthetic, key):
                 yield f"data.synthetic.{key}", f"data.dataset={d.dataset}"
+    MODELS.load(m.name)  # a built-in model declares its options when its module is imported
     options = MODEL_OPTIONS.get(m.name)
     if options is not None:
         for key in ("norm", "width", "group_channels", "dropout", "last_dropout", "hidden",

@@ -27,7 +27,7 @@ from fedweave.config import Config, DataConfig
 from fedweave.rng import torch_generator
 
 if TYPE_CHECKING:
-    from fedweave.runner import Runner
+    from fedweave.callbacks import RunView
 
 
 @dataclass
@@ -98,7 +98,7 @@ def input_noise(n_samples: int, input_shape: tuple[int, ...], train_idx: list[to
 class NoiseRecord(Callback):
     """Writes ``label_noise.json`` / ``input_noise.json`` into the run directory."""
 
-    def on_start(self, runner: Runner) -> None:
+    def on_start(self, runner: RunView) -> None:
         data, cfg = runner.ctx.data, runner.config.data
         if runner.run_dir is None:
             return

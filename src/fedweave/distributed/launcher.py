@@ -41,7 +41,6 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from fedweave.config import Config
 from fedweave.distributed import LAUNCHED_ENV
 from fedweave.training.threads import WAIT_ENV
 
@@ -53,22 +52,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def preflight(config: Config) -> None:
-    """What every rank would check first, checked once before launching (one line, not one
-    per rank): the device, ``output.dir`` and the dataset's presence."""
-    from fedweave.config.limits import check_limits
-    from fedweave.data.sources.base import dataset_status, missing
-    from fedweave.records.rundir import prepare_output
-    from fedweave.training.select import resolve_device
-
-    resolve_device(config.engine.device)
-    check_limits(config)
-    prepare_output(config.output.dir)
-    present, where = dataset_status(config.data.dataset, config.data.root)
-    if not present and not config.data.download:
-        raise missing(config.data.dataset, [where])
 
 
 def _rank_setup(launcher: int) -> Callable[[], None]:

@@ -23,7 +23,7 @@ cuts most of its edges and usually stays on the all-gather.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -32,7 +32,9 @@ from fedweave.errors import UserError
 from fedweave.training.chunks import chunk_blocks
 
 if TYPE_CHECKING:
-    from fedweave.context import RunContext
+    from fedweave.config import Config
+    from fedweave.data.federated import FederatedData
+    from fedweave.distributed.process_group import Comm
     from fedweave.training.protocol import GradientEngine
 
 
@@ -142,7 +144,26 @@ class NodePartition:
         return gather_rows(self.comm, fields, layout, sum(counts), "message all_gather")
 
 
-def node_partition(ctx: RunContext, slot_own: torch.Tensor, slot_nbr: torch.Tensor,
+class Placement(Protocol):
+    """What ``node_partition`` reads of a run (``fedweave.context.RunContext`` is one)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def data(self) -> FederatedData: ...
+
+    @property
+    def comm(self) -> Comm | None: ...
+
+    @property
+    def engine(self) -> GradientEngine: ...
+
+    @property
+    def local_engine(self) -> GradientEngine: ...
+
+
+def node_partition(ctx: Placement, slot_own: torch.Tensor, slot_nbr: torch.Tensor,
                    message_rows: int) -> tuple[NodePartition, GradientEngine, str]:
     """The partition for this process, the gradient engine that computes the held rows and the
     exchange in use (``local``, ``all_gather`` or ``point_to_point``; module docstring)."""

@@ -53,7 +53,7 @@ from fedweave.influence.base import ScoredRun, Scorer, Scores, register_scorer
 
 if TYPE_CHECKING:
     from fedweave.algorithms.decentralized.base import DecentralizedAlgorithm, StepInfo
-    from fedweave.runner import Runner
+    from fedweave.callbacks import RunView
 
 log = logging.getLogger("fedweave")
 
@@ -80,7 +80,7 @@ class DiceHook(Callback):
     def __init__(self) -> None:
         self.steps = 0
 
-    def on_start(self, runner: Runner) -> None:
+    def on_start(self, runner: RunView) -> None:
         """Set up on the run's own context and attach to its algorithm."""
         self.setup(ScoredRun(runner.config, ctx=runner.ctx))
         self.attach(runner.algo)  # type: ignore[arg-type]

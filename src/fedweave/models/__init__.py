@@ -6,7 +6,8 @@ squeezenet. Options (where they make sense): ``cfg.norm`` batch | group | none, 
 ``cfg.last_dropout`` (before the classifier), ``cfg.stem`` (ResNets). With norm group or none
 every model is pure (no buffers changed in forward, no in-place ops), so it can be run with
 ``torch.func.functional_call`` under ``torch.func.vmap`` over stacked parameters.
-Initialisation is PyTorch's default, drawn from the global torch RNG.
+Initialisation is PyTorch's default, drawn from the global torch RNG. Each built-in's module
+is imported when a run first asks for its name (``MODELS.get``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from torch import nn
 from fedweave.config import ModelConfig
 from fedweave.data.memory import require_memory
 from fedweave.errors import UserError
-from fedweave.models import resnet, small, squeezenet, vgg  # noqa: F401  (register built-ins)
 from fedweave.models.base import MODELS, Builder, register_model
 
 __all__ = ["MODELS", "Builder", "build_model", "has_dropout", "num_parameters",

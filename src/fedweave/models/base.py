@@ -17,7 +17,13 @@ from fedweave.registry import Registry
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 
-MODELS: Registry[Builder] = Registry("model")
+#: built-in model name -> the module that registers it (imported on first use)
+BUILTIN_MODELS = {
+    **dict.fromkeys(("logistic", "mlp", "cnn", "lenet", "conv2"), "fedweave.models.small"),
+    **dict.fromkeys(("resnet18", "resnet32", "resnet50"), "fedweave.models.resnet"),
+    "vgg11": "fedweave.models.vgg", "squeezenet": "fedweave.models.squeezenet",
+}
+MODELS: Registry[Builder] = Registry("model", BUILTIN_MODELS)
 #: the ``model.*`` options each built-in model reads (``model.name`` aside); a run that sets
 #: another one gets a "has no effect" warning. Plugin models declare theirs, or get none.
 MODEL_OPTIONS: dict[str, frozenset[str]] = {}

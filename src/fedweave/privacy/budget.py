@@ -9,15 +9,15 @@ from fedweave.callbacks import Callback, register_callback
 from fedweave.errors import UserError
 
 if TYPE_CHECKING:
+    from fedweave.callbacks import RunView
     from fedweave.config import Config
-    from fedweave.runner import Runner
 
 
 class Ledger(Protocol):
     def next_epsilon(self) -> float: ...
 
 
-def _ledger(runner: Runner) -> Ledger:
+def _ledger(runner: RunView) -> Ledger:
     ledger = getattr(runner.algo, "ledger", None)
     if ledger is None:  # pragma: no cover - the config refuses privacy where nothing accounts
         raise UserError(f"privacy.target_epsilon: algorithm.name={runner.config.algorithm.name} "
@@ -31,7 +31,7 @@ class PrivacyBudget(Callback):
     def __init__(self, target: float) -> None:
         self.target = target
 
-    def should_stop(self, runner: Runner) -> bool:
+    def should_stop(self, runner: RunView) -> bool:
         return _ledger(runner).next_epsilon() > self.target
 
 

@@ -21,8 +21,8 @@ from fedweave.callbacks import Callback, register_callback
 from fedweave.config import Config
 
 if TYPE_CHECKING:
-    from fedweave.algorithms.base import RoundResult
-    from fedweave.runner import Result, Runner
+    from fedweave.callbacks import RunResult, RunView
+    from fedweave.core.rounds import RoundResult
 
 
 class TimeToTarget(Callback):
@@ -37,15 +37,15 @@ class TimeToTarget(Callback):
         if self.hit is None and row.get("test_acc", -1.0) >= self.target:
             self.hit = {"sim_s": float(row["sim_time"]), "update": int(row["round"])}
 
-    def on_start(self, runner: Runner) -> None:
+    def on_start(self, runner: RunView) -> None:
         self.hit = None
         for row in runner.history:
             self._check(row)
 
-    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+    def on_evaluate(self, runner: RunView, r: int, row: dict[str, Any]) -> None:
         self._check(row)
 
-    def on_finish(self, runner: Runner, result: Result) -> None:
+    def on_finish(self, runner: RunView, result: RunResult) -> None:
         result.summary["time_to_target"] = self.hit
         result.summary["target_acc"] = self.target
         if runner.run_dir is not None:
@@ -55,7 +55,7 @@ class TimeToTarget(Callback):
 class Traffic(Callback):
     """Cumulative bytes on every row (the runner's totals after the round)."""
 
-    def on_round(self, runner: Runner, r: int, result: RoundResult) -> None:
+    def on_round(self, runner: RunView, r: int, result: RoundResult) -> None:
         result.extras["bytes_up_total"] = float(runner.totals["bytes_up"])
         result.extras["bytes_down_total"] = float(runner.totals["bytes_down"])
 
@@ -63,7 +63,7 @@ class Traffic(Callback):
 class Densities(Callback):
     """``nodes/densities.csv``: one row per evaluation, a column per client."""
 
-    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+    def on_evaluate(self, runner: RunView, r: int, row: dict[str, Any]) -> None:
         densities = getattr(runner.algo, "client_densities", None)
         if densities is None or runner.run_dir is None:
             return

@@ -27,7 +27,7 @@ from fedweave.config import Config, read_text
 from fedweave.errors import UserError
 
 if TYPE_CHECKING:
-    from fedweave.runner import Result, Runner
+    from fedweave.callbacks import RunResult, RunView
 
 ENV = "FEDWEAVE_NOTIFY"
 log = logging.getLogger("fedweave")
@@ -97,7 +97,7 @@ class Notifier(Callback):
                         ", ".join(f"{s}://" for s in self.services))
         return ok
 
-    def on_start(self, runner: Runner) -> None:
+    def on_start(self, runner: RunView) -> None:
         if runner.run_dir is not None:
             self.where = str(runner.run_dir.path)
             secret = runner.config.notify.urls_file
@@ -112,14 +112,14 @@ class Notifier(Callback):
                       f"{cfg.algorithm.name} on {cfg.data.dataset}, {cfg.data.nodes} nodes, "
                       f"{cfg.rounds} rounds\n{self.where}")
 
-    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+    def on_evaluate(self, runner: RunView, r: int, row: dict[str, Any]) -> None:
         if "every_k" in self.events and (r + 1) % self.every == 0:
             self.send(f"fedweave: {self.name} round {r + 1}/{runner.config.rounds}",
                       f"test acc {_pct(row.get('test_acc'))}, val acc "
                       f"{_pct(row.get('val_acc'))}, train loss {_pct(row.get('train_loss'))}"
                       f"\n{self.where}")
 
-    def on_finish(self, runner: Runner, result: Result) -> None:
+    def on_finish(self, runner: RunView, result: RunResult) -> None:
         if "finish" in self.events:
             s = result.summary
             best = s.get("best", {})
@@ -129,7 +129,7 @@ class Notifier(Callback):
                       f"{best.get('round', '–')}, test acc {_pct(best.get('test_acc'))}; "
                       f"{s['wall_s']:.0f} s\n{self.where}", "success")
 
-    def on_failure(self, runner: Runner, exc: BaseException) -> None:
+    def on_failure(self, runner: RunView, exc: BaseException) -> None:
         if "failure" in self.events:
             done = int(runner.history[-1]["round"]) if runner.history else runner.start_round
             what = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

@@ -51,6 +51,16 @@ def slug(name: str) -> str:
     return text[:NAME_MAX].strip("-.") or "run"
 
 
+def first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """The first dotted key (in sorted order) where two resolved configs (nested dicts)
+    differ, e.g. ``train.lr``; ``config`` when they differ at the top."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "config"
+
+
 def prepare_output(folder: Path) -> Path:
     """``output.dir`` ready to receive run directories, or a one-line ``UserError`` (checked
     before data and model are built)."""

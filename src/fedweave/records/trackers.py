@@ -27,7 +27,7 @@ from fedweave.config import Config, config_to_dict, dump_config
 from fedweave.errors import UserError
 
 if TYPE_CHECKING:
-    from fedweave.runner import Result, Runner
+    from fedweave.callbacks import RunResult, RunView
 
 EXTRA = "pip install 'fedweave[trackers]'"
 
@@ -71,7 +71,7 @@ class TensorBoard(Callback):
         self.writer_class = SummaryWriter
         self.writer: Any = None
 
-    def on_start(self, runner: Runner) -> None:
+    def on_start(self, runner: RunView) -> None:
         if runner.run_dir is None:
             return
         self.writer = self.writer_class(str(runner.run_dir.path / "tensorboard"),
@@ -80,7 +80,7 @@ class TensorBoard(Callback):
         if runner.start_round == 0:
             self.writer.add_text("config", "```yaml\n" + dump_config(runner.config) + "```")
 
-    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+    def on_evaluate(self, runner: RunView, r: int, row: dict[str, Any]) -> None:
         if self.writer is None:
             return
         step = r + 1
@@ -92,7 +92,7 @@ class TensorBoard(Callback):
                     self.writer.add_scalar(f"nodes/{label}/{key}", value, step)
         self.writer.flush()
 
-    def on_finish(self, runner: Runner, result: Result) -> None:
+    def on_finish(self, runner: RunView, result: RunResult) -> None:
         if self.writer is None:
             return
         s = result.summary
@@ -104,7 +104,7 @@ class TensorBoard(Callback):
         self.writer.close()
         self.writer = None
 
-    def on_failure(self, runner: Runner, exc: BaseException) -> None:
+    def on_failure(self, runner: RunView, exc: BaseException) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -127,7 +127,7 @@ class MLflow(Callback):
             raise UserError(f"output.mlflow={uri}: {str(exc).splitlines()[0][:200]}") from None
         self.run_id: str | None = None
 
-    def on_start(self, runner: Runner) -> None:
+    def on_start(self, runner: RunView) -> None:
         if runner.run_dir is None:
             return
         from mlflow.entities import Param
@@ -151,7 +151,7 @@ class MLflow(Callback):
         runner.run_dir.write_json("trackers.json", {"mlflow_uri": self.uri,
                                                     "mlflow_run_id": self.run_id})
 
-    def on_evaluate(self, runner: Runner, r: int, row: dict[str, Any]) -> None:
+    def on_evaluate(self, runner: RunView, r: int, row: dict[str, Any]) -> None:
         if self.run_id is None:
             return
         from mlflow.entities import Metric
@@ -160,14 +160,14 @@ class MLflow(Callback):
         self.client.log_batch(self.run_id, metrics=[
             Metric(k, v, now, r + 1) for k, v in numeric(row).items()])
 
-    def on_finish(self, runner: Runner, result: Result) -> None:
+    def on_finish(self, runner: RunView, result: RunResult) -> None:
         if self.run_id is None:
             return
         if runner.run_dir is not None:
             self.client.log_artifact(self.run_id, str(runner.run_dir.path / "summary.json"))
         self.client.set_terminated(self.run_id, "FINISHED")
 
-    def on_failure(self, runner: Runner, exc: BaseException) -> None:
+    def on_failure(self, runner: RunView, exc: BaseException) -> None:
         if self.run_id is not None:
             from fedweave.interrupt import Interrupted
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from statistics import NormalDist
 from typing import Any
 
 import torch
-from scipy.stats import norm
 
 from fedweave.config import AttackConfig, ClockConfig
 from fedweave.core.population import Buffers
@@ -70,7 +70,9 @@ def alie_z(n: int, m: int) -> float:
     """Baruch et al.'s z_max for m attackers among n senders (∞ capped at Φ⁻¹(1 − 1e-6))."""
     s = math.floor(n / 2 + 1) - m
     p = min((n - s) / n, 1 - 1e-6)
-    return float(norm.ppf(p))
+    if p <= 0:
+        return -math.inf  # Φ⁻¹(0)
+    return NormalDist().inv_cdf(p)  # Φ⁻¹(p), the standard normal quantile
 
 
 def corrupt_updates(cfg: AttackConfig, seed: int, key: tuple[int, ...], nodes: torch.Tensor,

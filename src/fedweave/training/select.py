@@ -115,9 +115,11 @@ def _step(engine: GradientEngine, params: torch.Tensor, buffers: dict[str, torch
 
 
 def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: int,
-              cohort: int, batch_size: int, steps: int = CALIBRATION_STEPS
-              ) -> tuple[str, dict[str, Any]]:
-    """Time both engines on ``cohort`` nodes' real batches; returns (chosen, record)."""
+              cohort: int, batch_size: int, steps: int = CALIBRATION_STEPS, chunk: int = 8,
+              built: dict[str, GradientEngine] | None = None) -> tuple[str, dict[str, Any]]:
+    """Time both engines on ``cohort`` nodes' real batches; returns (chosen, record). The
+    engines timed (the vectorized one with ``chunk`` rows per call) go into ``built``, so the
+    run trains with the one chosen instead of building it again."""
     device = next(model.parameters()).device
     k = max(1, min(cohort, data.nodes, CALIBRATION_NODES))
     nodes = torch.arange(k)
@@ -145,7 +147,9 @@ def calibrate(model: nn.Module, layout: ParamLayout, data: FederatedData, seed: 
     rng_state = torch.get_rng_state()  # dropout reseeds the global generator; leave it as found
     candidates: dict[str, GradientEngine] = {
         "loop": LoopEngine(model, layout, data, seed),
-        "vectorized": VectorizedEngine(model, layout, data, seed)}
+        "vectorized": VectorizedEngine(model, layout, data, seed, chunk=chunk)}
+    if built is not None:
+        built.update(candidates)
     times: dict[str, list[float]] = {name: [] for name in candidates}
 
     def step(name: str, s: int) -> float:
@@ -198,9 +202,12 @@ def check_cohort(layout: ParamLayout, cohort: int, device: torch.device) -> None
 
 def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
                    data: FederatedData, seed: int, cohort_size: int, batch_size: int,
-                   forced: str | None = None) -> tuple[str, dict[str, Any]]:
+                   forced: str | None = None, chunk: int = 8,
+                   built: dict[str, GradientEngine] | None = None
+                   ) -> tuple[str, dict[str, Any]]:
     """(backend, record) for ``cfg.backend``: as asked, the loop for BatchNorm models,
-    ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``).
+    ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``, which
+    leaves the engines it built in ``built``).
     First, a cohort whose stacked training state cannot fit is refused (``check_cohort``)."""
     check_cohort(layout, cohort_size, next(model.parameters()).device)
     if forced is not None:
@@ -219,7 +226,8 @@ def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
         return "fused", {"chosen": "fused", "rule": "Linear/ReLU stack: the fused engine "
                          "(batched matmuls on per-layer stacks), no timing"}
     if backend == "auto":
-        return calibrate(model, layout, data, seed, cohort_size, batch_size)
+        return calibrate(model, layout, data, seed, cohort_size, batch_size, chunk=chunk,
+                         built=built)
     return backend, {"chosen": backend, "rule": f"engine.backend={backend}"}
 
 

@@ -23,7 +23,7 @@ from fedweave.config import Config, DistillConfig, config_to_dict
 from fedweave.core.population import ParamLayout
 from fedweave.data.federated import FederatedData
 from fedweave.errors import UserError
-from fedweave.runner import _first_difference
+from fedweave.records.rundir import first_difference
 
 TEACHERS_FILE = "teachers.safetensors"
 
@@ -84,7 +84,7 @@ def copy_teachers(src: Path, folder: Path, fingerprint: dict[str, Any]) -> Path:
     except (SafetensorError, OSError, ValueError, KeyError):
         raise UserError(f"--teachers {src}: {candidate} is damaged") from None
     if theirs != fingerprint:
-        key = _first_difference(theirs, fingerprint)
+        key = first_difference(theirs, fingerprint)
         raise UserError(f"--teachers {src}: those teachers were trained with another {key} "
                         "than this config; use the same teacher settings or train new ones")
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,3 @@
 """Asynchronous federated learning on the virtual clock: FedAsync, FedBuff, FedFix and PR-FL
-(policies on ``base.AsyncAlgorithm``'s event loop)."""
-
-from fedweave.algorithms.asynchronous import fedasync, fedbuff, fedfix, prfl
-
-__all__ = ["fedasync", "fedbuff", "fedfix", "prfl"]
+(policies on ``base.AsyncAlgorithm``'s event loop). Each module registers its algorithm when
+imported (``fedweave.algorithms.ALGORITHMS`` imports it on first use)."""

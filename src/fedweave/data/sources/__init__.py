@@ -8,12 +8,15 @@ float32 ``[N, D]``) and labels as int64. Files are read from ``data.root`` (defa
 
 One module per format family: ``base`` (registry, ``load_dataset``, helpers), ``builtin``
 (digits, synthetic), ``idx`` (MNIST family), ``leaf`` (FEMNIST), ``cifar``, ``svhn`` (.mat),
-``images`` (PIL folders), ``arrays`` (.npz), ``hf`` (Hugging Face). Importing this package
-registers all of them.
+``images`` (PIL folders), ``arrays`` (.npz), ``hf`` (Hugging Face). A run imports only the
+module of the dataset it names (``DATASETS.get`` imports it on first use).
 """
 
-from fedweave.data.sources import arrays, builtin, cifar, hf, idx, images, leaf, svhn
+from importlib import import_module
+from typing import Any
+
 from fedweave.data.sources.base import (
+    BUILTIN_DATASETS,
     DATASETS,
     Dataset,
     Loader,
@@ -23,20 +26,25 @@ from fedweave.data.sources.base import (
     register_dataset,
     to_float,
 )
-from fedweave.data.sources.builtin import SYNTHETIC_MAX_SAMPLES, load_digits, load_synthetic
-from fedweave.data.sources.idx import (
-    EMNIST_BALANCED_CLASSES,
-    EMNIST_SPLIT,
-    FASHION_SYSTEM_DIR,
-    read_idx,
-)
-from fedweave.data.sources.images import IMAGE_EXTENSIONS, IMAGE_SIZE
 from fedweave.errors import DatasetMissingError
 
+_MODULES = ("arrays", "builtin", "cache", "cifar", "hf", "idx", "images", "leaf", "svhn")
+_FROM = {"SYNTHETIC_MAX_SAMPLES": "builtin", "load_digits": "builtin",
+         "load_synthetic": "builtin", "EMNIST_BALANCED_CLASSES": "idx", "EMNIST_SPLIT": "idx",
+         "FASHION_SYSTEM_DIR": "idx", "read_idx": "idx", "IMAGE_EXTENSIONS": "images",
+         "IMAGE_SIZE": "images"}
+
 __all__ = [
-    "DATASETS", "EMNIST_BALANCED_CLASSES", "EMNIST_SPLIT", "FASHION_SYSTEM_DIR",
-    "IMAGE_EXTENSIONS", "IMAGE_SIZE", "SYNTHETIC_MAX_SAMPLES", "Dataset", "DatasetMissingError",
-    "Loader", "arrays", "builtin", "cifar", "dataset_status", "default_root", "hf", "idx",
-    "images", "leaf", "load_dataset", "load_digits", "load_synthetic", "read_idx",
-    "register_dataset", "svhn", "to_float",
+    "BUILTIN_DATASETS", "DATASETS", "Dataset", "DatasetMissingError", "Loader",
+    "dataset_status", "default_root", "load_dataset", "register_dataset", "to_float",
+    *_MODULES, *_FROM,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The format modules and their names, imported on first use."""
+    if name in _MODULES:
+        return import_module(f"{__name__}.{name}")
+    if name in _FROM:
+        return getattr(import_module(f"{__name__}.{_FROM[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

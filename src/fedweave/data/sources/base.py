@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedweave.config import DataConfig
-from fedweave.data.download import DOWNLOADABLE, download_dataset
 from fedweave.errors import DatasetMissingError, UserError
 from fedweave.registry import Registry
 from fedweave.rng import torch_generator
@@ -46,7 +46,17 @@ Stats = tuple[tuple[float, ...], tuple[float, ...]]
 # download puts it.
 Locations = Callable[[Path], list[tuple[Path, list[Path]]]]
 
-DATASETS: Registry[Loader] = Registry("dataset")
+#: built-in dataset name -> the module that registers it (imported on first use)
+BUILTIN_DATASETS = {
+    **{name: f"fedweave.data.sources.{module}" for name, module in (
+        ("digits", "builtin"), ("synthetic", "builtin"), ("mnist", "idx"),
+        ("fashion-mnist", "idx"), ("emnist", "idx"), ("cifar10", "cifar"),
+        ("cifar100", "cifar"), ("svhn", "svhn"), ("femnist", "leaf"), ("npz", "arrays"),
+        ("tiny-imagenet", "images"), ("imagefolder", "images"), ("cats-vs-dogs", "images"))},
+}
+DATASETS: Registry[Loader] = Registry("dataset", BUILTIN_DATASETS)
+#: built-in ``<prefix><name>`` datasets -> the module that registers the prefix
+BUILTIN_PREFIXES = {"hf:": "fedweave.data.sources.hf"}
 _LOCATIONS: dict[str, Locations] = {}
 # ``<prefix><name>`` datasets (``hf:<hub name>``): loader and the folder under root they use.
 _PREFIX_LOADERS: dict[str, tuple[Loader, str]] = {}
@@ -73,6 +83,9 @@ def register_prefix(prefix: str, folder: str) -> Callable[[Loader], Loader]:
 
 
 def _prefix_loader(name: str) -> tuple[Loader, str] | None:
+    for prefix, module in BUILTIN_PREFIXES.items():
+        if name.startswith(prefix) and prefix not in _PREFIX_LOADERS:
+            import_module(module)
     return next((v for p, v in _PREFIX_LOADERS.items() if name.startswith(p)), None)
 
 
@@ -90,8 +103,11 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     root = (cfg.root or default_root()).expanduser()
     prefixed = _prefix_loader(cfg.dataset)
     loader = prefixed[0] if prefixed is not None else DATASETS.get(cfg.dataset)
-    if cfg.download and cfg.dataset in DOWNLOADABLE and not dataset_status(cfg.dataset, root)[0]:
-        download_dataset(cfg.dataset, root)
+    if cfg.download:
+        from fedweave.data.download import DOWNLOADABLE, download_dataset
+
+        if cfg.dataset in DOWNLOADABLE and not dataset_status(cfg.dataset, root)[0]:
+            download_dataset(cfg.dataset, root)
     ds = loader(cfg, root, seed)
     if cfg.train_samples is not None and cfg.train_samples < len(ds.train_y):
         keep = subset(len(ds.train_y), cfg.train_samples, seed, 0)
