@@ -7,12 +7,12 @@ float32 ``[N, D]``) and labels as int64. Files are read from ``data.root`` (defa
 ``@register_dataset("name")`` on a ``loader(cfg, root, seed) -> Dataset``.
 
 One module per format family: ``base`` (registry, ``load_dataset``, helpers), ``builtin``
-(digits, synthetic), ``idx`` (MNIST family), ``leaf`` (FEMNIST), ``cifar``, ``svhn`` (.mat),
-``images`` (PIL folders), ``arrays`` (.npz), ``hf`` (Hugging Face). Importing this package
-registers all of them.
+(digits, synthetic), ``idx`` (MNIST family), ``leaf`` (FEMNIST), ``leaf_suite`` (Shakespeare,
+CelebA), ``cifar``, ``svhn`` (.mat), ``images`` (PIL folders), ``arrays`` (.npz), ``hf``
+(Hugging Face). Importing this package registers all of them.
 """
 
-from fedweave.data.sources import arrays, builtin, cifar, hf, idx, images, leaf, svhn
+from fedweave.data.sources import arrays, builtin, cifar, hf, idx, images, leaf, leaf_suite, svhn
 from fedweave.data.sources.base import (
     DATASETS,
     Dataset,
@@ -37,6 +37,6 @@ __all__ = [
     "DATASETS", "EMNIST_BALANCED_CLASSES", "EMNIST_SPLIT", "FASHION_SYSTEM_DIR",
     "IMAGE_EXTENSIONS", "IMAGE_SIZE", "SYNTHETIC_MAX_SAMPLES", "Dataset", "DatasetMissingError",
     "Loader", "arrays", "builtin", "cifar", "dataset_status", "default_root", "hf", "idx",
-    "images", "leaf", "load_dataset", "load_digits", "load_synthetic", "read_idx",
+    "images", "leaf", "leaf_suite", "load_dataset", "load_digits", "load_synthetic", "read_idx",
     "register_dataset", "svhn", "to_float",
 ]
