@@ -37,13 +37,16 @@ def write_json(folder: Path, name: str, user_data: dict[str, dict[str, list]]) -
     (folder / name).write_text(json.dumps(blob))
 
 
-def write_shakespeare(root: Path, sizes: dict[str, int], test: dict[str, int]) -> None:
+def write_shakespeare(root: Path, sizes: dict[str, int], test: dict[str, int],
+                      context: int = 80) -> None:
+    """LEAF's shakespeare/{train,test} json: role → samples (context length ``context``)."""
     base = root / "shakespeare"
     users = list(sizes)
     write_json(base / "train", "all_data_niid_0_keep_0_train_9.json",
-               {u: shakespeare_user(n, 7 * k) for k, (u, n) in enumerate(sizes.items())})
+               {u: shakespeare_user(n, 7 * k, context) for k, (u, n) in enumerate(sizes.items())})
     write_json(base / "test", "all_data_niid_0_keep_0_test_9.json",
-               {u: shakespeare_user(n, 3 + 7 * users.index(u)) for u, n in test.items()})
+               {u: shakespeare_user(n, 3 + 7 * users.index(u), context)
+                for u, n in test.items()})
 
 
 def test_vocabulary_is_leafs() -> None:
