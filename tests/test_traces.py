@@ -23,6 +23,7 @@ from fedweave.sim.traces import (
     Availability,
     convert_fedscale,
     example_trace,
+    main,
     online_cohort,
     read_trace,
 )
@@ -189,3 +190,16 @@ def test_sync_and_async_runs_see_the_trace(tmp_path: Path) -> None:
                                                         "algorithm.buffer_size=2"])
     assert async_["rounds"] == 3 and async_["sim_time_s"] < 100
     assert sum(_metric(async_dir, "clients_offline")) == 1.0  # client 0's second job
+
+
+def test_converter_command_writes_a_readable_trace(tmp_path: Path) -> None:
+    cap, beh = tmp_path / "client_device_capacity", tmp_path / "client_behave_trace"
+    cap.write_bytes(pickle.dumps(FEDSCALE_DEVICES))
+    beh.write_bytes(pickle.dumps(FEDSCALE_BEHAVE))
+    out = tmp_path / "fedscale.json"
+    assert main(["fedscale", str(cap), str(beh), str(out)]) == 0
+    trace = read_trace(out)
+    assert len(trace.devices) == 3 and trace.period == 600
+    assert trace.devices[1].available == [(50.0, 80.0)]
+    assert main(["fedscale", str(tmp_path / "missing"), str(out)]) == 2
+    assert main(["nonsense"]) == 2
