@@ -36,6 +36,8 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "data.alpha": (["data.partition=dirichlet"], 0.1),
     "data.min_samples": (["data.partition=quantity", "data.sigma=3"], 40),
     "data.shards_per_node": (["data.partition=shards"], 3),
+    "data.user_fraction": (["data.dataset=synthetic"], 0.5),
+    "data.user_min_samples": (["data.dataset=synthetic"], 50),
     "data.classes_per_node": (["data.partition=classes", "data.classes_per_node=5"], 3),
     "data.class_share_low": (["data.partition=classes", "data.classes_per_node=4"], 0.2),
     "data.class_order": (["data.partition=classes", "data.classes_per_node=3"], "shuffled"),

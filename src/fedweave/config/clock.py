@@ -26,7 +26,8 @@ class ClockConfig(Section):
     speed_sigma: float = Field(0.0, ge=0, description="log-normal spread of node speeds")
     speeds: list[float] | None = Field(None, description="explicit per-node speed factors")
     trace: Path | None = Field(None, description="CSV with header node,seconds_per_sample"
-                               "[,bandwidth_up,bandwidth_down] (overrides the draws)")
+                               "[,bandwidth_up,bandwidth_down] (overrides the draws), or a "
+                               "JSON device trace with online windows (fedweave.sim.traces)")
     bandwidth_up: float = Field(1e9, gt=0, description="upload bandwidth per node",
                                 json_schema_extra={"unit": "bytes/s"})
     bandwidth_down: float = Field(1e9, gt=0, description="download bandwidth per node",

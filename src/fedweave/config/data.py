@@ -83,6 +83,13 @@ class DataConfig(Section):
                              "4)")
     sigma: float = Field(1.0, ge=0, description="partition: quantity — log-normal sigma of "
                          "the node sizes")
+    user_fraction: float = Field(
+        1.0, gt=0, le=1, description="datasets with users (LEAF's femnist, shakespeare, celeba; "
+        "synthetic): keep users in a seeded random order until they hold this fraction of the "
+        "training samples (LEAF's --sf, niid sampling), before partitioning")
+    user_min_samples: int = Field(
+        0, ge=0, description="datasets with users: drop users with fewer training samples "
+        "(LEAF's -k), after user_fraction", json_schema_extra={"unit": "samples"})
     natural_blocks: bool = Field(
         False, description="partition natural: every group (FEMNIST writer) is used, in "
         "data.nodes contiguous blocks of ⌊groups/nodes⌋ groups, the last taking the rest "

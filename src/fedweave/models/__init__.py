@@ -1,10 +1,11 @@
 """The model zoo: a registry of builders ``(cfg, input_shape, num_classes) -> nn.Module``.
 
 Built-in names: logistic, mlp, cnn, lenet, conv2, vgg11, resnet18, resnet32, resnet50,
-squeezenet. Options (where they make sense): ``cfg.norm`` batch | group | none, ``cfg.width``
-(every hidden width is ``round(base × width)``, at least 1), ``cfg.dropout`` (inside),
-``cfg.last_dropout`` (before the classifier), ``cfg.stem`` (ResNets). With norm group or none
-every model is pure (no buffers changed in forward, no in-place ops), so it can be run with
+squeezenet; for token sequences char_lstm and transformer (``models.sequence``). Options
+(where they make sense): ``cfg.norm`` batch | group | none, ``cfg.width`` (every hidden width
+is ``round(base × width)``, at least 1), ``cfg.dropout`` (inside), ``cfg.last_dropout``
+(before the classifier), ``cfg.stem`` (ResNets). With norm group or none every model is pure
+(no buffers changed in forward, no in-place ops), so it can be run with
 ``torch.func.functional_call`` under ``torch.func.vmap`` over stacked parameters.
 Initialisation is PyTorch's default, drawn from the global torch RNG. Each built-in's module
 is imported when a run first asks for its name (``MODELS.get``).

@@ -22,6 +22,7 @@ BUILTIN_MODELS = {
     **dict.fromkeys(("logistic", "mlp", "cnn", "lenet", "conv2"), "fedweave.models.small"),
     **dict.fromkeys(("resnet18", "resnet32", "resnet50"), "fedweave.models.resnet"),
     "vgg11": "fedweave.models.vgg", "squeezenet": "fedweave.models.squeezenet",
+    **dict.fromkeys(("char_lstm", "transformer"), "fedweave.models.sequence"),
 }
 MODELS: Registry[Builder] = Registry("model", BUILTIN_MODELS)
 #: the ``model.*`` options each built-in model reads (``model.name`` aside); a run that sets

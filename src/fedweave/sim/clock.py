@@ -25,6 +25,7 @@ import torch
 from fedweave.config import ClockConfig, read_text
 from fedweave.errors import UserError
 from fedweave.rng import derive_seed, numpy_rng
+from fedweave.sim.traces import Availability, read_trace
 
 MB = 1e6
 # PR-FL (reference system 002) defaults, MB/s: per-client bandwidths and the server's.
@@ -43,6 +44,8 @@ class NodeProfile:
     bandwidth_up: torch.Tensor
     bandwidth_down: torch.Tensor
     seconds_per_step: torch.Tensor | None = None
+    #: online windows per node (a JSON device trace, ``fedweave.sim.traces``); None = always
+    availability: Availability | None = None
 
 
 def _vec(values: Any) -> torch.Tensor:
@@ -52,6 +55,8 @@ def _vec(values: Any) -> torch.Tensor:
 def node_profiles(cfg: ClockConfig, n: int, seed: int) -> NodeProfile:
     """Profiles of ``n`` nodes from ``cfg``, first match wins:
 
+    * ``cfg.trace`` ending in ``.json``: a device trace (``fedweave.sim.traces``: speeds,
+      bandwidths and online windows; node i takes device i mod D);
     * ``cfg.trace``: a CSV with header ``node,seconds_per_sample[,bandwidth_up,bandwidth_down]``
       and one row per node 0..n-1 (missing bandwidth columns take ``cfg``'s values);
     * ``cfg.speeds``: relative speed factors s_i, seconds_per_sample_i = cfg.seconds_per_sample/s_i;
@@ -65,6 +70,8 @@ def node_profiles(cfg: ClockConfig, n: int, seed: int) -> NodeProfile:
     """
     up = torch.full((n,), cfg.bandwidth_up, dtype=torch.float64)
     down = torch.full((n,), cfg.bandwidth_down, dtype=torch.float64)
+    if cfg.trace is not None and cfg.trace.suffix.lower() == ".json":
+        return _json_trace(cfg, n)
     if cfg.trace is not None:
         return _read_trace(cfg.trace, n, up, down, cfg.seconds_per_step is not None)
     if cfg.speeds is not None:
@@ -117,6 +124,20 @@ def _read_trace(path: Path, n: int, up: torch.Tensor, down: torch.Tensor,
         steps = columns["seconds_per_step"]
         return NodeProfile(torch.ones(n, dtype=torch.float64), up, down, steps)
     return NodeProfile(columns["seconds_per_sample"], up, down)
+
+
+def _json_trace(cfg: ClockConfig, n: int) -> NodeProfile:
+    """Node i follows device i mod D of a JSON device trace (``fedweave.sim.traces``)."""
+    assert cfg.trace is not None
+    if cfg.seconds_per_step is not None:
+        raise UserError(f"clock.trace={cfg.trace} gives seconds per sample; remove "
+                        "clock.seconds_per_step")
+    trace = read_trace(cfg.trace)
+    devices = [trace.devices[i % len(trace.devices)] for i in range(n)]
+    return NodeProfile(_vec([d.seconds_per_sample for d in devices]),
+                       _vec([d.bandwidth_up for d in devices]),
+                       _vec([d.bandwidth_down for d in devices]),
+                       availability=Availability.of(trace, n))
 
 
 def prfl_profiles(n: int = 10, seed: int = 0, seconds_per_sample: float = 1e-3) -> NodeProfile:

@@ -214,6 +214,13 @@ class AsyncAlgorithm(Algorithm):
                 self._request_upload(self.jobs[event.node])
             elif event.kind == "arrival":
                 job = self.jobs[event.node]
+                avail = self.fclock.profile.availability
+                if avail is not None and not avail.online(job.node, self.clock.now):
+                    extras = self.traffic.extras  # offline when the upload would land: lost
+                    extras["clients_offline"] = extras.get("clients_offline", 0.0) + 1
+                    self.arrived_at[job.node] = self.clock.now
+                    self.release(job)
+                    continue
                 if not job.trained:  # lazily: with every job still untrained
                     self._train_pending()
                 job.arrived = True
@@ -247,6 +254,17 @@ class AsyncAlgorithm(Algorithm):
         if free <= 0:
             return
         idle = [i for i in range(self.ctx.data.nodes) if i not in self.jobs]
+        avail = self.fclock.profile.availability
+        if avail is not None:  # a device trace: only online clients take jobs (sim.traces)
+            idle = [i for i in idle if avail.online(i, now)]
+            if not idle and not len(self.clock):  # nothing in flight: wait for a client
+                later = avail.next_online(now)
+                if math.isinf(later):
+                    raise UserError("clock.trace: no client is ever online again; give the "
+                                    "devices later windows or a period")
+                self.clock.now = later
+                idle = [i for i in range(self.ctx.data.nodes)
+                        if i not in self.jobs and avail.online(i, later)]
         if not idle:
             return
         if free < len(idle):

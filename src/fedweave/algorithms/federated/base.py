@@ -42,6 +42,7 @@ from fedweave.privacy.sample import SampleLedger
 from fedweave.robust.attacks import attack_record, attackers
 from fedweave.sim.clock import FederatedClock, client_dropped, job_time
 from fedweave.sim.scheduler import Scheduler
+from fedweave.sim.traces import online_cohort
 from fedweave.training.batches import local_steps
 from fedweave.training.protocol import LocalResult
 
@@ -109,12 +110,16 @@ class CohortAlgorithm(Algorithm):
         self.attackers = attackers(cfg.attack, n, ctx.seed)
         self.clock = Scheduler(("arrival",))
         self.last_round = -1  # the round of the latest plan (ε counts releases so far)
+        self.offline = 0  # members of the latest round lost offline (device trace)
 
     # ------------------------------------------------------------------ a round's plan
     def cohort(self, r: int) -> torch.Tensor:
         """The round's cohort of ``data.nodes`` clients (CPU), by count or fraction."""
         n, cfg = self.ctx.data.nodes, self.config
         size = cohort_size(n, cfg.clients_per_round, cfg.fraction)
+        avail = self.profile.availability
+        if avail is not None:  # a device trace: only clients online now (sim.traces)
+            return online_cohort(avail, self.clock, self.ctx.seed, r, size)
         if isinstance(self.ledger, ClientLedger) and self.ctx.config.privacy.sampling == "poisson":
             return poisson_cohort(self.ctx.seed, r, n, size / n)
         return sample_cohort(self.ctx.seed, r, n, size)
@@ -158,6 +163,12 @@ class CohortAlgorithm(Algorithm):
         drops = [client_dropped(clock_cfg, seed, r, node) for node in cohort.tolist()]
         times = self.job_times(cohort, costs, r, drops)
         start = self.clock.now
+        avail = self.profile.availability
+        if avail is not None:  # a client offline when its upload would arrive: lost
+            lost = [not avail.online(node, start + float(t))
+                    for node, t in zip(cohort.tolist(), times.tolist(), strict=True)]
+            self.offline = sum(lost)
+            drops = [d or o for d, o in zip(drops, lost, strict=True)]
         for k, dropped in enumerate(drops):
             self.clock.at(start + float(times[k]), "arrival", k, tag=int(dropped),
                           value=float(times[k]))
@@ -196,6 +207,8 @@ class CohortAlgorithm(Algorithm):
             extras["clients_dropped"] = float((~plan.arrived).sum() - plan.stragglers)
         if cfg.clock.deadline_s is not None:
             extras["stragglers_dropped"] = float(plan.stragglers)
+        if self.profile.availability is not None:
+            extras["clients_offline"] = float(self.offline)
         if cfg.clock.message_corruption or cfg.attack.active():
             extras["updates_rejected"] = float(self.aggregate.rejected)
         if cfg.attack.active():

@@ -7,7 +7,8 @@ float32 ``[N, D]``) and labels as int64. Files are read from ``data.root`` (defa
 ``@register_dataset("name")`` on a ``loader(cfg, root, seed) -> Dataset``.
 
 One module per format family: ``base`` (registry, ``load_dataset``, helpers), ``builtin``
-(digits, synthetic), ``idx`` (MNIST family), ``leaf`` (FEMNIST), ``cifar``, ``svhn`` (.mat),
+(digits, synthetic), ``idx`` (MNIST family), ``leaf`` (FEMNIST), ``leaf_suite``
+(Shakespeare, CelebA), ``cifar``, ``svhn`` (.mat),
 ``images`` (PIL folders), ``arrays`` (.npz), ``hf`` (Hugging Face). A run imports only the
 module of the dataset it names (``DATASETS.get`` imports it on first use).
 """
@@ -28,7 +29,7 @@ from fedweave.data.sources.base import (
 )
 from fedweave.errors import DatasetMissingError
 
-_MODULES = ("arrays", "builtin", "cache", "cifar", "hf", "idx", "images", "leaf", "svhn")
+_MODULES = ("arrays", "builtin", "cache", "cifar", "hf", "idx", "images", "leaf", "leaf_suite", "svhn")
 _FROM = {"SYNTHETIC_MAX_SAMPLES": "builtin", "load_digits": "builtin",
          "load_synthetic": "builtin", "EMNIST_BALANCED_CLASSES": "idx", "EMNIST_SPLIT": "idx",
          "FASHION_SYSTEM_DIR": "idx", "read_idx": "idx", "IMAGE_EXTENSIONS": "images",

@@ -20,7 +20,7 @@ import torch
 from fedweave.config import DataConfig
 from fedweave.errors import DatasetMissingError, UserError
 from fedweave.registry import Registry
-from fedweave.rng import torch_generator
+from fedweave.rng import numpy_rng, torch_generator
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Dataset:
     std: tuple[float, ...] | None
     train_groups: torch.Tensor | None = None
     classes: list[str] | None = None
+    test_groups: torch.Tensor | None = None
 
 
 Array = np.ndarray | torch.Tensor
@@ -51,7 +52,8 @@ BUILTIN_DATASETS = {
     **{name: f"fedweave.data.sources.{module}" for name, module in (
         ("digits", "builtin"), ("synthetic", "builtin"), ("mnist", "idx"),
         ("fashion-mnist", "idx"), ("emnist", "idx"), ("cifar10", "cifar"),
-        ("cifar100", "cifar"), ("svhn", "svhn"), ("femnist", "leaf"), ("npz", "arrays"),
+        ("cifar100", "cifar"), ("svhn", "svhn"), ("femnist", "leaf"), ("shakespeare", "leaf_suite"),
+        ("celeba", "leaf_suite"), ("npz", "arrays"),
         ("tiny-imagenet", "images"), ("imagefolder", "images"), ("cats-vs-dogs", "images"))},
 }
 DATASETS: Registry[Loader] = Registry("dataset", BUILTIN_DATASETS)
@@ -109,6 +111,8 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         if cfg.dataset in DOWNLOADABLE and not dataset_status(cfg.dataset, root)[0]:
             download_dataset(cfg.dataset, root)
     ds = loader(cfg, root, seed)
+    if cfg.user_fraction < 1 or cfg.user_min_samples > 0:
+        sample_users(ds, cfg.user_fraction, cfg.user_min_samples, seed)
     if cfg.train_samples is not None and cfg.train_samples < len(ds.train_y):
         keep = subset(len(ds.train_y), cfg.train_samples, seed, 0)
         ds.train_x, ds.train_y = ds.train_x[keep], ds.train_y[keep]
@@ -117,7 +121,40 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     if cfg.test_samples is not None and cfg.test_samples < len(ds.test_y):
         keep = subset(len(ds.test_y), cfg.test_samples, seed, 1)
         ds.test_x, ds.test_y = ds.test_x[keep], ds.test_y[keep]
+        if ds.test_groups is not None:
+            ds.test_groups = ds.test_groups[keep]
     return ds
+
+
+def sample_users(ds: Dataset, fraction: float, min_samples: int, seed: int) -> None:
+    """LEAF's user sampling (``paper_experiments`` / ``utils/sample.py --sf`` in niid mode,
+    then ``remove_users.py -k``) on a dataset with natural groups, in place: users are taken
+    in an order drawn from ``numpy_rng(seed, "leaf-users")`` until they hold at least
+    ⌊fraction · training samples⌋ samples, then users with fewer than ``min_samples``
+    training samples are dropped; both splits keep only the remaining users' samples (the
+    test split when the dataset records its groups). Group ids keep their values."""
+    if ds.train_groups is None:
+        raise UserError(f"data.user_fraction / data.user_min_samples need a dataset with users "
+                        f"(natural groups: femnist, shakespeare, celeba, synthetic); "
+                        f"{ds.name!r} has none")
+    groups = ds.train_groups.cpu().numpy()
+    ids, counts = np.unique(groups, return_counts=True)
+    target = int(fraction * len(groups))
+    order = numpy_rng(seed, "leaf-users").permutation(len(ids))
+    taken = np.cumsum(counts[order])
+    chosen = order[: int(np.searchsorted(taken, target)) + 1] if fraction < 1 else order
+    chosen = chosen[counts[chosen] >= min_samples]
+    if len(chosen) == 0:
+        raise UserError(f"data.user_min_samples={min_samples} leaves no user of {ds.name!r} "
+                        f"(the largest has {int(counts.max())} training samples): lower it")
+    keep = torch.from_numpy(np.sort(ids[chosen]))
+    train = torch.isin(ds.train_groups, keep)
+    ds.train_x, ds.train_y, ds.train_groups = (ds.train_x[train], ds.train_y[train],
+                                               ds.train_groups[train])
+    if ds.test_groups is not None:
+        test = torch.isin(ds.test_groups, keep)
+        ds.test_x, ds.test_y, ds.test_groups = (ds.test_x[test], ds.test_y[test],
+                                                ds.test_groups[test])
 
 
 def dataset_status(name: str, root: Path | None) -> tuple[bool, Path]:
