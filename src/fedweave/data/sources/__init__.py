@@ -29,7 +29,8 @@ from fedweave.data.sources.base import (
 )
 from fedweave.errors import DatasetMissingError
 
-_MODULES = ("arrays", "builtin", "cache", "cifar", "hf", "idx", "images", "leaf", "leaf_suite", "svhn")
+_MODULES = ("arrays", "builtin", "cache", "cifar", "hf", "idx", "images", "leaf", "leaf_suite",
+            "svhn")
 _FROM = {"SYNTHETIC_MAX_SAMPLES": "builtin", "load_digits": "builtin",
          "load_synthetic": "builtin", "EMNIST_BALANCED_CLASSES": "idx", "EMNIST_SPLIT": "idx",
          "FASHION_SYSTEM_DIR": "idx", "read_idx": "idx", "IMAGE_EXTENSIONS": "images",
