@@ -29,7 +29,13 @@ from fedweave.errors import DivergenceError, UserError
 from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
 from fedweave.records.environment import environment
-from fedweave.records.rundir import RunDirectory, atomic_write, prepare_output
+from fedweave.records.rundir import (
+    RunDirectory,
+    atomic_write,
+    claim,
+    prepare_output,
+    release_claim,
+)
 from fedweave.version import __version__
 
 #: config keys a resume may change (everything else would mix two experiments in one run)
@@ -457,14 +463,21 @@ def run(config: Config | str | Path | None = None, *, resume: str | Path | None 
     else:
         cfg = load_config(config, list(overrides or []), imports)
     at = Path(run_dir) if run_dir is not None else None
+    claimed, existed = None, at is not None and at.exists()
     if write and is_writer():  # a bad --out fails before data and model are built
         prepare_output(cfg.output.dir if at is None else at.parent)
-        if at is not None and (at / "config.yaml").exists():
-            raise UserError(f"{at} already holds a run; continue it with --resume {at} or "
-                            "choose another directory")
-    runner = Runner(cfg, None, cbs, source=src)  # validates data and model before any file
-    if write and is_writer():
-        runner.run_dir = RunDirectory.create(cfg, at=at)
+        if at is not None:  # created and locked at once: a second start is refused
+            claimed = claim(at)
+    try:
+        runner = Runner(cfg, None, cbs, source=src)  # validates data and model before any file
+        if write and is_writer():
+            runner.run_dir = RunDirectory.create(cfg, at=at, lock=claimed)
+    except BaseException:
+        if claimed is not None and at is not None:
+            claimed.release()
+            if not existed and not (at / "config.yaml").exists():
+                release_claim(at)
+        raise
     try:
         return runner.run()
     finally:

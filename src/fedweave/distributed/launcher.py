@@ -30,7 +30,6 @@ killer), or the launcher itself was stopped by signal N.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -43,9 +42,9 @@ from types import FrameType
 
 from fedweave.config import Config
 from fedweave.distributed import LAUNCHED_ENV
+from fedweave.distributed.spawn import die_with_parent, fedweave_argv
 
 KILL_GRACE_S = 3.0
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -70,19 +69,7 @@ def preflight(config: Config) -> None:
 
 def _rank_setup(launcher: int) -> Callable[[], None]:
     """``preexec_fn`` of a rank: die with the launcher, ignore the terminal's SIGINT."""
-    prctl = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def setup() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # kept across exec: Ctrl-C is ours
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != launcher:  # the launcher died before prctl took effect
-                os._exit(128 + signal.SIGKILL)
-
-    return setup
+    return die_with_parent(launcher, ignore_sigint=True)
 
 
 def _say(line: str) -> None:
@@ -103,7 +90,7 @@ def launch_local(procs: int, args: list[str]) -> int:
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(procs),
                "LOCAL_WORLD_SIZE": str(procs), "GROUP_RANK": "0", LAUNCHED_ENV: str(me)}
-        children.append(subprocess.Popen([sys.executable, "-m", "fedweave", *args], env=env,
+        children.append(subprocess.Popen(fedweave_argv(*args), env=env,
                                          preexec_fn=_rank_setup(me)))
 
     def send(sig: int) -> None:
