@@ -7,11 +7,13 @@ the marker must never appear."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from trust_cli import FAST, assert_one_line_error, fedweave, run_dirs
+from trust_cli import FAST, assert_one_line_error, cli_env, fedweave, run_dirs
 
 PAYLOAD = "from pathlib import Path\nPath({marker!r}).write_text('ran')\n"
 
@@ -126,3 +128,26 @@ def test_import_from_the_working_directory_imports_that_module_only(tmp_path: Pa
     (run_dir,) = run_dirs(tmp_path / "runs")
     assert any((run_dir / "plots").glob("*.png"))
     assert not marker.exists()
+
+
+def test_the_entry_point_for_python_without_dash_p_drops_the_working_directory(
+        tmp_path: Path) -> None:
+    """Python 3.10 has no ``-P``: children start with an entry point that drops the folder
+    from ``sys.path`` first. The same command without that step imports the planted yaml.py
+    (the control), with it the real one."""
+    from fedweave.distributed.spawn import _SAFE_MAIN
+
+    marker = tmp_path / "MARKER"
+    plant(tmp_path, "yaml.py", marker)
+    (tmp_path / "c.yaml").write_text("rounds: 1\n")
+
+    def show(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code, "config", "show", "c.yaml"],
+                              cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                              timeout=120)
+
+    proc = show(_SAFE_MAIN)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not marker.exists()
+    show(_SAFE_MAIN.replace("del sys.path[0]; ", ""))
+    assert marker.exists()  # the control: the payload does run when the folder is on the path
