@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 from trust_cli import FAST, assert_one_line_error, fedweave, metric_rows, popen, run_dirs
 
-from fedweave.records.checkpoints import sha256
+from fedweave.records.checkpoints import meta_digest, sha256
 
 THREE = ["--set", "rounds=3", "--set", "data.nodes=6", "--set", "algorithm.clients_per_round=3"]
 
@@ -40,6 +40,11 @@ def ckpt(run_dir: Path, r: int, suffix: str = ".safetensors") -> Path:
     return run_dir / "checkpoints" / f"round-{r:06d}{suffix}"
 
 
+def signed(entry: dict) -> str:  # type: ignore[type-arg]
+    """A checkpoint JSON re-signed (its meta_sha256 recomputed), as a forger would."""
+    return json.dumps({**entry, "meta_sha256": meta_digest(entry)})
+
+
 def resume(run_dir: Path, *extra: str):  # type: ignore[no-untyped-def]
     return fedweave("run", "--resume", str(run_dir), *extra, cwd=run_dir.parent)
 
@@ -59,6 +64,53 @@ def resumes_from_round_2_to_the_reference(finished: Path, run_dir: Path, why: st
     text = " ".join(proc.stderr.split())
     assert "resuming from round 2 instead" in text and why in text, text[-2000:]
     assert_same_as(finished, run_dir)
+
+
+# ------------------------------------------------------------------ edited checkpoint metadata
+@pytest.mark.parametrize(("edit", "why"), [
+    ({"backend": "vectorized"}, "round-000003.json does not match its checksum"),
+    pytest.param({"backend": "no_such_engine"}, "round-000003.json does not match its checksum",
+                 marks=pytest.mark.slow),
+    pytest.param({"totals": {"bytes_up": 1, "bytes_down": 1, "sim_time_s": 0.0, "wall_s": 0.0}},
+                 "round-000003.json does not match its checksum", marks=pytest.mark.slow),
+    pytest.param({"history": []}, "round-000003.json does not match its checksum",
+                 marks=pytest.mark.slow),
+])
+def test_edited_checkpoint_metadata_falls_back(finished: Path, copy: Path,
+                                               edit: dict, why: str) -> None:  # type: ignore[type-arg]
+    meta = ckpt(copy, 3, ".json")
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **edit}))
+    resumes_from_round_2_to_the_reference(finished, copy, why)
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    ("totals", "its totals are missing"),
+    pytest.param("best", "its best round is missing", marks=pytest.mark.slow),
+    pytest.param("history", "its history is missing", marks=pytest.mark.slow),
+    pytest.param("round_log", None, marks=pytest.mark.slow)])
+def test_checkpoint_metadata_without_a_key_is_one_line(copy: Path, key: str,
+                                                       why: str | None) -> None:
+    """Keys removed and the checksum recomputed: never a KeyError; the file is named."""
+    for r in (2, 3):
+        meta = ckpt(copy, r, ".json")
+        entry = json.loads(meta.read_text())
+        entry.pop(key)
+        meta.write_text(signed(entry))
+    proc = resume(copy, "--set", "rounds=4")
+    if why is None:  # the round log only rebuilds damaged records: not needed to resume
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return
+    assert_one_line_error(proc, "every checkpoint", "round-000003.json", why)
+
+
+@pytest.mark.parametrize(("where", "make"), [
+    (".lock", "dir"), ("checkpoints", "file"), ("nodes", "file"), ("metrics.csv", "dir")])
+def test_structural_damage_is_one_line(copy: Path, where: str, make: str) -> None:
+    path = copy / where
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    path.mkdir() if make == "dir" else path.write_text("x")
+    message = assert_one_line_error(resume(copy, "--set", "rounds=4"), str(copy))
+    assert "damaged" in message or "cannot take its lock" in message
 
 
 # ------------------------------------------------------------------ damaged latest checkpoint
@@ -103,7 +155,7 @@ def test_forged_checkpoint_beyond_the_run_is_refused(copy: Path) -> None:
     """A verified checkpoint that claims round 99 of a 3-round run: refused, not "finished"."""
     shutil.copy(ckpt(copy, 3), ckpt(copy, 99))
     entry = json.loads(ckpt(copy, 3, ".json").read_text())
-    ckpt(copy, 99, ".json").write_text(json.dumps(
+    ckpt(copy, 99, ".json").write_text(signed(
         {**entry, "round": 99, "file": ckpt(copy, 99).name}))
     latest = copy / "checkpoints" / "latest.json"
     latest.write_text(json.dumps({**json.loads(latest.read_text()), "round": 99,
@@ -119,8 +171,8 @@ def test_checkpoint_file_outside_the_run_directory_is_never_read(finished: Path,
     shutil.copy(ckpt(copy, 3), outside)
     meta = ckpt(copy, 3, ".json")
     entry = json.loads(meta.read_text())
-    meta.write_text(json.dumps({**entry, "file": "../../outside.safetensors",
-                                "sha256": sha256(outside)}))
+    meta.write_text(signed({**entry, "file": "../../outside.safetensors",
+                            "sha256": sha256(outside)}))
     resumes_from_round_2_to_the_reference(finished, copy, "outside")
 
 
@@ -130,8 +182,8 @@ def test_missing_tensor_is_one_line(copy: Path) -> None:
         tensors.pop(sorted(tensors)[0])
         save_file(tensors, str(ckpt(copy, r)))
         meta = ckpt(copy, r, ".json")
-        meta.write_text(json.dumps({**json.loads(meta.read_text()),
-                                    "sha256": sha256(ckpt(copy, r))}))
+        meta.write_text(signed({**json.loads(meta.read_text()),
+                                "sha256": sha256(ckpt(copy, r))}))
     assert_one_line_error(resume(copy, "--set", "rounds=4"), "does not fit", "start a new run")
 
 
@@ -147,15 +199,27 @@ def test_other_checkpoint_format_is_one_line(copy: Path) -> None:
     assert_one_line_error(resume(copy), "checkpoint format 1", "another fedweave version")
 
 
-def test_emptied_records_are_rebuilt(copy: Path) -> None:
-    (copy / "metrics.csv").write_text("")
-    for node_csv in (copy / "nodes").glob("*.csv"):
-        node_csv.write_bytes(b"\xff\x00garbage")
-    proc = resume(copy, "--set", "rounds=4")
+@pytest.mark.parametrize("damage", ["emptied", pytest.param("binary", marks=pytest.mark.slow),
+                                    pytest.param("cut", marks=pytest.mark.slow)])
+def test_damaged_records_are_rebuilt_from_the_checkpoint(finished: Path, copy: Path,
+                                                         damage: str) -> None:
+    """metrics.csv and nodes/global.csv emptied, binary or cut short, and the latest
+    checkpoint damaged: the resume from round 2 rebuilds rounds 1-2 from that checkpoint's
+    history and round log, reruns round 3, and the records equal the reference."""
+    for path in (copy / "metrics.csv", copy / "nodes" / "global.csv"):
+        if damage == "emptied":
+            path.write_text("")
+        elif damage == "binary":
+            path.write_bytes(b"\xff\x00garbage" * 50)
+        else:
+            path.write_text("\n".join(path.read_text().splitlines()[:2]))
+    ckpt(copy, 3).write_bytes(b"")  # from round 2: round 3 is rerun after the rebuilt rows
+    proc = resume(copy)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = metric_rows(copy)
-    assert rows and {r["round"] for r in rows} == {"4"}
-    assert (copy / "nodes" / "global.csv").read_text().splitlines()[0].startswith("epoch,")
+    assert "rebuilt metrics.csv, nodes/global.csv" in " ".join(proc.stderr.split())
+    assert_same_as(finished, copy)
+    assert (copy / "nodes" / "global.csv").read_text() == \
+        (finished / "nodes" / "global.csv").read_text()
 
 
 def test_killed_before_the_first_checkpoint_restarts_in_place(finished: Path, copy: Path

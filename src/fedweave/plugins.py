@@ -3,9 +3,19 @@
 A plugin is any importable module (or ``.py`` file) that registers things when imported:
 ``@register_model``, ``@register_dataset``, ``@register_algorithm``, ``@register_aggregator``,
 ``register_partitioner``, ``register_callback``... It is named by ``fedweave run --import
-MODULE`` (repeatable), by the config key ``plugins: [MODULE, ...]`` (so a run directory's
-config.yaml re-imports it on ``--resume``, and every rank of a distributed run imports it), or
-by an installed package's entry point in the group ``fedweave.plugins``.
+MODULE`` (repeatable), recorded in the run's config key ``plugins: [MODULE, ...]``, or comes
+from an installed package's entry point in the group ``fedweave.plugins``.
+
+Trust rule: a plugin is code, so it runs only when the person at the keyboard names it. A
+config's ``plugins:`` list (a run directory's config.yaml on ``--resume``, ``export``,
+``influence``, ``prune``; any config given to ``run``, ``sweep``, ``config show``, ``data
+show``) is never imported by itself: each listed plugin must also be named with ``--import``,
+or the user passes ``fedweave --trust-plugins COMMAND ...``, which prints what it imports.
+Otherwise ``load_config`` refuses in one line naming the plugins and how to allow them.
+Names given with ``--import`` are trusted for the rest of the process (stages of one command
+reload the configs they wrote). A module named by a dotted name is looked up on ``sys.path``,
+then in the current folder only for that one module: the folder never joins ``sys.path``, so a
+planted ``yaml.py`` or ``matplotlib.py`` beside it is never imported.
 
 The program's entry points (the CLI, ``fedweave.run``, ``fedweave.load_config``) call
 ``load_config`` here, which imports the plugins and the built-in modules the config names (its
@@ -19,6 +29,7 @@ listings that need them all (the config reference).
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Iterable
@@ -28,10 +39,52 @@ from typing import Any
 
 from fedweave.config import Config, load_raw, validate_config
 from fedweave.config.no_effect import warn_no_effect
+from fedweave.distributed import is_writer
 from fedweave.errors import UserError
 
 ENTRY_POINT_GROUP = "fedweave.plugins"
 _LOADED: set[str] = set()
+_TRUSTED: set[str] = set()   # plugin names the user named in this process
+_TRUST_ALL: list[bool] = [False]  # fedweave --trust-plugins
+_ANNOUNCED: set[str] = set()
+
+
+def trust_listed_plugins(enabled: bool = True) -> None:
+    """Import the plugins any config lists (``fedweave --trust-plugins``; the Python API's
+    equivalent). Each one is announced on stderr before it is imported."""
+    _TRUST_ALL[0] = enabled
+
+
+def trusts_listed_plugins() -> bool:
+    return _TRUST_ALL[0]
+
+
+def _untrusted(listed: Iterable[str], imports: Iterable[str]) -> list[str]:
+    named = {*_TRUSTED, *imports}
+    named |= {str(Path(n).resolve()) for n in named if n.endswith(".py")}
+    return [p for p in listed if p not in named
+            and not (p.endswith(".py") and str(Path(p).resolve()) in named)]
+
+
+def check_trusted(listed: list[str], imports: Iterable[str], source: str | Path | None) -> None:
+    """Refuse (one line) a config's ``plugins`` that the user did not name, unless
+    ``--trust-plugins``; with it, say what will be imported."""
+    imports = list(imports)
+    untrusted = _untrusted(listed, imports)
+    if not untrusted:
+        return
+    where = f"{source}" if source is not None else "the config"
+    if not _TRUST_ALL[0]:
+        flags = " ".join(f"--import {p}" for p in untrusted)
+        raise UserError(f"{where} lists plugins {', '.join(untrusted)}: a plugin is code, and "
+                        f"fedweave imports one only when you name it; add {flags} (or run "
+                        "fedweave --trust-plugins COMMAND ... to import every plugin a config "
+                        "lists)")
+    fresh = [p for p in untrusted if p not in _ANNOUNCED]
+    if fresh and is_writer():
+        print(f"--trust-plugins: importing {', '.join(fresh)} (listed in {where})",
+              file=sys.stderr, flush=True)
+    _ANNOUNCED.update(fresh)
 
 
 def load_builtins() -> None:
@@ -66,9 +119,28 @@ def load_entry_points() -> None:
                             f"{type(exc).__name__}: {exc}") from None
 
 
+def _import_from_cwd(name: str) -> None:
+    """Import the dotted ``name`` whose top-level module lies in the current folder, without
+    putting the folder on ``sys.path`` (its other files stay unimportable)."""
+    top = name.split(".", 1)[0]
+    if top not in sys.modules:
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(Path.cwd())])
+        if spec is None or spec.loader is None:
+            raise ModuleNotFoundError(f"No module named {top!r}", name=top)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[top] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(top, None)
+            raise
+    importlib.import_module(name)
+
+
 def import_plugin(name: str) -> None:
-    """Import a plugin module by dotted name (searched on ``sys.path`` and the current
-    folder) or by the path of a ``.py`` file."""
+    """Import a plugin module by dotted name (searched on ``sys.path``, then in the current
+    folder for this module only) or by the path of a ``.py`` file."""
+    _TRUSTED.add(name)
     if name in _LOADED:
         return
     path = Path(name)
@@ -82,10 +154,10 @@ def import_plugin(name: str) -> None:
             module = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = module
             spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))
+        elif importlib.util.find_spec(name.split(".", 1)[0]) is not None:
             importlib.import_module(name)
+        else:
+            _import_from_cwd(name)
     except UserError:
         raise
     except ModuleNotFoundError as exc:
@@ -128,11 +200,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 imports: Iterable[str] = ()) -> Config:
     """Load a config like ``fedweave.config.load_config``, after importing the entry points,
     ``imports``, the file's own ``plugins`` list (``imports`` are added to it, so the resolved
-    config records every plugin the run needs) and the built-in modules the config names."""
+    config records every plugin the run needs) and the built-in modules the config names. A
+    listed plugin that the user did not name is refused (the trust rule in the module
+    docstring)."""
     raw = load_raw(path, overrides)
     listed = raw.get("plugins") or []
     if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
         raise UserError("config error: plugins: must be a list of module names")
+    imports = list(imports)
+    check_trusted(listed, imports, path)
     names = list(dict.fromkeys([*listed, *imports]))
     load_entry_points()
     for name in names:

@@ -30,7 +30,16 @@ from fedweave.errors import DivergenceError, UserError
 from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
 from fedweave.records.environment import environment
-from fedweave.records.rundir import RunDirectory, atomic_write, first_difference, prepare_output
+from fedweave.records.restore import ROUND_METRICS, restore_records
+from fedweave.records.rundir import (
+    RunDirectory,
+    atomic_write,
+    claim,
+    first_difference,
+    prepare_output,
+    release_claim,
+)
+from fedweave.training.decisions import BACKENDS
 from fedweave.version import __version__
 
 #: config keys a resume may change (everything else would mix two experiments in one run)
@@ -129,6 +138,9 @@ class Runner:
         self.run_dir = run_dir
         self.callbacks = [*configured_callbacks(config), *callbacks]
         self.history: list[dict[str, float]] = []
+        #: every round's [round, bytes_up, bytes_down, lr, sim_s, sim_time, wall] (checkpointed:
+        #: damaged records are rebuilt from it and the history, ``records.restore``)
+        self.round_log: list[list[Any]] = []
         self.last_rows: dict[str, dict[str, float]] = {}
         self.totals = {"bytes_up": 0, "bytes_down": 0, "sim_time_s": 0.0, "wall_s": 0.0}
         self.best: dict[str, float] = {}
@@ -164,8 +176,10 @@ class Runner:
         self.totals.update(meta["totals"])
         self.best = meta["best"]
         self.history = meta["history"]
+        self.round_log = meta.get("round_log", [])
         if is_writer():
-            self.run_dir.truncate(done)
+            restore_records(self.run_dir, done, self.history, self.round_log,
+                            self.algo.model_labels())
 
     # ------------------------------------------------------------------ records
     def _write_facts(self) -> None:
@@ -188,10 +202,11 @@ class Runner:
         if self.run_dir is None:
             return
         sim = self.totals["sim_time_s"]
+        values = (res.bytes_up, res.bytes_down, self.ctx.lr(r), res.sim_time)
+        self.round_log.append([r + 1, *values, sim, wall])
         self.run_dir.append_metrics(
-            (r + 1, "all", "round", metric, value, sim, wall) for metric, value in (
-                ("bytes_up", res.bytes_up), ("bytes_down", res.bytes_down),
-                ("lr", self.ctx.lr(r)), ("sim_s", res.sim_time)))
+            (r + 1, "all", "round", metric, value, sim, wall)
+            for metric, value in zip(ROUND_METRICS, values, strict=True))
         if "client" in res.clients:
             clients = res.clients["client"].tolist()
             loss = res.clients.get("train_loss")
@@ -292,7 +307,8 @@ class Runner:
         self.run_dir.checkpoints.save(
             r + 1, state,
             {"totals": self.totals, "best": self.best, "history": self.history,
-             "config_sha256": digest, "config": resolved, "backend": self.ctx.backend,
+             "round_log": self.round_log, "config_sha256": digest, "config": resolved,
+             "backend": self.ctx.backend,
              "environment": self.environment},
             score=score if self.history and self.history[-1]["round"] == r + 1 else None)
         for cb in self.callbacks:
@@ -382,6 +398,33 @@ def _progress_callback(progress: Callable[[int, int, dict[str, float]], None]) -
     return Progress()
 
 
+def check_checkpoint_meta(done: int, meta: dict[str, Any]) -> None:
+    """What a resume takes from a checkpoint's metadata, checked (``ValueError`` names the
+    problem; the checkpoint is then treated as damaged): the totals, best, history and engine."""
+    totals = meta.get("totals")
+    if not isinstance(totals, dict) or not {"bytes_up", "bytes_down", "sim_time_s",
+                                            "wall_s"} <= set(totals):
+        raise ValueError("its totals are missing or incomplete")
+    if not all(isinstance(v, int | float) and math.isfinite(v) and v >= 0
+               for v in totals.values()):
+        raise ValueError("its totals are not finite non-negative numbers")
+    if not isinstance(meta.get("best"), dict):
+        raise ValueError("its best round is missing")
+    history = meta.get("history")
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) and isinstance(h.get("round"), int) for h in history):
+        raise ValueError("its history is missing or malformed")
+    rounds = [h["round"] for h in history]
+    if rounds != sorted(set(rounds)) or (rounds and not 1 <= rounds[0] <= rounds[-1] <= done):
+        raise ValueError(f"its history does not lead up to round {done}")
+    log = meta.get("round_log", [])
+    if not isinstance(log, list) or not all(isinstance(r, list) and len(r) == 7 for r in log):
+        raise ValueError("its round log is malformed")
+    if meta.get("backend") not in (None, *BACKENDS):
+        raise ValueError(f"its engine {meta.get('backend')!r} is not one of "
+                         f"{', '.join(BACKENDS)}")
+
+
 def resume_config(run_dir: RunDirectory, overrides: list[str], imports: Iterable[str] = ()
                   ) -> tuple[Config, tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None]:
     """The config of a run being resumed (``overrides`` may change only ``RESUMABLE_KEYS``)
@@ -394,7 +437,7 @@ def resume_config(run_dir: RunDirectory, overrides: list[str], imports: Iterable
         raise UserError(f"--resume: --set {key}=... would change the run's numbers; a resume "
                         f"may only change {', '.join(RESUMABLE_KEYS)} (start a new run instead)")
     run_dir.configure(cfg)
-    ckpt = run_dir.checkpoints.load()
+    ckpt = run_dir.checkpoints.load(check_checkpoint_meta)
     if ckpt is not None and ckpt[2].get("config_sha256") not in (None, digest):
         key = first_difference(ckpt[2].get("config", {}), resolved)
         raise UserError(f"--resume {run_dir.path}: config.yaml was changed since the run "
@@ -452,14 +495,21 @@ def run(config: Config | str | Path | None = None, *, resume: str | Path | None 
     else:
         cfg = load_config(config, list(overrides or []), imports)
     at = Path(run_dir) if run_dir is not None else None
+    claimed, existed = None, at is not None and at.exists()
     if write and is_writer():  # a bad --out fails before data and model are built
         prepare_output(cfg.output.dir if at is None else at.parent)
-        if at is not None and (at / "config.yaml").exists():
-            raise UserError(f"{at} already holds a run; continue it with --resume {at} or "
-                            "choose another directory")
-    runner = Runner(cfg, None, cbs, source=src)  # validates data and model before any file
-    if write and is_writer():
-        runner.run_dir = RunDirectory.create(cfg, at=at)
+        if at is not None:  # created and locked at once: a second start is refused
+            claimed = claim(at)
+    try:
+        runner = Runner(cfg, None, cbs, source=src)  # validates data and model before any file
+        if write and is_writer():
+            runner.run_dir = RunDirectory.create(cfg, at=at, lock=claimed)
+    except BaseException:
+        if claimed is not None and at is not None:
+            claimed.release()
+            if not existed and not (at / "config.yaml").exists():
+                release_claim(at)
+        raise
     try:
         return runner.run()
     finally:

@@ -25,8 +25,16 @@ def _version(value: bool) -> None:
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="print the version and exit")] = False,
+    trust_plugins: Annotated[bool, typer.Option(
+        "--trust-plugins", help="import the plugins a config lists (its plugins: key; e.g. a "
+                                "run directory's config.yaml), printing each; without it a "
+                                "listed plugin must be named with --import")] = False,
 ) -> None:
     """fedweave: federated, decentralized and one-shot learning research."""
+    if trust_plugins:
+        from fedweave.plugins import trust_listed_plugins
+
+        trust_listed_plugins()
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s",
                                                    help="override: dotted.key=value")]

@@ -11,6 +11,18 @@ import typer
 from fedweave.cli.common import ImportOpt, SetOpt, app, console, fail
 from fedweave.cli.outputs import output_folder
 from fedweave.errors import UserError
+from fedweave.records.lock import DirectoryLock
+
+
+def _lock_scores(folder: Path) -> DirectoryLock:
+    """Create and lock the scores' folder: a second scoring into it is refused, naming the
+    first one's pid (scores.csv and meta.json are never interleaved)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"influence output {folder}: cannot create it ({exc.strerror}); choose "
+                        "another --out") from None
+    return DirectoryLock(folder, "influence folder").acquire()
 
 
 @app.command("influence")
@@ -30,6 +42,7 @@ def influence_cmd(
     from fedweave.influence import SCORERS
     from fedweave.workflows.prune import output_dir, score_run, write_scores
 
+    lock: DirectoryLock | None = None
     try:
         target = resume or run_dir
         if target is None:
@@ -44,6 +57,8 @@ def influence_cmd(
         if resume is not None and meta_file.is_file() and not set_:
             console.print(f"scores already written → {folder / 'scores.csv'}", highlight=False)
             return
+        if (target / "config.yaml").is_file():  # one scoring at a time into this folder
+            lock = _lock_scores(folder)
         if out is None:
             path, meta = score_run(target, scorer, list(set_ or []), list(imports or []))
         else:
@@ -59,6 +74,9 @@ def influence_cmd(
     except UserError as exc:
         fail(str(exc), 2)
         return
+    finally:
+        if lock is not None:
+            lock.release()
     console.print(f"{scorer}: scored in {meta['seconds']:.1f} s  →  {path}", highlight=False)
     if "replay_max_abs_diff" in meta:
         console.print(f"replay matched the run within {json.dumps(meta['replay_max_abs_diff'])}",

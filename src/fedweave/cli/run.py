@@ -53,14 +53,18 @@ def _preflight(config: Any) -> None:
 def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str],
             out: Path | None, resume: Path | None, run_dir: Path | None,
             overrides: list[str]) -> None:
-    from fedweave.distributed.launcher import launch_local
+    from fedweave.distributed.launcher import launch_local, recorded_timeout
     from fedweave.plugins import load_config
 
     try:  # validate once, before any rank starts (one line, not one per rank)
         if resume is None:
-            _preflight(load_config(config, overrides, imports))
+            cfg = load_config(config, overrides, imports)
+            _preflight(cfg)
+            timeout_s = cfg.engine.timeout_s
         elif not (resume / "config.yaml").is_file():
             raise UserError(f"--resume {resume}: not a run directory (no config.yaml)")
+        else:
+            timeout_s = recorded_timeout(resume / "config.yaml")
     except UserError as exc:
         fail(str(exc), 2)
     args = ["run", *([str(config)] if config is not None else [])]
@@ -74,7 +78,7 @@ def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str]
         args += ["--resume", str(resume)]
     if run_dir is not None:
         args += ["--dir", str(run_dir)]
-    code = launch_local(procs, args)
+    code = launch_local(procs, args, timeout_s)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # the ranks are gone: skip torch's teardown (seconds on a busy machine)

@@ -44,7 +44,7 @@ def sweep_cmd(
         axes = sw.parse_grid(grid)
         points = sw.plan(config, axes, seeds, overrides, names)
         folder = sw.sweep_folder(config, out, overrides, names)
-        sw.open_sweep(folder, sw._manifest(config, axes, points, overrides))
+        lock = sw.open_sweep(folder, sw._manifest(config, axes, points, overrides))
     except UserError as exc:
         fail(str(exc), 2)
         return
@@ -72,6 +72,8 @@ def sweep_cmd(
         console.print("sweep interrupted; run the same command again to continue",
                       highlight=False)
         raise typer.Exit(130) from None
+    finally:
+        lock.release()
     keys = list(axes)
     rows = sw.csv_rows(outcomes, keys)
     path = sw.write_csv(folder, rows, keys)

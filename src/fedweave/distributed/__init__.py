@@ -12,6 +12,11 @@ SIGTERM then comes from the launcher, which reports the cause itself, so the ran
 without a line of its own (``fedweave.distributed.process_group``)."""
 
 
+FAILURE_ENV = "FEDWEAVE_FAILURE_DIR"
+"""Set by the launcher: a rank that notices a lost peer writes its one line to
+``<dir>/rank<r>.txt`` instead of stderr; the launcher prints the one line of the failure."""
+
+
 def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

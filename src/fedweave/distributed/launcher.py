@@ -15,11 +15,17 @@ ranks' lives:
   (``LAUNCHED_ENV``), the launcher prints one and exits 128 + the signal (130, 143);
 - when one rank fails, the others are killed at once (SIGKILL: checkpoints and records are
   written atomically and locks die with their process, so nothing is lost; a stopped rank
-  dies too), where torchrun waits 30 s and prints its ChildFailedError traceback. So a failure
-  is reported by one line: the failing rank's own (a rank that loses a peer names it,
-  ``fedweave.distributed.process_group``), or the launcher's when a rank was killed by a signal.
-  With a rank stopped (SIGSTOP) or hung, the command ends ``engine.timeout_s`` plus the
-  watchdog's grace (at most 5 s) after the other ranks reach their next collective.
+  dies too), where torchrun waits 30 s and prints its ChildFailedError traceback. A failure
+  is reported by one line, the most specific cause: a rank killed by a signal (SIGTERM
+  included: a rank exits 143 on it), else a rank stopped (SIGSTOP, state ``T`` in /proc), else
+  the line of the rank that noticed the loss (``fedweave.distributed.process_group``; ranks
+  hand it to the launcher in ``FAILURE_ENV``'s folder instead of printing it, so two ranks
+  never print two lines). torch's C++ warnings of a lost peer (a TCPStore stack of 50 frames)
+  are off in the ranks (``TORCH_CPP_LOG_LEVEL=ERROR`` unless set);
+- a rank stopped (SIGSTOP) for longer than ``engine.timeout_s`` ends the command at once,
+  whatever its rank (rank 0, which hosts the rendezvous store, included); a rank that hangs
+  without being stopped is caught by the ranks' own watchdogs, ``engine.timeout_s`` plus
+  their grace (at most 5 s) after the other ranks reach their next collective.
 
 Exit codes: 0 every rank finished; 2 bad input (checked once before any rank starts, or a
 rank's one-line error); 1 a rank failed or lost a peer (dead, hung or stopped for longer than
@@ -30,22 +36,22 @@ killer), or the launcher itself was stopped by signal N.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from fedweave.distributed import LAUNCHED_ENV
+from fedweave.distributed import FAILURE_ENV, LAUNCHED_ENV
+from fedweave.distributed.spawn import die_with_parent, fedweave_argv
 from fedweave.training.threads import WAIT_ENV
 
 KILL_GRACE_S = 3.0
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -54,21 +60,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def recorded_timeout(config_yaml: Path) -> float:
+    """``engine.timeout_s`` of a run directory's config.yaml (read as data, no plugins)."""
+    from fedweave.config import EngineConfig, load_raw
+
+    engine = load_raw(config_yaml).get("engine")
+    value = engine.get("timeout_s") if isinstance(engine, dict) else None
+    try:
+        return float(value) if value is not None else EngineConfig().timeout_s
+    except (TypeError, ValueError):
+        return EngineConfig().timeout_s
+
+
 def _rank_setup(launcher: int) -> Callable[[], None]:
     """``preexec_fn`` of a rank: die with the launcher, ignore the terminal's SIGINT."""
-    prctl = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def setup() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # kept across exec: Ctrl-C is ours
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != launcher:  # the launcher died before prctl took effect
-                os._exit(128 + signal.SIGKILL)
-
-    return setup
+    return die_with_parent(launcher, ignore_sigint=True)
 
 
 def _say(line: str) -> None:
@@ -76,9 +82,32 @@ def _say(line: str) -> None:
     os.write(2, f"\nerror: {line}\n".encode())
 
 
-def launch_local(procs: int, args: list[str]) -> int:
+def _stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (SIGSTOP/SIGTSTP, or by a debugger), from /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
+
+
+def _signal_of(code: int | None) -> int | None:
+    """The signal that ended a rank: killed by it, or exited 143 on SIGTERM."""
+    if code is None:
+        return None
+    if code < 0:
+        return -code
+    return signal.SIGTERM if code == 128 + signal.SIGTERM else None
+
+
+def launch_local(procs: int, args: list[str], timeout_s: float = 300.0) -> int:
     """Run ``python -m fedweave *args`` as ``procs`` ranks on this host; returns the exit code
-    (module docstring)."""
+    (module docstring). ``timeout_s``: the run's ``engine.timeout_s``."""
+    with tempfile.TemporaryDirectory(prefix="fedweave-ranks-") as failures:
+        return _launch(procs, args, timeout_s, Path(failures))
+
+
+def _launch(procs: int, args: list[str], timeout_s: float, failures: Path) -> int:
     port = free_port()
     me = os.getpid()
     # where a resume would continue: the directory given, else the one rank 0 printed
@@ -88,9 +117,11 @@ def launch_local(procs: int, args: list[str]) -> int:
     for rank in range(procs):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(procs),
-               "LOCAL_WORLD_SIZE": str(procs), "GROUP_RANK": "0", LAUNCHED_ENV: str(me)}
+               "LOCAL_WORLD_SIZE": str(procs), "GROUP_RANK": "0", LAUNCHED_ENV: str(me),
+               FAILURE_ENV: str(failures)}
         env.setdefault(WAIT_ENV, "PASSIVE")  # fedweave.training.threads (the user's kept)
-        children.append(subprocess.Popen([sys.executable, "-m", "fedweave", *args], env=env,
+        env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+        children.append(subprocess.Popen(fedweave_argv(*args), env=env,
                                          preexec_fn=_rank_setup(me)))
 
     def send(sig: int) -> None:
@@ -114,6 +145,7 @@ def launch_local(procs: int, args: list[str]) -> int:
         received.append(signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopped_since: dict[int, float] = {}
     code = 0
     try:
         while True:
@@ -127,22 +159,27 @@ def launch_local(procs: int, args: list[str]) -> int:
                 break
             codes = [c.poll() for c in children]
             failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
+            now = time.monotonic()
+            for r, c in enumerate(children):
+                if codes[r] is None and _stopped(c.pid):
+                    stopped_since.setdefault(r, now)
+                else:
+                    stopped_since.pop(r, None)
+            stuck = [r for r, t in stopped_since.items() if now - t > timeout_s]
+            if failed or stuck:
                 # the others go at once: nothing a rank does on the way out matters (checkpoints
                 # and records are written atomically, locks die with the process), and a rank
                 # that is killed cannot add a second line or hang on a lost peer
+                stopped = sorted(stopped_since)
                 send(signal.SIGKILL)
-                # a cause before its consequences: a signal death, then bad input, then a lost
-                # peer (exit 1 is also what the ranks that noticed the failure give)
-                rank, first = min(failed, key=lambda f: (f[1] > 0, f[1] != 2, f[0]))
-                code = int(first) if first > 0 else 128 - int(first)
+                send(signal.SIGCONT)
                 for c in children:
                     c.wait()
-                noticed = any(c.returncode == 1 for r, c in enumerate(children) if r != rank)
-                if first < 0 and not noticed:  # killed by a signal, and nobody said so
-                    _say(f"distributed run stopped: rank {rank} was killed by "
-                         f"{signal.Signals(-first).name} (exit {code}); the other ranks were "
-                         "stopped; resume from the last checkpoint with fedweave run --resume "
+                code, line = _cause(failed, stopped, timeout_s, failures)
+                if line and "--resume RUN_DIR" in line:  # a rank's line: the folder is known here
+                    _say(line.replace("--resume RUN_DIR", f"--resume {where} --procs {procs}"))
+                elif line:
+                    _say(f"{line}; resume from the last checkpoint with fedweave run --resume "
                          f"{where} --procs {procs}")
                 break
             if all(c is not None for c in codes):
@@ -155,6 +192,33 @@ def launch_local(procs: int, args: list[str]) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     return code
+
+
+def _cause(failed: list[tuple[int, int]], stopped: list[int], timeout_s: float,
+           failures: Path) -> tuple[int, str | None]:
+    """(exit code, the one line or None when a rank printed it) of a failed run: a signal
+    death, then a stopped rank, then bad input (rank 0 said it), then the line of the first
+    rank that noticed the loss of a peer."""
+    signals = [(r, _signal_of(c)) for r, c in failed if _signal_of(c) is not None]
+    if signals:
+        rank, signum = signals[0]
+        assert signum is not None
+        name = signal.Signals(signum).name
+        return 128 + signum, (f"distributed run stopped: rank {rank} was killed by {name} "
+                              f"(exit {128 + signum}); the other ranks were stopped")
+    if stopped:
+        return 1, (f"distributed run stopped: rank {', '.join(map(str, stopped))} was stopped "
+                   f"(SIGSTOP) and did not answer within engine.timeout_s={timeout_s:g} s; the "
+                   "other ranks were stopped")
+    if any(c == 2 for _, c in failed):
+        return 2, None
+    for r, _ in sorted(failed):
+        path = failures / f"rank{r}.txt"
+        if path.is_file():
+            return 1, path.read_text().strip().removeprefix("error: ")
+    rank, first = min(failed)
+    return int(first), (f"distributed run stopped: rank {rank} failed (exit {first}); the other "
+                        "ranks were stopped")
 
 
 def torchrun_commands(hosts: Path, config: str, port: int = 29400) -> list[tuple[str, str]]:

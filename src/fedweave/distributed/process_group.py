@@ -30,12 +30,13 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from fedweave.distributed import LAUNCHED_ENV
+from fedweave.distributed import FAILURE_ENV, LAUNCHED_ENV
 
 KILL_ENV = "FEDWEAVE_TEST_KILL_RANK"
 """Test-only fault injection: ``RANK:ROUND[:hang]`` makes rank RANK exit with code 1 (or hang,
@@ -211,6 +212,11 @@ class Comm:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
+            report = os.environ.get(FAILURE_ENV)
+            if report:  # fedweave run --procs: the launcher prints the one line of the failure
+                with open(Path(report) / f"rank{self.rank}.txt", "w") as f:
+                    f.write(msg)
+                return
             # one write(2) of a short line (< PIPE_BUF) starting on a fresh line: ranks sharing
             # a terminal or pipe can never splice their messages together
             os.write(2, f"\n{msg}\n".encode())
@@ -234,7 +240,7 @@ class Comm:
         if self._failing.locked():  # the main thread is already reporting: let it finish
             return
         if os.environ.get(LAUNCHED_ENV):  # fedweave run --procs: the launcher reports it
-            os._exit(1)
+            os._exit(128 + signal.SIGTERM)
         what = self._inflight[1] if self._inflight else "computation"
         self.fail(what, "SIGTERM", sigterm=True)
 

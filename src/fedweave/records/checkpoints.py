@@ -2,15 +2,18 @@
 
 ``checkpoints/round-<r>.safetensors`` holds the flat state (``fedweave.core.state``) after r
 completed rounds, ``round-<r>.json`` its metadata (format version, round, the sha256 of the
-tensor file, the run's totals, best and history) and ``latest.json`` names the newest one.
+tensor file, the run's totals, best and history, the engine) with ``meta_sha256``, the sha256
+of the rest of that JSON (canonical form), and ``latest.json`` names the newest one.
 Writes are atomic (temporary file, fsync, rename), the tensor file first, so a kill at any
 moment leaves the previous checkpoint intact; stray temporary or unreferenced files from a
 killed write are removed on the next save or load.
 
 Loading verifies before it trusts: the file named must lie inside ``checkpoints/``, exist and
-match its checksum, and parse; a damaged latest checkpoint falls back to the newest good one
-(the previous one is kept until a newer one is complete), with one warning line. Nothing read
-here executes code (safetensors and json only).
+match its checksum, and parse; the metadata must match its own checksum (an edited engine,
+totals or history is damage) and pass the caller's ``validate`` (the runner checks that the
+keys it resumes from are present and well-formed); a damaged latest checkpoint falls back to
+the newest good one (the previous one is kept until a newer one is complete), with one
+warning line naming the file. Nothing read here executes code (safetensors and json only).
 
 Retention (``output.keep``): ``latest`` keeps the newest (and the one before it, as the
 fallback), ``every_k`` also every ``output.keep_every``-th round, ``best`` also the one with
@@ -26,6 +29,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,9 @@ from safetensors.torch import load_file, save_file
 
 from fedweave.errors import UserError
 
-FORMAT = 2
+FORMAT = 3
+#: formats this version reads: 2 had no ``meta_sha256`` (its metadata is only validated)
+READABLE = (2, 3)
 log = logging.getLogger("fedweave")
 _NAME = re.compile(r"^round-(\d{6,})\.json$")
 
@@ -47,6 +53,14 @@ def _fsync_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def meta_digest(body: dict[str, Any]) -> str:
+    """sha256 of a checkpoint's JSON without its ``meta_sha256`` key (sorted keys, compact;
+    floats as JSON writes them, which round-trips exactly)."""
+    rest = {k: v for k, v in body.items() if k != "meta_sha256"}
+    text = json.dumps(json.loads(json.dumps(rest)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def sha256(path: Path) -> str:
@@ -78,8 +92,9 @@ class Checkpoints:
         os.replace(tmp, data)
         entry = {"format": FORMAT, "round": round_done, "file": data.name,
                  "sha256": sha256(data), "score": score}
-        _fsync_write(self.folder / f"{stem}.json",
-                     json.dumps({**entry, **meta}, indent=2).encode())
+        body = {**entry, **meta}
+        body["meta_sha256"] = meta_digest(body)
+        _fsync_write(self.folder / f"{stem}.json", json.dumps(body, indent=2).encode())
         _fsync_write(self.folder / "latest.json", json.dumps(entry, indent=2).encode())
         self._retain(round_done)
         return data
@@ -142,6 +157,12 @@ class Checkpoints:
             raise ValueError(f"{path.name} is missing")
         if entry.get("sha256") != sha256(path):
             raise ValueError(f"{path.name} does not match its checksum (damaged)")
+        if entry.get("format") not in READABLE:
+            raise ValueError(f"{path.stem}.json: unknown checkpoint format "
+                             f"{entry.get('format')!r}")
+        if entry.get("format", FORMAT) >= 3 and entry.get("meta_sha256") != meta_digest(entry):
+            raise ValueError(f"{path.stem}.json does not match its checksum (its engine, "
+                             "totals or history were edited or damaged)")
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -163,9 +184,12 @@ class Checkpoints:
         raise UserError(f"no checkpoint of round {round_done} in {self.folder} (kept: "
                         f"{self.rounds() or 'none'}; output.keep decides which are kept)")
 
-    def load(self) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
+    def load(self, validate: Callable[[int, dict[str, Any]], None] | None = None
+             ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
         """The newest good checkpoint: (round, tensors, metadata), or None if there is none.
-        Damaged ones are skipped with a warning; if every one is damaged, ``UserError``."""
+        ``validate(round, metadata)`` raises ``ValueError`` for metadata the caller cannot
+        resume from. Damaged ones are skipped with a warning; if every one is damaged,
+        ``UserError``."""
         if not self.folder.is_dir():
             return None
         problems: list[str] = []
@@ -174,7 +198,7 @@ class Checkpoints:
         if latest.is_file():
             try:
                 head = json.loads(latest.read_text())
-                if int(head.get("format", 1)) != FORMAT:
+                if int(head.get("format", 1)) not in READABLE:
                     raise UserError(
                         f"{latest}: checkpoint format {head.get('format', 1)} was written by "
                         f"another fedweave version (this one reads format {FORMAT}); resume it "
@@ -184,16 +208,22 @@ class Checkpoints:
             except (ValueError, KeyError, TypeError, OSError):
                 problems.append("latest.json is damaged")
         for entry in candidates:
+            meta = {k: v for k, v in entry.items()
+                    if k not in ("format", "round", "file", "sha256", "score", "meta_sha256")}
             try:
                 tensors = self._read(entry)
+                if validate is not None:
+                    try:
+                        validate(int(entry["round"]), meta)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise ValueError(f"round-{int(entry['round']):06d}.json: {exc}"
+                                         ) from None
             except ValueError as exc:
                 problems.append(f"round {entry['round']}: {exc}")
                 continue
             if problems:
                 log.warning("checkpoint: %s; resuming from round %s instead",
                             "; ".join(problems), entry["round"])
-            meta = {k: v for k, v in entry.items()
-                    if k not in ("format", "round", "file", "sha256", "score")}
             return int(entry["round"]), tensors, meta
         if problems:
             raise UserError(f"every checkpoint in {self.folder} is damaged ({'; '.join(problems)}"

@@ -27,7 +27,13 @@ class DirectoryLock:
         self._fd: int | None = None
 
     def acquire(self) -> DirectoryLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # .lock a folder, the folder a file, unwritable, ...
+            raise UserError(
+                f"{self.what} {self.path.parent}: cannot take its lock {self.path} "
+                f"({exc.strerror}); {LOCK_NAME} must be a file in a writable folder (remove "
+                "what is there, or choose another folder)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -33,7 +33,7 @@ from typing import Any
 from fedweave.config import Config, dump_config
 from fedweave.errors import UserError
 from fedweave.records.checkpoints import Checkpoints
-from fedweave.records.lock import DirectoryLock
+from fedweave.records.lock import LOCK_NAME, DirectoryLock
 
 NAME_MAX = 80  # characters of the slugged run name (the timestamp is added to it)
 
@@ -84,6 +84,66 @@ def prepare_output(folder: Path) -> Path:
     return folder
 
 
+#: what a run directory holds before its config.yaml is written (a start killed at once)
+_SCAFFOLD = ("nodes", "checkpoints", "plots")
+
+
+def claim(folder: Path) -> DirectoryLock:
+    """``--dir``: create ``folder`` and lock it before any work, so that of two starts on one
+    folder the second is refused (naming the first one's pid). A folder that holds a run, or
+    anything that is not a run directory's empty scaffold, is refused too: ``--dir`` never
+    writes into someone's folder."""
+    folder = Path(folder)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--dir {folder}: cannot create it ({exc.strerror}); choose another "
+                        "folder") from None
+    lock = DirectoryLock(folder).acquire()
+    try:
+        if (folder / "config.yaml").exists():
+            raise UserError(f"{folder} already holds a run; continue it with --resume {folder} "
+                            "or choose another directory")
+        other = sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME and not (
+            p.name in _SCAFFOLD and p.is_dir() and not any(p.iterdir())))
+        if other:
+            shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+            raise UserError(f"--dir {folder}: the folder is not empty and not a fedweave run "
+                            f"directory (it holds {shown}); give a new or empty folder")
+    except BaseException:
+        lock.release()
+        if created:
+            release_claim(folder)
+        raise
+    return lock
+
+
+def release_claim(folder: Path) -> None:
+    """Remove a folder made by ``claim`` that never received a run (the start failed)."""
+    try:
+        (folder / LOCK_NAME).unlink(missing_ok=True)
+        for name in _SCAFFOLD:
+            if (folder / name).is_dir():
+                (folder / name).rmdir()
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def check_structure(path: Path) -> None:
+    """One line for a run directory whose skeleton is damaged (a file where a folder belongs,
+    a folder where a file belongs), before anything is read or written."""
+    for name in _SCAFFOLD:
+        if (path / name).exists() and not (path / name).is_dir():
+            raise UserError(f"run directory {path} is damaged: {name} is a file where a folder "
+                            "belongs; restore the run directory from a copy or start a new run")
+    for name in ("metrics.csv", "clients.csv", "summary.json", LOCK_NAME):
+        if (path / name).is_dir():
+            raise UserError(f"run directory {path} is damaged: {name} is a folder where a file "
+                            "belongs; restore the run directory from a copy or start a new run")
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data.encode() if isinstance(data, str) else data)
@@ -102,9 +162,11 @@ class RunDirectory:
         self.lock = DirectoryLock(path)
 
     @classmethod
-    def create(cls, config: Config, at: Path | None = None) -> RunDirectory:
+    def create(cls, config: Config, at: Path | None = None,
+               lock: DirectoryLock | None = None) -> RunDirectory:
         """A new ``<output.dir>/<slug(name)>-<timestamp>`` (or the folder ``at``, e.g. a
-        pipeline stage), locked for this process, with config.yaml and metrics.csv."""
+        pipeline stage), locked for this process (``lock``: already locked by ``claim``),
+        with config.yaml and metrics.csv."""
         if at is None:
             parent = prepare_output(config.output.dir)
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -120,7 +182,11 @@ class RunDirectory:
             path = at
             path.mkdir(parents=True, exist_ok=True)
         run = cls(path, config.output.keep, config.output.keep_every)
-        run.lock.acquire()
+        if lock is not None:
+            run.lock = lock
+        else:
+            check_structure(path)
+            run.lock.acquire()
         for d in (run.nodes_dir, run.ckpt_dir, run.plots_dir):
             d.mkdir(parents=True, exist_ok=True)
         run.start(config)
@@ -140,6 +206,7 @@ class RunDirectory:
         """An existing run directory (for ``--resume``: locked for this process)."""
         if not (path / "config.yaml").is_file():
             raise UserError(f"--resume {path}: not a run directory (no config.yaml)")
+        check_structure(path)
         run = cls(path)
         if lock:
             run.lock.acquire()

@@ -12,8 +12,10 @@ inside one sweep folder.
 Every point's config is validated before the first run starts. Points whose run finished
 are skipped on a re-run of the same sweep; a killed point resumes from its checkpoint. With
 ``jobs > 1`` the points run as that many ``fedweave run`` subprocesses (each locks its own run
-directory; torch threads are split between them), otherwise one after the other in this
-process. Seeds are ``seed + 0 .. seed + n-1`` of the base config.
+directory; torch threads are split between them; they start with a safe module path and die
+with the sweep, ``fedweave.distributed.spawn``), otherwise one after the other in this
+process. The sweep holds a lock on its folder while it runs: a second sweep into the same
+folder is refused. Seeds are ``seed + 0 .. seed + n-1`` of the base config.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import math
 import os
 import statistics
 import subprocess
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -33,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from fedweave.config import Config
+from fedweave.distributed.spawn import die_with_parent, fedweave_argv
 from fedweave.errors import UserError
 from fedweave.plugins import load_config
+from fedweave.records.lock import DirectoryLock
 from fedweave.records.rundir import atomic_write, prepare_output, slug
 from fedweave.training.threads import CORES_ENV, WAIT_ENV
 
@@ -168,8 +171,20 @@ def _manifest(config: Path, axes: dict[str, list[str]], points: list[Point],
             "points": [p.manifest() for p in points]}
 
 
-def open_sweep(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write sweep.json, or check that the folder holds this same sweep."""
+def open_sweep(folder: Path, manifest: dict[str, Any]) -> DirectoryLock:
+    """Lock the folder for this sweep (refused while another sweep runs in it), then write
+    sweep.json, or check that the folder holds this same sweep. The lock is held until it is
+    released or the process ends."""
+    lock = DirectoryLock(folder, "sweep folder").acquire()
+    try:
+        _check_manifest(folder, manifest)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     path = folder / "sweep.json"
     if path.is_file():
         try:
@@ -199,7 +214,8 @@ def _finished(run_dir: Path, rounds: int) -> dict[str, Any] | None:
     return s if s.get("stopped_early") or int(s.get("rounds_done", 0)) >= rounds else None
 
 
-def run_in_process(folder: Path, point: Point, source: Path) -> Outcome:
+def run_in_process(folder: Path, point: Point, source: Path, imports: Iterable[str] = ()
+                   ) -> Outcome:
     from fedweave.interrupt import Interrupted, StopOnSignal
     from fedweave.runner import run
 
@@ -207,7 +223,8 @@ def run_in_process(folder: Path, point: Point, source: Path) -> Outcome:
     stop = [StopOnSignal()]  # Ctrl-C: this point stops after its round, with a checkpoint
     try:
         if (where / "config.yaml").is_file():
-            res = run(resume=where, overrides=[f"rounds={point.config.rounds}"], callbacks=stop)
+            res = run(resume=where, overrides=[f"rounds={point.config.rounds}"], callbacks=stop,
+                      imports=imports)
         else:
             res = run(point.config, source=source, run_dir=where, callbacks=stop)
     except Interrupted:
@@ -224,7 +241,7 @@ def run_in_process(folder: Path, point: Point, source: Path) -> Outcome:
 def run_subprocess(folder: Path, point: Point, source: Path, imports: list[str],
                    threads: int) -> Outcome:
     where = folder / point.dir
-    args = [sys.executable, "-m", "fedweave", "run"]
+    args = ["run"]
     if (where / "config.yaml").is_file():
         args += ["--resume", str(where), "--set", f"rounds={point.config.rounds}"]
     else:
@@ -239,7 +256,8 @@ def run_subprocess(folder: Path, point: Point, source: Path, imports: list[str],
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
     with open(logs / f"{point.dir}.log", "w") as log:
-        code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        code = subprocess.run(fedweave_argv(*args), stdout=log, stderr=subprocess.STDOUT,
+                              env=env, preexec_fn=die_with_parent(os.getpid())).returncode
     text = (logs / f"{point.dir}.log").read_text(errors="replace").strip().splitlines()
     last = text[-1] if text else ""
     if code == 0:
@@ -269,7 +287,7 @@ def execute(folder: Path, points: list[Point], source: Path, imports: list[str],
         report(o, count, len(points))
     if jobs <= 1:
         for p in todo:
-            o = run_in_process(folder, p, source)
+            o = run_in_process(folder, p, source, imports)
             outcomes[p.dir] = o
             count += 1
             report(o, count, len(points))

@@ -2,7 +2,8 @@
 folders): plain ``.npy`` files (never a pickle), keyed by the source files.
 
 An entry is a folder ``<name>-<where>-<key>/`` holding one ``<array>.npy`` per array and a
-``manifest.json`` (written last) with the key and each array's dtype and shape. ``where`` is a
+``manifest.json`` (written last) with the key and each array's dtype, shape and sha256 (of its
+bytes in C order). ``where`` is a
 hash of the source folder, ``key`` a hash of the reader's format version, its parameters and
 every source file's path, size and mtime, so a changed, added or removed source file gives a
 new key and the entry is rebuilt (older entries of the same source folder are deleted).
@@ -10,8 +11,8 @@ new key and the entry is rebuilt (older entries of the same source folder are de
 Entries are built in a temporary folder and renamed into place (never half-written), under an
 exclusive ``fcntl.flock`` on ``<name>-<where>.lock``, so two processes building the same cache
 build it once; readers hold the lock shared. An entry that does not match its manifest
-(truncated, padded or garbled ``.npy`` header, bad manifest) is rebuilt; the array bytes
-themselves are not checksummed. Caches go next to the source files
+(truncated, padded or garbled ``.npy`` header, bad manifest, array bytes that do not match
+their checksum, e.g. labels zeroed in place) is rebuilt. Caches go next to the source files
 (``<folder>/fedweave-cache/``) when that folder is inside the data root, writable and not a
 system dataset folder, else to ``$XDG_CACHE_HOME/fedweave/decoded`` (default
 ``~/.cache/fedweave/decoded``); when neither can be written, nothing is cached.
@@ -36,7 +37,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: caches are built without a lock
     fcntl = None  # type: ignore[assignment]
 
-CACHE_FORMAT = 1  # bump when a reader's output changes, so old entries are not used
+CACHE_FORMAT = 2  # bump when a reader's output changes, so old entries are not used
 CACHE_FOLDER = "fedweave-cache"
 SYSTEM_DATA_DIRS = (Path("/usr/share/datasets"),)  # package-managed: never written to
 
@@ -114,10 +115,17 @@ def _load(entry: Path, key: str, names: Sequence[str]) -> Arrays | None:
                     return None
             if arr.shape != shape or arr.dtype.str != meta["dtype"]:
                 return None
-            out[name] = np.array(arr)  # copy out of the map: writable, independent of the file
+            copy = np.array(arr)  # out of the map: writable, independent of the file
+            if _digest(copy) != meta["sha256"]:  # same size, other bytes
+                return None
+            out[name] = copy
         return out
     except Exception:  # absent, truncated or garbled (numpy's header parser can even raise
         return None  # tokenize.TokenError): rebuild
+
+
+def _digest(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).data).hexdigest()
 
 
 def _store(folder: Path, entry: Path, key: str, arrays: Mapping[str, np.ndarray]) -> None:
@@ -129,7 +137,8 @@ def _store(folder: Path, entry: Path, key: str, arrays: Mapping[str, np.ndarray]
         for name, arr in arrays.items():
             arr = np.ascontiguousarray(arr)
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
-            meta[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape)}
+            meta[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
+                          "sha256": _digest(arr)}
         (tmp / "manifest.json").write_text(json.dumps(
             {"format": CACHE_FORMAT, "key": key, "arrays": meta}))
         if entry.exists():  # a damaged entry with this key: move it away, then replace it
