@@ -25,7 +25,6 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from scipy.stats import norm
 
 from fedweave.config import AttackConfig, ClockConfig
 from fedweave.core.population import Buffers
@@ -70,7 +69,7 @@ def alie_z(n: int, m: int) -> float:
     """Baruch et al.'s z_max for m attackers among n senders (∞ capped at Φ⁻¹(1 − 1e-6))."""
     s = math.floor(n / 2 + 1) - m
     p = min((n - s) / n, 1 - 1e-6)
-    return float(norm.ppf(p))
+    return float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))  # Φ⁻¹(p)
 
 
 def corrupt_updates(cfg: AttackConfig, seed: int, key: tuple[int, ...], nodes: torch.Tensor,
