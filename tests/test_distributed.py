@@ -161,7 +161,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize(("algo", "procs"), [
     ("fedavg", 2), pytest.param("fedavg", 3, marks=pytest.mark.slow),
-    pytest.param("scaffold", 2, marks=pytest.mark.slow), ("scaffold", 3),
+    ("scaffold", 2), pytest.param("scaffold", 3, marks=pytest.mark.slow),
     ("centralized", 2)])  # centralized: one row, so rank 1 trains nothing and only receives
 def test_federated_equals_single_process(reference: dict[str, Path], tmp_path: Path, algo: str,
                                          procs: int) -> None:
@@ -177,7 +177,7 @@ def test_federated_equals_single_process(reference: dict[str, Path], tmp_path: P
 @pytest.mark.parametrize(("algo", "procs", "exchange"), [
     ("dsgd", 2, "all_gather"), ("dsgd", 2, "point_to_point"),
     pytest.param("pdmm_isvr", 3, "all_gather", marks=pytest.mark.slow),
-    ("pdmm_isvr", 3, "point_to_point")])
+    pytest.param("pdmm_isvr", 3, "point_to_point", marks=pytest.mark.slow)])
 def test_decentralized_equals_single_process(reference: dict[str, Path], tmp_path: Path,
                                              algo: str, procs: int, exchange: str) -> None:
     config = _config(tmp_path, DECENTRALIZED, algo, "dist", engine__exchange=exchange)
@@ -189,7 +189,8 @@ def test_decentralized_equals_single_process(reference: dict[str, Path], tmp_pat
 
 
 @pytest.mark.parametrize(("kind", "algo", "procs"), [
-    ("federated", "fedavg", 2), ("decentralized", "dsgd", 3)])
+    ("federated", "fedavg", 2),
+    pytest.param("decentralized", "dsgd", 3, marks=pytest.mark.slow)])
 def test_vectorized_engine_equals_single_process(reference: dict[str, Path], tmp_path: Path,
                                                  kind: str, algo: str, procs: int) -> None:
     config = _config(tmp_path, VECTORIZED[kind], algo, "dist")
@@ -241,6 +242,7 @@ def test_killed_rank_stops_every_rank_and_resume_matches(reference: dict[str, Pa
     _assert_same_run(reference["fedavg"], run_dir)
 
 
+@pytest.mark.slow  # five processes; the federated kill below keeps the property fast
 def test_killed_rank_in_point_to_point_exchange_and_resume_on_fewer_ranks(
         reference: dict[str, Path], tmp_path: Path) -> None:
     """Nodes split over 3 ranks: rank 1 exits after round 1, its neighbours notice in the
@@ -274,6 +276,7 @@ def test_hung_rank_times_out(tmp_path: Path) -> None:
     assert wall < timeout + 25  # start-up (~10 s on 2 cores) + timeout + watchdog grace
 
 
+@pytest.mark.slow  # three launchers and three ranks; the 3-rank run above checks the same result
 def test_hosts_commands_start_a_peer_to_peer_run(reference: dict[str, Path],
                                                  tmp_path: Path) -> None:
     """The commands `fedweave hosts` prints for a 3-host hosts.json, started side by side on

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from trust_cli import assert_one_line_error, cli_env, fedweave, run_dirs
 
 # ten samples per device (eight train, two test), 60 features: 248 bytes of data per sample
@@ -39,6 +40,7 @@ def peak_rss_mib(tmp_path: Path, nodes: int) -> float:
     return int(proc.stdout.split()[-1]) / 1024
 
 
+@pytest.mark.slow  # two subprocesses building 10k and 100k clients (~30 s of CPU)
 def test_100k_clients_run_a_round_in_bounded_memory(tmp_path: Path) -> None:
     small, large = peak_rss_mib(tmp_path, 10_000), peak_rss_mib(tmp_path, 100_000)
     per_client = (large - small) * 2**20 / 90_000
