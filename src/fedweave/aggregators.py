@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 from pydantic import Field
 
-from fedweave.config import AggregatorConfig, Config, register_aggregator_config
+from fedweave.config import AggregatorConfig, RootView, register_aggregator_config
 from fedweave.core.population import weighted_mean
 from fedweave.errors import UserError
 from fedweave.registry import Registry
@@ -207,7 +207,7 @@ class MultiKrumConfig(KrumConfig):
     m: int = Field(2, ge=1, description="rows with the best Krum scores that are averaged "
                    "(at most K; m = 1 is Krum)")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         super().check(config)
         alg = config.algorithm
         cohort = getattr(alg, "cohort", None)

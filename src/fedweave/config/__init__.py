@@ -30,7 +30,7 @@ from fedweave.config.algorithm import (
     register_aggregator_config,
     register_algorithm_config,
 )
-from fedweave.config.base import Pluggable, Section, changed
+from fedweave.config.base import Pluggable, RootView, Section, changed
 from fedweave.config.clock import ClockConfig
 from fedweave.config.data import DataConfig, PruneConfig, SyntheticConfig
 from fedweave.config.distill import (
@@ -65,7 +65,7 @@ __all__ = [
     "AggregatorConfig", "AlgorithmConfig", "AttackConfig", "Baseline", "ClockConfig", "Config",
     "DICEConfig", "DataConfig", "DistillConfig", "EL2NConfig", "EngineConfig",
     "InfluenceConfig", "ModelConfig", "NotifyConfig", "OutputConfig", "Pluggable",
-    "PrivacyConfig", "PruneConfig", "Section", "StudentConfig", "SynthesisConfig",
+    "PrivacyConfig", "PruneConfig", "RootView", "Section", "StudentConfig", "SynthesisConfig",
     "SyntheticConfig", "TopologyConfig", "TrainConfig", "apply_overrides", "changed",
     "config_to_dict", "did_you_mean", "dump_config", "format_validation_error", "load_config",
     "load_raw", "read_raw", "read_text", "register_aggregator_config",

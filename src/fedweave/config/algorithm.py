@@ -4,14 +4,11 @@ defines it)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from fedweave.config.base import Pluggable, Section
-
-if TYPE_CHECKING:
-    from fedweave.config.root import Config
+from fedweave.config.base import Pluggable, RootView, Section
 
 
 class AlgorithmConfig(Section):
@@ -26,7 +23,7 @@ class AlgorithmConfig(Section):
     #: True when that aggregate is the only thing released about a client (client-level DP)
     client_privacy: ClassVar[bool] = False
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         """Rules between this algorithm's keys and the rest of ``config`` (e.g. a cohort
         against ``data.nodes``); raise ``ValueError`` naming the key and the fix."""
 
@@ -46,7 +43,7 @@ class AggregatorConfig(Section):
 
     name: str | None = Field(None, description="aggregation rule; null = the algorithm's own")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         """An aggregation rule needs an algorithm that aggregates client rows; a registered
         rule's own cross-section rules extend this (call ``super().check(config)``)."""
         alg = config.algorithm

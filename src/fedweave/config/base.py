@@ -3,7 +3,7 @@ decides whether a user set a key (``changed``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -72,3 +72,25 @@ def given_without(section: BaseModel, switch: str) -> list[str]:
         keys += [k for k in type(section).model_fields
                  if k in section.model_fields_set and k not in keys and k != switch]
     return keys
+
+
+class RootView(Protocol):
+    """The whole config as a section's cross-section ``check`` sees it. ``config.root.Config``
+    satisfies it; a protocol, so that no section module imports the root that imports them."""
+
+    seed: int
+    rounds: int
+    data: Any
+    model: Any
+    train: Any
+    algorithm: Any
+    aggregator: Any
+    topology: Any
+    clock: Any
+    attack: Any
+    privacy: Any
+    engine: Any
+    output: Any
+    notify: Any
+    distill: Any
+    influence: Any

@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from fedweave.config.base import Section, changed
-
-if TYPE_CHECKING:
-    from fedweave.config.root import Config
+from fedweave.config.base import RootView, Section, changed
 
 
 class ClockConfig(Section):
@@ -85,7 +82,7 @@ class ClockConfig(Section):
         None, gt=0, description="bytes/s of the server's download link, shared FIFO by "
         "concurrent uploads (null = unlimited)")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         """Clock keys against the algorithm's kind (federated, async, decentralized,
         centralized) and against each other."""
         alg = config.algorithm

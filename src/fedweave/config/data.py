@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from fedweave.config.base import Section, changed
-
-if TYPE_CHECKING:
-    from fedweave.config.root import Config
+from fedweave.config.base import RootView, Section, changed
 
 
 class SyntheticConfig(Section):
@@ -127,7 +124,7 @@ class DataConfig(Section):
     prune: PruneConfig = Field(default_factory=lambda: PruneConfig(),
                                description="keep part of each node's training shard by score")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         """Rules between data keys (the partition's required key, pruning, noisy nodes)."""
         d = self
         if d.partition == "classes" and d.classes_per_node is None:

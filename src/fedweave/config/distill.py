@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from fedweave.config.base import Section, changed
+from fedweave.config.base import RootView, Section, changed
 from fedweave.config.model import ModelConfig, check_milestones
-
-if TYPE_CHECKING:
-    from fedweave.config.root import Config
-
 
 #: lr, Adam steps per batch, α_tv, α_l2, α_bn, α_comp
 SYNTHESIS_PRESETS: dict[str, dict[str, float]] = {
@@ -134,7 +130,7 @@ class DistillConfig(Section):
         "clients' real data (upper bound) and on random-noise images labelled by the teachers' "
         "ensemble (lower bound)")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         """The distill section belongs to ``fedweave distill`` (teachers: ``local``) and must
         leave a teacher."""
         alg = config.algorithm

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from fedweave.config.base import Section, given_without
-
-if TYPE_CHECKING:
-    from fedweave.config.root import Config
+from fedweave.config.base import RootView, Section, given_without
 
 
 class PrivacyConfig(Section):
@@ -42,7 +39,7 @@ class PrivacyConfig(Section):
     def active(self) -> bool:
         return self.level is not None
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         """Privacy keys need a privacy level; each level needs an algorithm that releases what
         it protects."""
         p, alg = self, config.algorithm

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from fedweave.config.base import Section, changed, given_without
-
-if TYPE_CHECKING:
-    from fedweave.config.root import Config
+from fedweave.config.base import RootView, Section, changed, given_without
 
 
 class AttackConfig(Section):
@@ -42,7 +39,7 @@ class AttackConfig(Section):
     def active(self) -> bool:
         return self.name is not None
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         """Attack keys need an attack name; attackers need nodes to attack."""
         kind = config.algorithm.kind
         att, name = self, self.name

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from fedweave.config.base import Section, changed
-
-if TYPE_CHECKING:
-    from fedweave.config.root import Config
+from fedweave.config.base import RootView, Section, changed
 
 
 class TopologyConfig(Section):
@@ -29,7 +26,7 @@ class TopologyConfig(Section):
     hosts: Path | None = Field(None, description="reference system 001's hosts.json (for "
                                "torchrun)")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         """Topology keys act on decentralized algorithms only."""
         alg = config.algorithm
         if alg.kind != "decentralized":

@@ -34,7 +34,7 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import Algorithm, RoundResult
-from fedweave.config import AlgorithmConfig, Config, changed
+from fedweave.config import AlgorithmConfig, RootView, changed
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
@@ -55,7 +55,7 @@ class AsyncConfig(AlgorithmConfig):
         10, ge=1, description="clients with a job (in flight or waiting for the next "
         "aggregation), at most data.nodes; null = every client")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         nodes = config.data.nodes
         # the default (10) is clamped to smaller populations; a value the user chose is not
         if "concurrency" in changed(self) and self.concurrency is not None \

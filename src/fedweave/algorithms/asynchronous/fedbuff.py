@@ -10,7 +10,7 @@ from pydantic import Field
 from fedweave.algorithms.asynchronous.base import AsyncAlgorithm, Job
 from fedweave.algorithms.asynchronous.staleness import StalenessConfig
 from fedweave.algorithms.base import register_algorithm
-from fedweave.config import AlgorithmConfig, Config
+from fedweave.config import AlgorithmConfig, RootView
 from fedweave.context import RunContext
 from fedweave.core.state import State
 
@@ -23,7 +23,7 @@ class FedBuffConfig(StalenessConfig):
     buffer_size: int = Field(10, ge=1, description="K: arrivals per server update")
     server_lr: float = Field(1.0, gt=0, description="server learning rate η_g")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         super().check(config)
         jobs = config.rounds * self.buffer_size
         if jobs > MAX_CLIENT_UPDATES:

@@ -40,7 +40,7 @@ from fedweave.algorithms.decentralized.base import DecentralizedConfig, LocalOpt
 from fedweave.rng import torch_generator
 
 if TYPE_CHECKING:
-    from fedweave.config import Config
+    from fedweave.config import RootView
 
 
 class ChocoConfig(DecentralizedConfig):
@@ -54,7 +54,7 @@ class ChocoConfig(DecentralizedConfig):
                          "entries sent")
     levels: int = Field(16, ge=1, le=2**16, description="qsgd: s, the number of levels")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         if config.clock.link_drop > 0:
             raise ValueError("algorithm.name=choco needs every compressed difference to "
                              "arrive (a lost one corrupts the neighbours' estimates for good): "

@@ -22,7 +22,7 @@ from pydantic import Field
 from fedweave.algorithms.base import RoundResult, register_algorithm
 from fedweave.algorithms.federated.base import CohortAlgorithm
 from fedweave.algorithms.federated.sampling import CohortConfig
-from fedweave.config import AlgorithmConfig, Config
+from fedweave.config import AlgorithmConfig, RootView
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, mean_buffers, stack_buffers
 from fedweave.core.state import State, section
@@ -41,7 +41,7 @@ class ClusteredConfig(CohortConfig):
     server_lr: float = Field(1.0, gt=0, description="server step η toward each cluster's "
                              "aggregate (reference system 004's lambda, generalised)")
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         super().check(config)
         cohort = self.cohort(config.data.nodes)
         if self.k > cohort:

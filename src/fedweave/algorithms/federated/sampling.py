@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field, model_validator
 
-from fedweave.config import AlgorithmConfig, Config
+from fedweave.config import AlgorithmConfig, RootView
 from fedweave.rng import numpy_rng
 
 
@@ -25,7 +25,7 @@ class CohortConfig(AlgorithmConfig):
             raise ValueError("set algorithm.clients_per_round or algorithm.fraction, not both")
         return self
 
-    def check(self, config: Config) -> None:
+    def check(self, config: RootView) -> None:
         nodes = config.data.nodes
         if self.clients_per_round is not None and self.clients_per_round > nodes:
             raise ValueError(f"algorithm.clients_per_round={self.clients_per_round} exceeds "
