@@ -8,7 +8,8 @@ logistic regression, at 10,000 and 100,000 clients.
 Each population runs ``python -m fedweave run`` in its own wrapper process, so the peak RSS
 printed (``ru_maxrss`` of the child) is that run's own. Printed per population: the run
 directory's size on disk, the peak RSS, the median seconds per round (from metrics.csv's
-wall_time, rounds 2..R: the round, its evaluation and its records) and the set-up seconds.
+wall_time, rounds 2..R: the round, its evaluation and its records), the set-up seconds and the
+CPU seconds of the whole process (user + system: less sensitive to a busy machine).
 The last line is the per-round ratio of the largest to the smallest population: ≈ 1 means no
 per-round cost grows with the population. ``--src`` runs another checkout's ``src`` (before /
 after comparisons).
@@ -29,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 MEASURE = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
-           "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
-           "sys.exit(code)")
+           "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+           "print('MAXRSS', u.ru_maxrss, 'CPU', u.ru_utime + u.ru_stime); sys.exit(code)")
 
 WORKLOAD = ["data.dataset=synthetic", "data.partition=natural", "model.name=logistic",
             "train.batch_size=10", "train.lr=0.01", "output.eval_every=1", "output.plots=false",
@@ -52,7 +53,8 @@ def one(nodes: int, rounds: int, cohort: int, src: Path, extra: list[str], out: 
                           stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         return {"nodes": nodes, "error": proc.stderr.strip().splitlines()[-1:]}
-    rss_kib = int(proc.stdout.split("MAXRSS")[-1].split()[0])
+    measured = proc.stdout.split("MAXRSS")[-1].split()
+    rss_kib, cpu_s = int(measured[0]), float(measured[2])
     (run_dir,) = [p for p in out.iterdir() if (p / "config.yaml").is_file()]
     with open(run_dir / "metrics.csv", newline="") as f:
         ends = sorted({int(r["round"]): float(r["wall_time"]) for r in csv.DictReader(f)
@@ -63,7 +65,7 @@ def one(nodes: int, rounds: int, cohort: int, src: Path, extra: list[str], out: 
     return {"nodes": nodes, "cohort": cohort, "rounds": rounds,
             "records_mb": size_on_disk(run_dir) / 1e6, "files": files,
             "peak_rss_mb": rss_kib / 1024, "round_s": statistics.median(per_round),
-            "setup_s": summary.get("timing", {}).get("setup_s"),
+            "setup_s": summary.get("timing", {}).get("setup_s"), "cpu_s": cpu_s,
             "test_acc": summary["final"]["test_acc"]}
 
 
@@ -79,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     print(f"{'clients':>8} {'records MB':>10} {'files':>6} {'peak RSS MB':>11} "
-          f"{'s/round':>8} {'setup s':>8} {'test acc':>8}")
+          f"{'s/round':>8} {'setup s':>8} {'CPU s':>7} {'test acc':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.nodes:
             row = one(n, args.rounds, args.cohort, args.src, args.extra, Path(tmp) / f"n{n}")
@@ -89,7 +91,7 @@ def main() -> None:
                 continue
             print(f"{n:>8} {row['records_mb']:>10.2f} {row['files']:>6} "
                   f"{row['peak_rss_mb']:>11.0f} {row['round_s']:>8.3f} {row['setup_s']:>8.1f} "
-                  f"{row['test_acc']:>8.3f}", flush=True)
+                  f"{row['cpu_s']:>7.1f} {row['test_acc']:>8.3f}", flush=True)
     done = [r for r in rows if "error" not in r]
     if len(done) >= 2:
         print(f"per-round ratio {done[-1]['nodes']} / {done[0]['nodes']} clients: "
