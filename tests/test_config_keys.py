@@ -130,6 +130,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "output.keep_every": ([], None),  # checked below
     "output.eval_every": (["rounds=3"], 2),
     "output.plots": ([], None),  # files in plots/: test_runner
+    "output.client_eval": ([], None),  # whose validation is recorded: test_records_cohort
     "output.tensorboard": ([], None),  # event files read back: test_results
     "output.mlflow": ([], None),  # an MLflow file store read back: test_results
     "notify.events": ([], None),  # messages received on 127.0.0.1: test_results

@@ -256,7 +256,7 @@ def test_records_traffic_lr_time_clients_and_environment(tmp_path: Path) -> None
     cfg.write_text("rounds: 4\nmodel: {name: logistic}\ndata: {nodes: 6}\n"
                    "algorithm: {name: fedavg, clients_per_round: 3}\n"
                    "train: {scheduler: step, step_size: 2, gamma: 0.5, lr: 0.1}\n"
-                   "output: {plots: false}\n")
+                   "output: {plots: false, client_eval: all}\n")
     commit = None
     if shutil.which("git"):
         git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
@@ -276,22 +276,23 @@ def test_records_traffic_lr_time_clients_and_environment(tmp_path: Path) -> None
     assert math.isclose(sum(per_round[(k, "sim_s")] for k in range(1, 5)), s["sim_time_s"])
     assert [per_round[(k, "lr")] for k in range(1, 5)] == [0.1, 0.1, 0.05, 0.05]
     clients = rows_of(d / "clients.csv")
+    assert not (d / "nodes" / "0.csv").exists()  # one table, not one file per client
     for k in range(1, 5):
-        members = [int(c["client"]) for c in clients if int(c["round"]) == k]
-        assert len(members) == len(set(members)) == 3
-        assert all(float(c["train_loss"]) > 0 for c in clients)
+        trained = [int(c["client"]) for c in clients if int(c["round"]) == k and c["train_loss"]]
+        assert len(trained) == len(set(trained)) == 3
+        assert all(float(c["train_loss"]) > 0 for c in clients if c["train_loss"])
+        # client_eval: all validates every client every evaluation
+        assert sorted(int(c["client"]) for c in clients if int(c["round"]) == k) == \
+            list(range(6))
     val = json.loads((d / "partition.json").read_text())["val"]
-    last = {}
-    for i in range(6):
-        node_rows = rows_of(d / "nodes" / f"{i}.csv")
-        assert [int(r["epoch"]) for r in node_rows] == [1, 2, 3, 4]
-        last[i] = float(node_rows[-1]["val_acc"])
+    last = {int(c["client"]): float(c["val_acc"]) for c in clients if int(c["round"]) == 4}
     weighted = sum(last[i] * val[i] for i in range(6)) / sum(val)
     assert math.isclose(weighted, s["final"]["val_acc"], rel_tol=1e-9)
     f = s["final"]
     assert f["clients_val_acc_min"] == min(last.values())
     assert f["clients_val_acc_max"] == max(last.values())
     assert math.isclose(f["clients_val_acc_mean"], sum(last.values()) / 6)
+    assert f["clients_val_n"] == 6
     assert s["best"]["selected_by"] == "val_acc"
     assert s["best"]["val_acc"] == max(h["val_acc"] for h in res.history)
     env = s["environment"]

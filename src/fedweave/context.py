@@ -249,7 +249,9 @@ def build_context(config: Config, data: FederatedData | None = None,
     if config.engine.name == "distributed" or under_torchrun():
         device = local_device(device)
         comm = init_comm(config.engine.timeout_s, device)
-    data = (data or build_federated_data(config.data, config.seed)).to(device)
+    cohort = typical_cohort(config, config.data.nodes) \
+        if config.algorithm.kind == "federated" and config.attack.name is None else None
+    data = (data or build_federated_data(config.data, config.seed, cohort=cohort)).to(device)
     data = corrupt_data(data, config.attack, config.seed)  # the data attacks' shards
     torch.manual_seed(derive_seed(config.seed, "init"))
     probe = build_model(config.model, data.input_shape, data.num_classes).to(device)

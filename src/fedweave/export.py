@@ -8,12 +8,15 @@ built from the run's own ``config.yaml`` (and ``model.json``: input shape, class
 here executes code from the run directory: safetensors and json only.
 
     fedweave export RUN_DIR [--round N | --best] [--node LABEL]... [--out model.safetensors]
+    fedweave export RUN_DIR --per-client DIR     one CSV per client (or node) of the records
     fedweave.load_model(RUN_DIR, round=None, best=False, node=None) -> nn.Module
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,5 +172,47 @@ def write_export(run_dir: str | Path, out: Path, round: int | None = None, best:
                 "input_shape": json.dumps(list(ex.input_shape)),
                 "num_classes": str(ex.num_classes)}
         save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=meta)
+        paths.append(path)
+    return paths
+
+
+def write_per_client(run_dir: str | Path, out_dir: Path) -> list[Path]:
+    """One CSV per client in ``out_dir`` (``<client>.csv``, reference system 001's columns
+    epoch,train_loss,val_loss,test_loss,train_acc,val_acc,test_acc; test_* empty: clients
+    have no test split of their own), split from the run's one ``clients.csv`` in one pass;
+    for a run without clients.csv (decentralized: already one file per node) the
+    ``nodes/<node>.csv`` files are copied."""
+    from fedweave.records.rundir import NODE_COLUMNS
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir}: not a run directory (no config.yaml)")
+    table = run_dir / "clients.csv"
+    nodes = sorted((run_dir / "nodes").glob("*.csv")) if (run_dir / "nodes").is_dir() else []
+    if not table.is_file() and not nodes:
+        raise UserError(f"{run_dir}: no per-client records (no clients.csv, no nodes/*.csv)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not table.is_file():
+        for path in nodes:
+            shutil.copyfile(path, out_dir / path.name)
+        return [out_dir / p.name for p in nodes]
+    rows: dict[str, list[list[str]]] = {}
+    try:
+        with open(table, newline="") as f:
+            for row in csv.DictReader(f):
+                client = str(int(row["client"]))  # a file name of digits only
+                rows.setdefault(client, []).append(
+                    [row["round"] if c == "epoch" else row.get(c) or "" for c in NODE_COLUMNS])
+    except (OSError, ValueError, KeyError, TypeError, csv.Error) as exc:
+        raise UserError(f"{table} is damaged ({type(exc).__name__}); nothing was "
+                        "written") from None
+    paths = []
+    for client in sorted(rows, key=int):
+        path = out_dir / f"{client}.csv"
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(NODE_COLUMNS)
+            w.writerows(rows[client])
         paths.append(path)
     return paths

@@ -32,6 +32,7 @@ from fedweave.plugins import load_config
 from fedweave.records.environment import environment
 from fedweave.records.restore import ROUND_METRICS, restore_records
 from fedweave.records.rundir import (
+    CLIENT_COLUMNS,
     RunDirectory,
     atomic_write,
     claim,
@@ -69,8 +70,11 @@ def _weighted(values: torch.Tensor, weights: torch.Tensor | None) -> float:
     return float((values * w).sum() / w.sum())
 
 
-def evaluate(algo: Algorithm, result: RoundResult) -> dict[str, dict[str, float]]:
-    """Per evaluated model: train/val/test loss and accuracy."""
+def evaluate(algo: Algorithm, result: RoundResult, clients: torch.Tensor | None = None
+             ) -> dict[str, dict[str, float]]:
+    """Per evaluated model: train/val/test loss and accuracy. A federated model's val_* pools
+    the validation samples of ``clients`` (``output.client_eval``: the cohort), or of every
+    client when None."""
     ctx = algo.ctx
     params, buffers, labels = algo.models()
     engine, data = ctx.engine, ctx.data
@@ -78,12 +82,13 @@ def evaluate(algo: Algorithm, result: RoundResult) -> dict[str, dict[str, float]
     per_node = len(labels) == data.nodes and getattr(algo, "per_node_models", False)
     if per_node:
         vals = [engine.evaluate(params[i: i + 1], {k: v[i: i + 1] for k, v in buffers.items()},
-                                data.x[idx], data.y[idx]) for i, idx in enumerate(data.val_idx)]
+                                *data.take(idx)) for i, idx in enumerate(data.val_idx)]
         val_loss = torch.cat([v[0] for v in vals])
         val_acc = torch.cat([v[1] for v in vals])
     else:
-        idx = data.union_val()
-        val_loss, val_acc = engine.evaluate(params, buffers, data.x[idx], data.y[idx])
+        idx = data.union_val() if clients is None else \
+            torch.cat([data.val_idx[c] for c in clients.tolist()]).unique()
+        val_loss, val_acc = engine.evaluate(params, buffers, *data.take(idx))
     train_loss = result.node_train.get("loss")
     train_acc = result.node_train.get("acc")
     rows = {}
@@ -188,8 +193,10 @@ class Runner:
         assert self.run_dir is not None
         data = self.ctx.data
         labels = self.algo.model_labels()  # only the writer gets here: no collective
+        # a population drawn on demand has no label counts without drawing all of it
         self.run_dir.write_json("partition.json", {
-            "counts": data.label_counts().tolist(),
+            "counts": None if data.on_demand else data.label_counts().tolist(),
+            "sizes": data.sizes.tolist(),
             "val": [len(v) for v in data.val_idx], "test": len(data.test_y)})
         self.run_dir.write_json("model.json", {
             "input_shape": list(data.input_shape), "num_classes": data.num_classes,
@@ -197,8 +204,7 @@ class Runner:
 
     def _record_round(self, r: int, res: RoundResult, wall: float) -> None:
         """Every round: traffic, learning rate and virtual duration in metrics.csv (node
-        ``all``, split ``round``; the wall_time column is the wall clock at the round's end),
-        and the cohort's members in clients.csv."""
+        ``all``, split ``round``; the wall_time column is the wall clock at the round's end)."""
         if self.run_dir is None:
             return
         sim = self.totals["sim_time_s"]
@@ -207,51 +213,71 @@ class Runner:
         self.run_dir.append_metrics(
             (r + 1, "all", "round", metric, value, sim, wall)
             for metric, value in zip(ROUND_METRICS, values, strict=True))
-        if "client" in res.clients:
-            clients = res.clients["client"].tolist()
-            loss = res.clients.get("train_loss")
-            acc = res.clients.get("train_acc")
-            self.run_dir.append_clients(
-                (r + 1, c, float(loss[k]) if loss is not None else "",
-                 float(acc[k]) if acc is not None else "") for k, c in enumerate(clients))
+
+    def eval_clients(self, res: RoundResult) -> torch.Tensor | None:
+        """The clients whose validation split an evaluation touches (``output.client_eval``):
+        the round's cohort (sorted ids), or None for every client."""
+        if self.config.output.client_eval == "cohort" and "client" in res.clients:
+            return res.clients["client"].cpu().long().unique()
+        return None
 
     def _record_clients(self, r: int, res: RoundResult, summary: dict[str, float],
-                        metric_rows: list[tuple[Any, ...]], wall: float) -> None:
-        """Per-client validation of the model each client uses (``fedweave.evaluation``):
-        nodes/<client>.csv, and its spread over clients (mean/min/max/std) in metrics.csv
-        (node ``clients``) and in the summary row (``clients_val_acc_min``, ...)."""
-        per = client_validation(self.algo)
+                        metric_rows: list[tuple[Any, ...]], wall: float,
+                        clients: torch.Tensor | None) -> dict[int, dict[str, float]]:
+        """Per-client validation of the model each client uses (``fedweave.evaluation``) for
+        the clients ``output.client_eval`` picks, and its spread over them (mean/min/max/std)
+        in metrics.csv (node ``clients``) and in the summary row (``clients_val_acc_min``,
+        ...; ``clients_val_n``: how many clients it is over). Returns the rows for
+        clients.csv."""
+        if self.config.output.client_eval == "never":
+            return {}
+        per = client_validation(self.algo, clients)
         if per is None:
-            return
+            return {}
         sim = self.totals["sim_time_s"]
         for metric in ("acc", "loss"):
             for stat, value in spread(per[metric]).items():
                 summary[f"clients_val_{metric}_{stat}"] = value
                 metric_rows.append((r + 1, "clients", "val", f"{metric}_{stat}", value, sim,
                                     wall))
+        has = per["count"] > 0
+        summary["clients_val_n"] = int(has.sum())
+        return {c: {"val_loss": float(lo), "val_acc": float(ac)} for c, lo, ac in zip(
+            per["client"][has].tolist(), per["loss"][has].tolist(), per["acc"][has].tolist(),
+            strict=True)}
+
+    def _append_clients(self, r: int, res: RoundResult,
+                        evaluated: dict[int, dict[str, float]]) -> None:
+        """One append to clients.csv per round: each cohort member's training loss and
+        accuracy, and the validation of the clients evaluated this round."""
         if self.run_dir is None:
             return
-        trained: dict[int, dict[str, float]] = {}  # this round's cohort: its training stats
+        rows: list[tuple[int, dict[str, float]]] = []  # a client may report twice (async)
         if "client" in res.clients:
-            stats = {k: v for k, v in res.clients.items() if k in ("train_loss", "train_acc")}
-            for k, c in enumerate(res.clients["client"].tolist()):
-                trained[c] = {name: float(v[k]) for name, v in stats.items()}
-        rows: dict[str, dict[str, Any]] = {}
-        for i in range(len(per["acc"])):
-            row: dict[str, Any] = {"epoch": r + 1, **trained.get(i, {})}
-            if per["count"][i] > 0:
-                row.update(val_loss=float(per["loss"][i]), val_acc=float(per["acc"][i]))
-            rows[str(i)] = row
-        self.run_dir.append_node_rows(rows)
+            stats = {k: v.tolist() for k, v in res.clients.items()
+                     if k in ("train_loss", "train_acc")}
+            rows = [(c, {name: float(v[k]) for name, v in stats.items()})
+                    for k, c in enumerate(res.clients["client"].tolist())]
+        first = {c: row for c, row in reversed(rows)}
+        for c, row in evaluated.items():
+            if c in first:
+                first[c].update(row)
+            else:
+                rows.append((c, row))
+        if rows:
+            rows.sort(key=lambda item: item[0])  # stable: a client's reports in their order
+            self.run_dir.append_clients(
+                (r + 1, c, *(row.get(k, "") for k in CLIENT_COLUMNS[2:])) for c, row in rows)
 
     def _record(self, r: int, res: RoundResult, rows: dict[str, dict[str, float]],
-                wall: float) -> dict[str, float]:
+                wall: float, clients: torch.Tensor | None
+                ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
         summary = summarize_models(rows, self.algo.model_weights())
         summary.update(res.extras)
         summary.update(round=r + 1, sim_time=self.totals["sim_time_s"], wall_time=wall)
         self.last_rows = rows  # per evaluated model, for trackers
         client_rows: list[tuple[Any, ...]] = []
-        self._record_clients(r, res, summary, client_rows, wall)
+        evaluated = self._record_clients(r, res, summary, client_rows, wall, clients)
         if self.run_dir is not None:
             sim = self.totals["sim_time_s"]
             metric_rows: list[tuple[Any, ...]] = []
@@ -266,7 +292,7 @@ class Runner:
                 metric_rows.append((r + 1, "all", "stats", key, value, sim, wall))
             self.run_dir.append_metrics([*metric_rows, *client_rows])
             self.run_dir.append_node_rows({k: {"epoch": r + 1, **v} for k, v in rows.items()})
-        return summary
+        return summary, evaluated
 
     def _update_best(self, summary: dict[str, float]) -> None:
         """Best round by validation accuracy (test at that round beside it); by test accuracy
@@ -333,17 +359,20 @@ class Runner:
                     cb.on_round(self, r, res)
                 last = r == cfg.rounds - 1
                 rows = None
+                evaluated: dict[int, dict[str, float]] = {}
                 if (r + 1) % cfg.output.eval_every == 0 or last:
                     wall = time.perf_counter() - t0
-                    rows = evaluate(self.algo, res)
+                    clients = self.eval_clients(res)
+                    rows = evaluate(self.algo, res, clients)
                     self._check_finite(r, res, rows)
-                    summary = self._record(r, res, rows, wall)
+                    summary, evaluated = self._record(r, res, rows, wall, clients)
                     self.history.append(summary)
                     self._update_best(summary)
                     for cb in self.callbacks:
                         cb.on_evaluate(self, r, summary)
                 else:
                     self._check_finite(r, res, None)
+                self._append_clients(r, res, evaluated)
                 self.totals["wall_s"] = time.perf_counter() - t0
                 stop = any(cb.should_stop(self) for cb in self.callbacks)
                 self._checkpoint(r, last or stop)
@@ -380,7 +409,8 @@ class Runner:
 
                 plots = self.run_dir.plots_dir
                 plot_curves({self.config.name: self.run_dir.read_metrics()}, plots)
-                plot_partition(self.ctx.data.label_counts(), plots / "partition.png")
+                if not self.ctx.data.on_demand:
+                    plot_partition(self.ctx.data.label_counts(), plots / "partition.png")
                 self.algo.write_artifacts(plots)
             self.timing["finish_s"] = time.perf_counter() - t_finish
             summary["timing"] = {**self.timing, "rounds_s": self.totals["wall_s"]}

@@ -67,6 +67,13 @@ class OutputConfig(Section):
                             "this", json_schema_extra={"unit": "rounds"})
     eval_every: int = Field(1, ge=1, description="rounds between evaluations (the last round "
                             "is always evaluated)", json_schema_extra={"unit": "rounds"})
+    client_eval: Literal["cohort", "all", "never"] = Field(
+        "cohort", description="federated runs: whose validation split is evaluated at each "
+        "evaluation (rows of clients.csv, the clients_val_* spread, and the global model's "
+        "pooled val_*): cohort = the clients trained that round (cost grows with the cohort); "
+        "all = every client every evaluation (cost grows with the population: 100,000 "
+        "clients are 100,000 evaluations); never = no per-client rows (val_* pools every "
+        "client's split)")
     plots: bool = Field(True, description="draw plots/*.png at the end of the run")
     progress: bool = Field(True, description="progress bar / log lines on the terminal "
                            "(informational)", json_schema_extra={"informational": True})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -37,6 +38,9 @@ class FederatedData:
     #: corrupted training data (``fedweave.data.noise``): flipped indices, per-sample input noise
     label_noise: torch.Tensor | None = None
     input_noise: InputNoise | None = None
+    #: True where samples are drawn when needed (``fedweave.data.ondemand``): ``x``/``y`` are
+    #: then empty placeholders and ``take`` is the only way to the samples
+    on_demand: ClassVar[bool] = False
     # derived from the shards, computed once (recomputed when a shard list is replaced)
     _derived: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
@@ -67,18 +71,24 @@ class FederatedData:
         """Model input from stored samples: uint8 images → normalised float32."""
         return to_float(x, self.mean, self.std)
 
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored samples (as stored: uint8 images, float features) and labels at the flat
+        indices ``idx``, on the data's device."""
+        idx = idx.to(self.x.device)
+        return self.x[idx], self.y[idx]
+
     def gather(self, idx: torch.Tensor, augment_key: tuple[int, ...] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Float inputs and labels at ``idx`` (any shape); augmented when ``augment`` is on and
         a key (round, node, step) is given, with randomness derived from the key."""
         flat = idx.reshape(-1)
-        xb = self.x[flat]
+        xb, yb = self.take(flat)
         if self.augment and augment_key is not None and xb.dim() == 4:
             xb = random_crop_flip(xb, torch_generator(self.seed, "augment", *augment_key))
         xb = self.features(xb)
         if self.input_noise is not None:
             xb = self.input_noise.add(flat, xb)
-        return xb.reshape(*idx.shape, *xb.shape[1:]), self.y[flat].reshape(idx.shape)
+        return xb.reshape(*idx.shape, *xb.shape[1:]), yb.reshape(idx.shape)
 
     def union_train(self) -> torch.Tensor:
         """All nodes' training indices, sorted (the centralized reference's data)."""
@@ -99,9 +109,17 @@ class FederatedData:
         return self
 
 
-def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = None
-                         ) -> FederatedData:
-    """Load ``cfg.dataset``, partition it over ``cfg.nodes`` and split per-node validation."""
+def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = None,
+                         cohort: int | None = None) -> FederatedData:
+    """Load ``cfg.dataset``, partition it over ``cfg.nodes`` and split per-node validation.
+    ``cohort``: clients a federated round trains (None: not a federated run); with it, a
+    large synthetic population is drawn on demand (``fedweave.data.ondemand``)."""
+    if dataset is None and cohort is not None:
+        from fedweave.data.ondemand import on_demand_data
+
+        lazy = on_demand_data(cfg, seed, cohort)
+        if lazy is not None:
+            return lazy
     ds = dataset if dataset is not None else load_dataset(cfg, seed)
     shards = partition(ds.train_y, cfg, seed, ds.train_groups)
     train_idx, val_idx = split_validation(shards, cfg.val_fraction, seed, cfg.val_from_train)

@@ -130,19 +130,17 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _client_finals(path: Path) -> dict[str, float]:
-    """The last validation accuracy of each federated client (nodes/<id>.csv)."""
-    out = {}
-    for file in (path / "nodes").glob("*.csv"):
-        if not file.stem.isdigit():
-            continue
-        try:
-            with open(file, newline="") as f:
-                rows = list(csv.DictReader(f))
-            value = next((r["val_acc"] for r in reversed(rows) if r.get("val_acc")), None)
-            if value is not None:
-                out[file.stem] = float(value)
-        except (OSError, ValueError, KeyError, csv.Error):
-            continue
+    """The last validation accuracy of each federated client that was evaluated (clients.csv,
+    one streaming pass)."""
+    out: dict[str, float] = {}
+    try:
+        with open(path / "clients.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                value = row.get("val_acc")
+                if value:
+                    out[str(row["client"])] = float(value)
+    except (OSError, ValueError, KeyError, TypeError, csv.Error):
+        return out
     return out
 
 

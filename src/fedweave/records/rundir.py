@@ -5,8 +5,11 @@ runs/<name>-<timestamp>/
   config.yaml     the fully resolved config (re-runnable as is)
   summary.json    final and best (by validation) metrics, totals, environment (at the end)
   metrics.csv     long format: round,node,split,metric,value,sim_time,wall_time
-  clients.csv     federated: round,client,train_loss,train_acc of every cohort member
-  nodes/<id>.csv  per evaluated model (global, cluster<k>, peer i) and per federated client
+  clients.csv     federated, long format, one append per round: round,client,train_loss,
+                  train_acc,val_loss,val_acc of every cohort member and every client evaluated
+                  (output.client_eval); its size grows with the cohort, never the population
+  nodes/<id>.csv  per evaluated model: global, cluster<k>, decentralized peer i (reference
+                  system 001's columns); ``fedweave export --per-client`` splits clients.csv
   partition.json  samples per node and class, validation samples per node
   model.json      input shape, classes, parameters and labels of the evaluated models
   checkpoints/    verified safetensors + json, retention by output.keep
@@ -40,7 +43,7 @@ NAME_MAX = 80  # characters of the slugged run name (the timestamp is added to i
 NODE_COLUMNS = ["epoch", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc",
                 "test_acc"]
 METRIC_COLUMNS = ["round", "node", "split", "metric", "value", "sim_time", "wall_time"]
-CLIENT_COLUMNS = ["round", "client", "train_loss", "train_acc"]
+CLIENT_COLUMNS = ["round", "client", "train_loss", "train_acc", "val_loss", "val_acc"]
 
 
 def slug(name: str) -> str:
@@ -234,7 +237,8 @@ class RunDirectory:
                 w.writerow([row.get(c, "") for c in NODE_COLUMNS])
 
     def append_clients(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Rows of ``clients.csv`` (CLIENT_COLUMNS): who trained in a round and how."""
+        """Rows of ``clients.csv`` (CLIENT_COLUMNS): who trained in a round and how, and the
+        validation of the clients evaluated (one append per round, one file per run)."""
         path = self.path / "clients.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:
@@ -258,6 +262,8 @@ class RunDirectory:
                 rows = []
             if path.parent == self.nodes_dir and rows and rows[0] and rows[0][0] == "epoch":
                 header = rows[0]  # a per-node table of its own columns (e.g. densities.csv)
+            if path.name == "clients.csv" and rows and rows[0][:2] == ["round", "client"]:
+                header = rows[0]  # an older run's columns
             keep = [header]
             for r in rows[1:]:
                 try:

@@ -69,6 +69,7 @@ def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor
         stream = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(need / n))])
         if shuffle:
             stream = stream[:need][torch.randperm(need, generator=gen)]
+        idx[k] = shard[0]  # padding (weight 0) stays inside the node's own shard
         idx[k, :s, :b] = shard[stream[:need]].view(s, b)
         weight[k, :s, :b] = 1.0
     return Batches(idx.to(data.x.device), weight.to(data.x.device), steps)
