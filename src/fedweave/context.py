@@ -29,7 +29,8 @@ from torch import nn
 
 from fedweave.config import Config, ModelConfig
 from fedweave.core.population import Buffers, ParamLayout, flat_params, model_buffers
-from fedweave.data.federated import FederatedData, build_federated_data
+from fedweave.data.federated import FederatedData
+from fedweave.data.ondemand import build_data
 from fedweave.distributed import under_torchrun
 from fedweave.distributed.process_group import Comm, init_comm, local_device
 from fedweave.distributed.trainer import DistributedGradientEngine, DistributedTrainer
@@ -251,7 +252,7 @@ def build_context(config: Config, data: FederatedData | None = None,
         comm = init_comm(config.engine.timeout_s, device)
     cohort = typical_cohort(config, config.data.nodes) \
         if config.algorithm.kind == "federated" and config.attack.name is None else None
-    data = (data or build_federated_data(config.data, config.seed, cohort=cohort)).to(device)
+    data = (data or build_data(config.data, config.seed, cohort)).to(device)
     data = corrupt_data(data, config.attack, config.seed)  # the data attacks' shards
     torch.manual_seed(derive_seed(config.seed, "init"))
     probe = build_model(config.model, data.input_shape, data.num_classes).to(device)

@@ -109,17 +109,10 @@ class FederatedData:
         return self
 
 
-def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = None,
-                         cohort: int | None = None) -> FederatedData:
-    """Load ``cfg.dataset``, partition it over ``cfg.nodes`` and split per-node validation.
-    ``cohort``: clients a federated round trains (None: not a federated run); with it, a
-    large synthetic population is drawn on demand (``fedweave.data.ondemand``)."""
-    if dataset is None and cohort is not None:
-        from fedweave.data.ondemand import on_demand_data
-
-        lazy = on_demand_data(cfg, seed, cohort)
-        if lazy is not None:
-            return lazy
+def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = None
+                         ) -> FederatedData:
+    """Load ``cfg.dataset``, partition it over ``cfg.nodes`` and split per-node validation
+    (a federated run's large synthetic population: ``fedweave.data.ondemand.build_data``)."""
     ds = dataset if dataset is not None else load_dataset(cfg, seed)
     shards = partition(ds.train_y, cfg, seed, ds.train_groups)
     train_idx, val_idx = split_validation(shards, cfg.val_fraction, seed, cfg.val_from_train)

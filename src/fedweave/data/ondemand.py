@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fedweave.config import DataConfig
-from fedweave.data.federated import FederatedData
+from fedweave.data.federated import FederatedData, build_federated_data
 from fedweave.data.memory import require_memory
 from fedweave.data.sources.base import subset
 from fedweave.data.sources.builtin import SyntheticDevices
@@ -248,3 +248,10 @@ class OnDemandData(FederatedData):
             _, y = self.window._direct(shard, torch.full_like(shard, node), torch.tensor([node]))
             out[node] = torch.bincount(y.cpu(), minlength=self.num_classes)
         return out
+
+
+def build_data(cfg: DataConfig, seed: int, cohort: int | None = None) -> FederatedData:
+    """The run's data: drawn on demand when ``on_demand_data`` says so (``cohort``: clients a
+    federated round trains; None: not a federated run), else ``build_federated_data``."""
+    lazy = on_demand_data(cfg, seed, cohort) if cohort is not None else None
+    return lazy if lazy is not None else build_federated_data(cfg, seed)
