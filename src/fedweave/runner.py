@@ -242,6 +242,7 @@ class Runner:
                                     wall))
         has = per["count"] > 0
         summary["clients_val_n"] = int(has.sum())
+        metric_rows.append((r + 1, "clients", "val", "n", int(has.sum()), sim, wall))
         return {c: {"val_loss": float(lo), "val_acc": float(ac)} for c, lo, ac in zip(
             per["client"][has].tolist(), per["loss"][has].tolist(), per["acc"][has].tolist(),
             strict=True)}
