@@ -43,6 +43,7 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
             for r in csv.DictReader((run_dir / "metrics.csv").open())]
 
 
+@pytest.mark.slow
 def test_cli_async_run_records_time_to_target_bytes_densities_and_plots(tmp_path: Path) -> None:
     sets = [a for kv in _sets({**PRFL, "output.target_acc": 0.25}) for a in ("--set", kv)]
     proc = _fedweave("run", *sets, "--out", "runs", cwd=tmp_path)

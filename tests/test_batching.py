@@ -5,6 +5,7 @@ engine to a per-family tolerance."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fedweave.config import ModelConfig
@@ -94,6 +95,7 @@ def test_evaluation_is_the_same_for_any_model_split() -> None:
         assert torch.equal(part[0], loss[sel]) and torch.equal(part[1], correct[sel])
 
 
+@pytest.mark.slow
 def test_default_cnn_config_is_identical_on_one_two_and_three_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The default experiment (CNN on digits, 10 clients) with the vectorized engine: every
     metric of every round equal on 1, 2 and 3 processes (the batched convolution used to drift

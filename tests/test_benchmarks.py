@@ -35,6 +35,7 @@ def test_quick_smallest_row_writes_json(tmp_path: Path) -> None:
     assert "cross-device-logistic" in proc.stdout  # the table
 
 
+@pytest.mark.slow
 def test_quick_baseline_rows_run(tmp_path: Path) -> None:
     """The plain loop and the centralized limit build their configs like fedweave's rows (the
     built-in algorithms registered first)."""

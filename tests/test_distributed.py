@@ -219,6 +219,7 @@ MESSAGE = re.compile(r"error: distributed run stopped: (.*?) \(rank (\d+) notice
                      r"last completed round (\d+);")
 
 
+@pytest.mark.slow
 def test_killed_rank_stops_every_rank_and_resume_matches(reference: dict[str, Path],
                                                          tmp_path: Path) -> None:
     """Rank 1 of 3 exits after round 1: ranks 0 and 2 stop at once with the one-line message
@@ -261,6 +262,7 @@ def test_killed_rank_in_point_to_point_exchange_and_resume_on_fewer_ranks(
     _assert_same_run(reference["pdmm_isvr"], run_dir)
 
 
+@pytest.mark.slow
 def test_hung_rank_times_out(tmp_path: Path) -> None:
     """Rank 1 hangs (alive, sockets open) in round 2: rank 0 gives up after engine.timeout_s."""
     timeout = 4.0

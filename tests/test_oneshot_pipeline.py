@@ -61,6 +61,7 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_cli_runs_every_stage_and_writes_the_records(tmp_path: Path) -> None:
     config = write_config(tmp_path / "tiny.yaml", output={"plots": True},
                           distill={**TINY["distill"], "baselines": ["real", "noise"]})

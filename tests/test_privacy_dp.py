@@ -42,6 +42,7 @@ def test_rdp_epsilon_equals_dp_accounting_for_both_sampling_schemes() -> None:
     assert epsilon("rdp", "poisson", 0.0, 3, 1e-5, 10, 1) == math.inf
 
 
+@pytest.mark.slow
 def test_pld_epsilon_equals_dp_accounting_and_is_tighter_than_rdp() -> None:
     from dp_accounting.pld import PLDAccountant
 

@@ -416,6 +416,7 @@ def _killed_run(tmp_path: Path) -> Path:
     return next(tmp_path.glob("killed-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="apt-get install chromium")
 def test_html_report_is_self_contained_and_renders_without_console_errors(
         tmp_path: Path) -> None:
@@ -512,6 +513,7 @@ def test_sweep_with_seeds_writes_csv_mean_std_skips_finished_points_and_reports(
     assert "Sweep points (mean ± std over seeds)" in html and pm in html
 
 
+@pytest.mark.slow
 def test_sweep_runs_points_as_parallel_subprocesses(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("rounds: 1\nmodel: {name: logistic}\ndata: {nodes: 3}\n"
@@ -602,6 +604,7 @@ def _files_with(folder: Path, secret: bytes) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and secret in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_notifications_arrive_on_finish_and_failure_and_the_token_is_nowhere(
         tmp_path: Path, endpoint: int) -> None:
     pytest.importorskip("apprise")
@@ -639,6 +642,7 @@ def test_notifications_arrive_on_finish_and_failure_and_the_token_is_nowhere(
     assert token not in ok.stderr + ok.stdout + bad.stderr + bad.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_notifier_never_fails_the_run_and_proxies_are_honoured(
         tmp_path: Path, endpoint: int) -> None:
     pytest.importorskip("apprise")

@@ -299,6 +299,7 @@ def _fedweave(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, cwd=cwd, env=env, timeout=240)
 
 
+@pytest.mark.slow
 def test_plugin_model_and_algorithm_from_the_cli_on_one_and_two_processes(tmp_path: Path
                                                                          ) -> None:
     plugins = tmp_path / "plugins"

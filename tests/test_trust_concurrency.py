@@ -64,6 +64,7 @@ def test_sweep_folder_in_use_is_refused(tmp_path: Path) -> None:
     assert run_dirs(folder) == []
 
 
+@pytest.mark.slow
 def test_influence_scoring_in_use_is_refused(tmp_path: Path) -> None:
     proc = fedweave("run", *FAST, "--set", "data.nodes=3", "--out", "runs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

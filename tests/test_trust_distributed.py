@@ -57,7 +57,8 @@ def end(launcher: subprocess.Popen[str], ranks: list[int]) -> tuple[float, str]:
     return waited, err
 
 
-@pytest.mark.parametrize("rank", [1, pytest.param(0, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [1, 0])
 def test_stopped_rank_ends_the_command_within_timeout(tmp_path: Path, rank: int) -> None:
     launcher, ranks = start(tmp_path)
     os.kill(ranks[rank], signal.SIGSTOP)

@@ -55,6 +55,7 @@ def flip_stored_decisions(tmp_path: Path) -> str:
     return chosen
 
 
+@pytest.mark.slow
 def test_same_config_twice_under_cpu_load_gives_identical_numbers(tmp_path: Path,
                                                                   cpu_load: None) -> None:
     first, s1 = run_auto(tmp_path, "a")
@@ -70,6 +71,7 @@ def test_same_config_twice_under_cpu_load_gives_identical_numbers(tmp_path: Path
     assert s3["backend"] == other != s1["backend"]
 
 
+@pytest.mark.slow
 def test_resume_reuses_the_runs_engine(tmp_path: Path) -> None:
     """A run decides its engine, the machine's stored decision changes afterwards: the resumed
     run keeps the checkpoint's engine and ends equal to an uninterrupted run on it."""

@@ -149,6 +149,7 @@ def test_bad_clock_trace(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ --procs
+@pytest.mark.slow
 def test_bad_input_under_procs_is_one_line(tmp_path: Path) -> None:
     """Validated once by the launcher, before any rank starts: one line, not one per rank."""
     for bad in (["--set", "engine.device=banana"],

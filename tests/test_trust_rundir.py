@@ -262,6 +262,7 @@ def _wait_for_lock(run_dir: Path, pid: int, proc) -> None:  # type: ignore[no-un
     raise AssertionError(f"the first writer never took the lock: {proc.communicate()}")
 
 
+@pytest.mark.slow
 def test_two_concurrent_resumes(copy: Path) -> None:
     """One resume holds the run; the second exits 2 naming its pid; every round is in
     metrics.csv once."""
