@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -152,6 +153,7 @@ def test_configs_that_validate_run_or_stop_with_one_user_error_line(overrides: l
             one_line(exc)
 
 
+@pytest.mark.slow
 @fuzz(4, None)
 @given(st.lists(override(), min_size=1, max_size=3).filter(lambda o: _refused(o)))
 def test_the_cli_refuses_bad_configs_with_exit_2_one_line_and_no_run_directory(

@@ -117,6 +117,7 @@ def test_every_algorithm_reaches_the_centralized_optimum_on_iid_data(iid_problem
     assert runner.history[-1]["consensus_distance"] == pytest.approx(consensus, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_tracking_and_d2_are_exact_on_noniid_data_where_dsgd_is_biased(noniid_problem):
     problem = noniid_problem
     gap_gt, cons_gt, _ = train(problem, "algorithm.name=gradient_tracking", "rounds=1200",

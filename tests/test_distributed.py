@@ -199,6 +199,7 @@ def test_vectorized_engine_equals_single_process(reference: dict[str, Path], tmp
     _assert_same_run(reference[f"vectorized-{kind}"], _only_run_dir(config))
 
 
+@pytest.mark.slow
 def test_one_node_per_rank_async_lossy_point_to_point(reference: dict[str, Path],
                                                       tmp_path: Path) -> None:
     """A real peer-to-peer run: 3 processes, one node each, asynchronous with latency and

@@ -30,6 +30,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
             for name in ("loo", "if_exact", "if_ekfac", "tracin")}
 
 
+@pytest.mark.slow
 def test_exact_inverse_hessian_influence_matches_leave_one_out(scored) -> None:
     loo, exact = scored["loo"], scored["if_exact"]
     rho, r = spearmanr(exact, loo)[0], pearsonr(exact, loo)[0]
@@ -38,6 +39,7 @@ def test_exact_inverse_hessian_influence_matches_leave_one_out(scored) -> None:
     assert torch.sign(exact).eq(torch.sign(loo)).float().mean() >= 0.8  # measured 26/30
 
 
+@pytest.mark.slow
 def test_ekfac_and_tracin_correlate_with_leave_one_out(scored) -> None:
     loo = scored["loo"]
     rho_ekfac = spearmanr(scored["if_ekfac"], loo)[0]

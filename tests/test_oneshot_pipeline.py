@@ -118,6 +118,7 @@ def _batches(run: Path) -> dict[str, tuple[int, int]]:
             for p in (run / "synthesize" / "batches").glob("batch-*.safetensors")}
 
 
+@pytest.mark.slow
 def test_a_kill_during_synthesis_resumes_without_regenerating_to_the_same_student(
         tmp_path: Path) -> None:
     config = write_config(tmp_path / "tiny.yaml", distill={

@@ -80,6 +80,7 @@ def _start_and_signal(tmp_path: Path, signum: int, overrides: list[str]
     return proc, lines + rest.splitlines()
 
 
+@pytest.mark.slow
 def test_sigterm_through_a_pipe_prints_lines_checkpoints_and_resumes_to_the_same_numbers(
         tmp_path: Path) -> None:
     overrides = [*LOGISTIC, "rounds=8", "name=job"]
@@ -131,6 +132,7 @@ def test_live_bar_on_a_terminal_shows_val_acc_best_s_per_round_and_eta() -> None
         assert part in text, part
 
 
+@pytest.mark.slow
 def test_version_completion_and_did_you_mean(tmp_path: Path) -> None:
     from fedweave.version import __version__
 
@@ -673,6 +675,7 @@ def test_secrets_file_inside_the_run_directory_is_refused_on_resume(tmp_path: Pa
 # ----------------------------------------------------------------------------- docs
 
 
+@pytest.mark.slow
 def test_the_extending_page_plugins_run_from_the_cli(tmp_path: Path) -> None:
     """The plugin files shown in docs/extending.md, as written there, from the CLI."""
     import numpy as np

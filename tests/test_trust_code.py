@@ -71,6 +71,7 @@ def test_a_run_directory_never_imports_its_plugins(finished: Path, tmp_path: Pat
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_named_plugins_run_and_trust_plugins_says_what_it_imports(finished: Path,
                                                                   tmp_path: Path) -> None:
     """The rule refuses what nobody named, not plugins: named, they run (so a run that needs

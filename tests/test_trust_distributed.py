@@ -73,6 +73,7 @@ def test_stopped_rank_ends_the_command_within_timeout(tmp_path: Path, rank: int)
     assert elapsed < TIMEOUT_S + 5, elapsed
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_launcher_takes_the_ranks_with_it(tmp_path: Path) -> None:
     launcher, ranks = start(tmp_path)
     launcher.kill()
@@ -83,6 +84,7 @@ def test_kill_9_of_the_launcher_takes_the_ranks_with_it(tmp_path: Path) -> None:
     assert not any(alive(r) for r in ranks)
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_the_launcher_stops_every_rank(tmp_path: Path) -> None:
     """SIGINT (SIGTERM takes the same path, exit 143) is forwarded to the ranks."""
     launcher, ranks = start(tmp_path)

@@ -153,6 +153,20 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def new_run_folder(config: Config) -> Path:
+    """Create and return a new ``<output.dir>/<slug(name)>-<timestamp>`` (``-1``, ``-2``, ...
+    appended when that name is taken)."""
+    parent = prepare_output(config.output.dir)
+    base = parent / f"{slug(config.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, i = base, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path, i = base.with_name(f"{base.name}-{i}"), i + 1
+
+
 class RunDirectory:
     """Creates (or reopens, for ``--resume``) a run directory and writes its files."""
 
@@ -171,16 +185,7 @@ class RunDirectory:
         pipeline stage), locked for this process (``lock``: already locked by ``claim``),
         with config.yaml and metrics.csv."""
         if at is None:
-            parent = prepare_output(config.output.dir)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            base = parent / f"{slug(config.name)}-{stamp}"
-            path, i = base, 1
-            while True:
-                try:
-                    path.mkdir()
-                    break
-                except FileExistsError:
-                    path, i = base.with_name(f"{base.name}-{i}"), i + 1
+            path = new_run_folder(config)
         else:
             path = at
             path.mkdir(parents=True, exist_ok=True)

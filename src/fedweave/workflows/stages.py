@@ -30,7 +30,7 @@ from fedweave.errors import UserError
 from fedweave.records.files import field as record_field
 from fedweave.records.files import read_json
 from fedweave.records.lock import DirectoryLock
-from fedweave.records.rundir import atomic_write, prepare_output, slug
+from fedweave.records.rundir import atomic_write, new_run_folder
 from fedweave.runner import Result, Runner, resume_config
 
 STATE_FILE = "pipeline.json"
@@ -66,16 +66,7 @@ class Pipeline:
     def create(cls, config: Config, stages: Sequence[Stage], kind: str = "pipeline"
                ) -> Pipeline:
         """A new ``<output.dir>/<name>-<timestamp>`` for ``config``."""
-        parent = prepare_output(config.output.dir)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = parent / f"{slug(config.name)}-{stamp}"
-        path, i = base, 1
-        while True:
-            try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                path, i = base.with_name(f"{base.name}-{i}"), i + 1
+        path = new_run_folder(config)
         atomic_write(path / "config.yaml", dump_config(config))
         pipe = cls(path, stages, config)
         pipe._write({"kind": kind, "stages": {}})

@@ -36,7 +36,6 @@ from pydantic import Field
 from fedweave.aggregators import build_aggregator
 from fedweave.algorithms.base import Algorithm, RoundResult
 from fedweave.algorithms.decentralized.exchange import Exchange
-from fedweave.algorithms.decentralized.graph import PeerGraph
 from fedweave.algorithms.decentralized.timing import Timing
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
@@ -103,7 +102,7 @@ StepObserver = Callable[["DecentralizedAlgorithm", StepInfo], None]
 
 
 
-class DecentralizedAlgorithm(Exchange, Timing, PeerGraph, Algorithm):
+class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
     """Base class: subclasses define the per-step update rule (see the module docstring)."""
 
     config: DecentralizedConfig

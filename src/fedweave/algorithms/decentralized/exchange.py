@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from fedweave.algorithms.decentralized.graph import PeerGraph
 from fedweave.errors import UserError
 from fedweave.robust.peers import PeerFaults
 from fedweave.sim.transport import Transport
@@ -43,41 +44,21 @@ from fedweave.topology import directed_offsets, exchange_schedule
 
 if TYPE_CHECKING:
     from fedweave.context import RunContext
-    from fedweave.distributed.placement import NodePartition
     from fedweave.sim.clock import NodeProfile
 
 
-class Exchange:
-    """Due slots, sends, delivery, faults and byte counts (a part of
-    ``DecentralizedAlgorithm``; ``_init_exchange`` runs after the graph and the timing)."""
+class Exchange(PeerGraph):
+    """Due slots, sends, delivery, faults and byte counts over the slots of ``PeerGraph`` (a
+    part of ``DecentralizedAlgorithm``; ``_init_exchange`` runs after the graph and the
+    timing)."""
 
-    ctx: RunContext
     config: Any
-    n: int
     x: torch.Tensor
     x_before: torch.Tensor
-    copies: dict[str, torch.Tensor]
-    message_keys: ClassVar[tuple[str, ...]]
     mixes: ClassVar[bool]
-    # from PeerGraph and Timing
-    edges: torch.Tensor
-    slot_own: torch.Tensor
-    slot_nbr: torch.Tensor
-    slot_rev: torch.Tensor
-    slot_edge: torch.Tensor
-    alive: torch.Tensor
-    live: torch.Tensor
-    own: torch.Tensor
-    slots: torch.Tensor
-    local_slot: torch.Tensor
-    held_edge: torch.Tensor
-    part: NodePartition
     steps_done: torch.Tensor
     profile: NodeProfile
     async_: bool
-
-    if TYPE_CHECKING:  # provided by PeerGraph
-        def _set_mixing(self) -> None: ...
 
     def _init_exchange(self, ctx: RunContext) -> None:
         cfg = ctx.config
