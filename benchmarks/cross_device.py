@@ -201,22 +201,13 @@ def main() -> None:
         return
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "PYTHONUNBUFFERED": "1"}
-    results: dict[str, list[dict[str, Any]]] = {}
     load = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         runs = contenders(args, Path(tmp))
         if args.only:
             runs = {n: c for n, c in runs.items() if any(n.startswith(o) for o in args.only)}
         report["commands"] = {n: " ".join(c) for n, c in runs.items()}
-        for rep in range(args.repeats):
-            for name, cmd in runs.items():
-                r = measure(cmd, env, ROOT, args.timeout)
-                results.setdefault(name, []).append(r)
-                print(f"  [{rep + 1}/{args.repeats}] {name[:40]:40s} whole {r['whole_s']:7.2f} s"
-                      f"  loop {r.get('round_loop_s', float('nan')):7.2f} s  "
-                      f"acc {r.get('test_acc', float('nan')):.3f}"
-                      + (f"  ERROR {r['error']}" if "error" in r else ""),
-                      file=sys.stderr, flush=True)
+        results = interleave(runs, args.repeats, env, args.timeout)
     load.append(os.getloadavg())
     flower_note = None if flower_python(args.flower_python) else "not installed"
     if args.device == "cuda":
@@ -226,6 +217,23 @@ def main() -> None:
     report.update(load_avg_start_end=load, results=results, flower=flower_note or "measured",
                   ratios=ratio_values(results))
     _write(args.json, report)
+
+
+def interleave(runs: dict[str, list[str]], repeats: int, env: dict[str, str], timeout: float
+               ) -> dict[str, list[dict[str, Any]]]:
+    """Every contender once per repeat, in turn (A, B, A, B, ...), each a fresh process;
+    one progress line per measurement on stderr."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for rep in range(repeats):
+        for name, cmd in runs.items():
+            r = measure(cmd, env, ROOT, timeout)
+            results.setdefault(name, []).append(r)
+            print(f"  [{rep + 1}/{repeats}] {name[:40]:40s} whole {r['whole_s']:7.2f} s"
+                  f"  loop {r.get('round_loop_s', float('nan')):7.2f} s  "
+                  f"acc {r.get('test_acc', float('nan')):.4f}"
+                  + (f"  ERROR {r['error']}" if "error" in r else ""),
+                  file=sys.stderr, flush=True)
+    return results
 
 
 def cuda_available() -> bool:

@@ -34,7 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from cross_device import _paired, _stat, _write, measure  # noqa: E402
+from cross_device import _paired, _stat, _write, interleave  # noqa: E402
 
 FEDWEAVE = "fedweave run (no config)"
 PLAIN = "plain PyTorch loop (plain_digits.py)"
@@ -91,7 +91,6 @@ def main() -> None:
         "repeats": args.repeats, "rounds": args.rounds, "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    results: dict[str, list[dict[str, Any]]] = {}
     load = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         split = Path(tmp) / "split.pt"
@@ -103,15 +102,7 @@ def main() -> None:
                 PLAIN: [py, str(HERE / "plain_digits.py"), "--split", str(split),
                         "--rounds", str(rounds)]}
         report["commands"] = {n: " ".join(c) for n, c in runs.items()}
-        for rep in range(args.repeats):
-            for name, cmd in runs.items():
-                r = measure(cmd, env, ROOT, args.timeout)
-                results.setdefault(name, []).append(r)
-                print(f"  [{rep + 1}/{args.repeats}] {name:38s} whole {r['whole_s']:7.2f} s  "
-                      f"loop {r.get('round_loop_s', float('nan')):7.2f} s  "
-                      f"acc {r.get('test_acc', float('nan')):.4f}"
-                      + (f"  ERROR {r['error']}" if "error" in r else ""),
-                      file=sys.stderr, flush=True)
+        results = interleave(runs, args.repeats, env, args.timeout)
     load.append(os.getloadavg())
     lines = ["| contender | whole process s | round loop s | peak MB | test acc | note |",
              "|---|---|---|---|---|---|"]
