@@ -7,7 +7,7 @@ Fashion-MNIST (60,000 training images, IID over 1000 clients), the 2NN MLP (200-
 spread out. FedAvg runs ``--updates / 100`` rounds of 100 clients; FedAsync ``--updates``
 server updates (one client update each); FedBuff (K = 10) ``--updates / 10``. Every method
 trains the same number of client jobs; timing covers the round loop and one final evaluation
-(data loading and model set-up excluded; ``engine.backend`` forced, so no calibration).
+(data loading and model set-up excluded; ``engine.name`` forced, so no calibration).
 
     python benchmarks/async_throughput.py [--updates 1000] [--steps 5] [--backend vectorized]
 """
@@ -30,7 +30,7 @@ def base(steps: int, backend: str) -> list[str]:
     return ["data.dataset=fashion-mnist", "data.nodes=1000", "data.partition=iid",
             "data.val_fraction=0", "model.name=mlp", "train.batch_size=20",
             f"train.local_steps={steps}", "train.lr=0.05", "clock.speed_sigma=0.5",
-            f"engine.backend={backend}", "engine.threads=1", "output.plots=false",
+            f"engine.name={backend}", "engine.threads=1", "output.plots=false",
             "output.progress=false", "output.checkpoint_every=0"]
 
 

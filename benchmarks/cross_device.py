@@ -14,7 +14,7 @@ Contenders (every one a fresh process started from this script):
   choice);
 - ``fedweave tuned``: ``benchmarks/configs/cross-device-mlp.yaml`` (``eval_every: 30``,
   ``checkpoint_every: 0``, ``val_fraction: 0``) with ``--set engine.threads=<--threads>`` and
-  ``engine.backend`` from ``--backends`` (default ``auto``);
+  ``engine.name`` from ``--backends`` (default ``auto``);
 - ``plain PyTorch loop`` (``plain_fedavg.py``): the obvious loop, torch's default threads,
   the test set evaluated every round;
 - ``batched limit`` (``limit.py``): the same SGD steps as one hand-written batched computation
@@ -156,7 +156,7 @@ def contenders(args: argparse.Namespace, out_dir: Path) -> dict[str, list[str]]:
         name = (f"fedweave tuned ({b}, threads {args.threads}, eval once, no checkpoints, "
                 "no validation)")
         out[name] = [py, "-m", "fedweave", "run", str(args.config), *sets, *dev_set,
-                     "--set", f"engine.threads={args.threads}", "--set", f"engine.backend={b}",
+                     "--set", f"engine.threads={args.threads}", "--set", f"engine.name={b}",
                      "--out", str(out_dir / f"tuned-{b}")]
     out[PLAIN] = [py, str(HERE / "plain_fedavg.py"), str(args.config), *rounds, *dev_arg]
     out[LIMIT] = [py, str(HERE / "limit.py"), str(args.config), *rounds,
@@ -178,7 +178,7 @@ def main() -> None:
                         help="torch threads of the tuned fedweave contender and of the limit")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--backends", nargs="+", default=None,
-                        help="engine.backend of the tuned contenders (default: auto; on CUDA "
+                        help="engine.name of the tuned contenders (default: auto; on CUDA "
                         "vectorized loop auto)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--flower-python", default=None,

@@ -33,7 +33,7 @@ def _config(model: str, nodes: int, batch: int, backend: str, algorithm: str):
                           f"data.synthetic.samples_mean={float(torch.log(torch.tensor(80.)))}"])
     return load_config(None, [*data, f"data.nodes={nodes}", "data.partition=iid",
                               f"model.name={model}", f"train.batch_size={batch}",
-                              f"engine.backend={backend}", f"algorithm.name={algorithm}",
+                              f"engine.name={backend}", f"algorithm.name={algorithm}",
                               "topology.name=ring", "output.plots=false"]), have
 
 

@@ -11,7 +11,7 @@ batch 32:
 
 - ``fedavg``: Dirichlet 0.5, 10 clients per round;
 - ``dsgd``: D-SGD on a ring of the 20 nodes (IID), 2 processes once with
-  ``engine.exchange: all_gather`` (every node's gradients all-gathered each step) and once with
+  ``launcher.exchange: all_gather`` (every node's gradients all-gathered each step) and once with
   ``point_to_point`` (each rank holds 10 nodes and swaps 2 boundary rows per step); evaluation
   every round covers all 20 node models.
  Every variant is a fresh process tree launched exactly as a user would (the
@@ -46,7 +46,7 @@ def workload(args: argparse.Namespace, out: Path, threads: int, exchange: str) -
         "model": {"name": args.model, **({"norm": "group"} if args.model == "cnn" else {})},
         "train": {"lr": 0.05, "batch_size": 32, "local_epochs": 1},
         "algorithm": {"name": "fedavg", "clients_per_round": args.clients},
-        "engine": {"backend": args.backend, "threads": threads, "timeout_s": 300,
+        "engine": {"name": args.backend, "threads": threads, "timeout_s": 300,
                    "exchange": exchange, "device": args.device},
         "output": {"dir": str(out), "plots": False, "checkpoint_every": 0},
     }

@@ -30,7 +30,7 @@ from fedweave.runner import run
 CONFIG = ["algorithm.name=centralized", "model.name=logistic", "data.nodes=1",
           "data.train_samples=400", "data.val_fraction=0.3", "train.batch_size=1000",
           "train.lr=0.35", "train.l2_lambda=0.2", "rounds=200", "output.eval_every=200",
-          "output.plots=false", "output.progress=false", "engine.backend=loop"]
+          "output.plots=false", "output.progress=false", "engine.name=loop"]
 
 
 def dattri_scores(sr: ScoredRun, damping: float) -> torch.Tensor:

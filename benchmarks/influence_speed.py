@@ -29,7 +29,7 @@ from fedweave.runner import Runner, run
 
 FMNIST = ["data.dataset=fashion-mnist", "data.train_samples=6667", "data.val_fraction=0.1",
           "data.partition=iid", "output.progress=false", "output.plots=false",
-          "engine.backend=loop"]
+          "engine.name=loop"]
 
 
 def scoring(out: Path) -> dict[str, float]:

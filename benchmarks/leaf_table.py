@@ -80,7 +80,7 @@ def one(dataset: str, method: str, rounds: int, data: Path, out: Path) -> dict[s
     keys, target = DATASETS[dataset]
     cfg = load_config(None, [
         f"name={dataset}-{method}", f"rounds={rounds}", f"data.root={data}", *keys,
-        "train.batch_size=10", "train.local_steps=5", "engine.backend=loop",
+        "train.batch_size=10", "train.local_steps=5", "engine.name=loop",
         "engine.threads=1", f"clock.trace={TRACE}", "output.plots=false",
         "output.progress=false", f"output.dir={out}", f"output.target_acc={target}",
         *METHODS[method], *_densities(method, keys)])

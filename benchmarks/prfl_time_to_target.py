@@ -52,7 +52,7 @@ def run_method(method: str, target: float, max_sim_s: float, out: Path) -> Path:
     cfg = load_config(ROOT / "configs" / f"prfl-fmnist-{method}.yaml", [
         "rounds=1000000", f"output.target_acc={target}", "output.checkpoint_every=0",
         "output.progress=false", f"output.dir={out}", "engine.threads=1",
-        "engine.backend=loop"])
+        "engine.name=loop"])
     res = run(cfg, callbacks=[StopAtTarget(target, max_sim_s)])
     assert res.run_dir is not None
     return res.run_dir

@@ -10,7 +10,7 @@ Workloads (``--quick`` shrinks each one):
   20 rounds;
 - dsgd-{32,128}: D-SGD on a ring of 32 / 128 nodes, MLP, 100 samples per node, 5 epochs.
 
-Methods per workload: fedweave with ``engine.backend`` loop / vectorized / auto, the plain
+Methods per workload: fedweave with ``engine.name`` loop / vectorized / auto, the plain
 sequential PyTorch loop of ``baselines.py``, the centralized limit (one model, the same number
 of SGD steps and samples; for D-SGD one step on an N-times larger batch per D-SGD step), and
 Flower's simulation when ``flwr`` is installed. Each row runs in a fresh subprocess, so its
@@ -85,7 +85,7 @@ def _config(w: dict[str, Any], backend: str, device: str):  # type: ignore[no-un
             f"data.nodes={w['nodes']}", "data.partition=iid", "data.val_fraction=0",
             f"model.name={w['model']}", "model.norm=group", f"model.width={w.get('width', 1.0)}",
             f"train.batch_size={BATCH}", f"train.lr={LR}", "train.local_epochs=1",
-            f"engine.backend={backend}", f"engine.device={device}",
+            f"engine.name={backend}", f"engine.device={device}",
             "output.plots=false", "output.progress=false", "output.checkpoint_every=0",
             f"output.eval_every={w['rounds']}"]
     if w["kind"] == "fed":

@@ -20,7 +20,7 @@ from fedweave.plugins import load_config
 from fedweave.runner import run
 
 BASE = ["rounds=3", "data.nodes=5", "model.name=mlp", "model.hidden=[16]", "data.partition=iid",
-        "output.plots=false", "output.progress=false", "engine.backend=vectorized",
+        "output.plots=false", "output.progress=false", "engine.name=vectorized",
         "train.local_steps=4", "train.lr=0.1"]
 
 
@@ -181,7 +181,7 @@ def test_jobs_trained_together_keep_their_own_batches_on_every_engine() -> None:
     stream (its job key), as the vectorized engine does."""
     vec = _run("algorithm.name=fedasync", "algorithm.concurrency=5", "clock.speed_sigma=0.5")
     fused = _run("algorithm.name=fedasync", "algorithm.concurrency=5", "clock.speed_sigma=0.5",
-                 "engine.backend=fused")
+                 "engine.name=fused")
     torch.testing.assert_close(_model(fused), _model(vec), rtol=1e-4, atol=1e-5)
 
 

@@ -111,7 +111,7 @@ def test_byte_formula() -> None:
 
 
 BASE = ["rounds=3", "data.nodes=6", "model.name=logistic", "data.partition=iid",
-        "output.plots=false", "output.progress=false", "engine.backend=loop",
+        "output.plots=false", "output.progress=false", "engine.name=loop",
         "train.local_steps=3"]
 
 

@@ -34,7 +34,7 @@ from fedweave.sim.scheduler import Event
 
 BASE = ["rounds=4", "data.nodes=10", "model.name=mlp", "model.hidden=[16]",
         "data.partition=iid", "output.plots=false", "output.progress=false",
-        "engine.backend=loop", "train.local_steps=3", "train.batch_size=20",
+        "engine.name=loop", "train.local_steps=3", "train.batch_size=20",
         "algorithm.name=prfl", "clock.profile=prfl"]
 
 MLP = build_model(ModelConfig(name="mlp", hidden=[12, 8]), (1, 8, 8), 10)

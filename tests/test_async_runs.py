@@ -23,7 +23,7 @@ from tests.conftest import latest_state
 
 SETS = {"rounds": 8, "data.nodes": 10, "model.name": "mlp", "model.hidden": "[16]",
         "data.partition": "iid", "train.local_steps": 3, "train.batch_size": 20,
-        "clock.profile": "prfl", "engine.backend": "loop", "engine.threads": 1,
+        "clock.profile": "prfl", "engine.name": "loop", "engine.threads": 1,
         "output.eval_every": 2, "train.lr": 0.2}
 PRFL = {**SETS, "algorithm.name": "prfl", "algorithm.interval": 3, "algorithm.window_s": 0.01}
 
@@ -130,7 +130,7 @@ def test_async_run_gives_the_same_numbers_on_one_and_two_processes(tmp_path: Pat
            "train": {"lr": 0.1, "batch_size": 20, "local_steps": 3},
            "algorithm": {"name": "prfl", "interval": 3, "window_s": 0.01},
            "clock": {"profile": "prfl"},
-           "engine": {"backend": "loop", "threads": 1, "timeout_s": 60},
+           "engine": {"name": "loop", "threads": 1}, "launcher": {"timeout_s": 60},
            "output": {"plots": False, "eval_every": 2}}
     path = tmp_path / "prfl.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -108,7 +108,7 @@ def test_default_cnn_config_is_identical_on_one_two_and_three_processes(tmp_path
     def run(procs: int) -> list[dict[str, str]]:
         out = tmp_path / f"p{procs}"
         cmd = [sys.executable, "-m", "fedweave", "run", "--set", "rounds=3",
-               "--set", "engine.backend=vectorized", "--set", "output.plots=false",
+               "--set", "engine.name=vectorized", "--set", "output.plots=false",
                "--out", str(out), *(["--procs", str(procs)] if procs > 1 else [])]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -125,7 +125,7 @@ def test_default_cnn_config_is_identical_on_one_two_and_three_processes(tmp_path
 
 def test_the_users_defaults_are_identical_on_one_and_two_processes_and_on_resume(
         tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """What a user gets without any setting (CNN, engine.backend auto, fedweave's default
+    """What a user gets without any setting (CNN, engine.name auto, fedweave's default
     threads): 1 and 2 processes give the same metrics, and a run extended by --resume ends
     with the numbers of an uninterrupted one."""
     import csv

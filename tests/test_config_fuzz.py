@@ -136,7 +136,7 @@ RUNTIME = st.sampled_from([
     "data.partition=classes", "data.classes_per_node=2", "data.partition=shards",
     "train.local_steps=1", "model.name=mlp", "model.name=cnn", "train.lr=1e30"])
 SMALL = ["rounds=1", "data.train_samples=300", "data.test_samples=60", "model.name=logistic",
-         "engine.backend=loop", "output.plots=false", "output.progress=false"]
+         "engine.name=loop", "output.plots=false", "output.progress=false"]
 
 
 @fuzz(25, None)

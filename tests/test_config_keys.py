@@ -17,7 +17,7 @@ from fedweave.plugins import load_config
 from fedweave.runner import run
 
 BASE = ["rounds=2", "data.nodes=4", "model.name=logistic", "output.plots=false",
-        "output.progress=false", "engine.backend=loop", "data.partition=iid"]
+        "output.progress=false", "engine.name=loop", "data.partition=iid"]
 DEC = ["algorithm.name=dsgd", "topology.name=ring"]
 SYNTHETIC = ["data.dataset=synthetic", "data.partition=natural"]
 NODE_LIST = Path(__file__).resolve().parents[1] / "configs" / "topologies" / \
@@ -117,13 +117,13 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "clock.server_down": ([], 1e4),
     "data.natural_blocks": ([], None),  # needs LEAF writers: test_async_runs
     "output.target_acc": ([], None),  # summary.json time_to_target: test_async_runs
-    "engine.name": ([], None),  # distributed: tested in test_distributed
-    "engine.backend": (["model.name=cnn"], "vectorized"),
+    "launcher.name": ([], None),  # distributed: tested in test_distributed
+    "engine.name": (["model.name=cnn"], "vectorized"),
     "engine.device": ([], None),  # no second device here
     "engine.threads": ([], None),  # speed only
     "engine.chunk": ([], None),  # rows per kernel call, fixed per run: test_batching
-    "engine.timeout_s": ([], None),  # distributed faults: test_distributed
-    "engine.exchange": ([], None),  # distributed decentralized: test_distributed
+    "launcher.timeout_s": ([], None),  # distributed faults: test_distributed
+    "launcher.exchange": ([], None),  # distributed decentralized: test_distributed
     "output.dir": ([], None),  # where run directories go: every CLI test
     "output.checkpoint_every": ([], None),  # checked below
     "output.keep": ([], None),  # checked below

@@ -41,7 +41,7 @@ def convex(iid: bool, *overrides: str):
             "data.nodes=5", "data.partition=natural", "data.val_fraction=0",
             "model.name=logistic", "train.batch_size=1000", f"train.l2_lambda={LAMBDA}",
             "topology.name=ring", "output.plots=false", "output.progress=false",
-            "output.eval_every=100000", "output.checkpoint_every=0", "engine.backend=loop"]
+            "output.eval_every=100000", "output.checkpoint_every=0", "engine.name=loop"]
     return load_config(None, base + list(overrides))
 
 
@@ -139,7 +139,7 @@ def test_tracking_and_d2_are_exact_on_noniid_data_where_dsgd_is_biased(noniid_pr
 def digits(*overrides: str):
     base = ["data.dataset=digits", "data.nodes=4", "data.partition=dirichlet",
             "model.name=logistic", "rounds=3", "train.lr=0.1", "train.batch_size=32",
-            "output.plots=false", "output.progress=false", "engine.backend=loop"]
+            "output.plots=false", "output.progress=false", "engine.name=loop"]
     return load_config(None, base + list(overrides))
 
 

@@ -29,7 +29,8 @@ FEDERATED = {
     "model": {"name": "mlp", "hidden": [32]},
     "train": {"lr": 0.1, "batch_size": 16, "local_epochs": 1},
     "algorithm": {"name": "fedavg", "clients_per_round": 5},
-    "engine": {"backend": "loop", "threads": 1, "timeout_s": 30},
+    "engine": {"name": "loop", "threads": 1},
+    "launcher": {"timeout_s": 30},
     "output": {"plots": False},
 }
 DECENTRALIZED = {
@@ -47,14 +48,14 @@ DECENTRALIZED = {
 # Federated shards 84..277 with batch 250 (this one passed even with the narrower padding).
 VECTORIZED = {
     "federated": {**FEDERATED, "train": {**FEDERATED["train"], "batch_size": 250},
-                  "engine": {**FEDERATED["engine"], "backend": "vectorized"}},
+                  "engine": {**FEDERATED["engine"], "name": "vectorized"}},
     "decentralized": {**DECENTRALIZED,
                       "data": {"dataset": "digits", "nodes": 12, "partition": "dirichlet",
                                "alpha": 0.3},
                       "train": {**DECENTRALIZED["train"], "batch_size": 200},
                       # chunks of 4 nodes: each of the 3 ranks holds one whole chunk
-                      "engine": {**DECENTRALIZED["engine"], "backend": "vectorized",
-                                 "exchange": "point_to_point", "chunk": 4}},
+                      "engine": {**DECENTRALIZED["engine"], "name": "vectorized", "chunk": 4},
+                      "launcher": {**DECENTRALIZED["launcher"], "exchange": "point_to_point"}},
 }
 # one node per rank on 3 processes, asynchronous, lossy links with latency: pending messages
 # cross processes and live in the checkpoint
@@ -63,7 +64,7 @@ ASYNC_P2P = {
     "algorithm": {"name": "admm_sgd"},
     "clock": {"asynchronous": True, "speeds": [1.0, 2.0, 1.5], "latency_s": 0.01,
               "link_drop": 0.2, "bandwidth_up": 1e5},
-    "engine": {**DECENTRALIZED["engine"], "exchange": "point_to_point"},
+    "launcher": {**DECENTRALIZED["launcher"], "exchange": "point_to_point"},
 }
 
 
@@ -180,7 +181,7 @@ def test_federated_equals_single_process(reference: dict[str, Path], tmp_path: P
     pytest.param("pdmm_isvr", 3, "point_to_point", marks=pytest.mark.slow)])
 def test_decentralized_equals_single_process(reference: dict[str, Path], tmp_path: Path,
                                              algo: str, procs: int, exchange: str) -> None:
-    config = _config(tmp_path, DECENTRALIZED, algo, "dist", engine__exchange=exchange)
+    config = _config(tmp_path, DECENTRALIZED, algo, "dist", launcher__exchange=exchange)
     proc = _torchrun(procs, str(config))
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = _only_run_dir(config)
@@ -234,7 +235,7 @@ def test_killed_rank_stops_every_rank_and_resume_matches(reference: dict[str, Pa
     assert {int(m.group(2)) for m in lines} == {0, 2}, proc.stderr[-3000:]
     assert all(m.group(3) == "1" for m in lines)
     assert any(m.group(1) == "rank 1 died or hung" for m in lines)
-    assert wall < 30 + 15  # engine.timeout_s + start-up margin; in practice ~ start-up + 1 round
+    assert wall < 30 + 15  # launcher.timeout_s + start-up margin; in practice ~ start-up + 1 round
     run_dir = _only_run_dir(config)
     assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["round"] == 1
 
@@ -251,7 +252,7 @@ def test_killed_rank_in_point_to_point_exchange_and_resume_on_fewer_ranks(
     neighbour exchange and every survivor names rank 1; the full checkpoint resumes on 2
     processes to the single-process result."""
     config = _config(tmp_path, DECENTRALIZED, "pdmm_isvr", "killed",
-                     engine__exchange="point_to_point")
+                     launcher__exchange="point_to_point")
     proc = _torchrun(3, str(config), env={KILL_ENV: "1:1"})
     assert proc.returncode != 0
     lines = list(MESSAGE.finditer(proc.stderr))
@@ -265,9 +266,9 @@ def test_killed_rank_in_point_to_point_exchange_and_resume_on_fewer_ranks(
 
 @pytest.mark.slow
 def test_hung_rank_times_out(tmp_path: Path) -> None:
-    """Rank 1 hangs (alive, sockets open) in round 2: rank 0 gives up after engine.timeout_s."""
+    """Rank 1 hangs (alive, sockets open) in round 2: rank 0 gives up after launcher.timeout_s."""
     timeout = 4.0
-    config = _config(tmp_path, FEDERATED, "fedavg", "hung", engine__timeout_s=timeout)
+    config = _config(tmp_path, FEDERATED, "fedavg", "hung", launcher__timeout_s=timeout)
     start = time.monotonic()
     proc = _torchrun(2, str(config), env={KILL_ENV: "1:1:hang"})
     wall = time.monotonic() - start

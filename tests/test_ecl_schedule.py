@@ -41,7 +41,7 @@ def one_thread():
 def digits(*overrides: str):
     base = ["data.dataset=digits", "data.nodes=4", "data.partition=iid", "model.name=logistic",
             "rounds=3", "train.lr=0.1", "train.batch_size=32", "output.plots=false",
-            "output.progress=false", "engine.backend=loop", "topology.name=ring"]
+            "output.progress=false", "engine.name=loop", "topology.name=ring"]
     return load_config(None, base + list(overrides))
 
 

@@ -13,7 +13,7 @@ from fedweave.runner import Runner
 RING = ["algorithm.name=dsgd", "topology.name=ring", "model.name=mlp", "model.hidden=[32]",
         "data.nodes=5", "data.partition=iid", "rounds=1", "train.lr=0.1",
         "train.batch_size=16", "data.val_fraction=0.2", "output.plots=false",
-        "output.progress=false", "engine.backend=loop", "influence.validation=node",
+        "output.progress=false", "engine.name=loop", "influence.validation=node",
         "influence.dice.hops=3", "influence.dice.ground_truth=true"]
 
 

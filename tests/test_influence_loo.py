@@ -18,7 +18,7 @@ TINY = ["algorithm.name=centralized", "model.name=logistic", "data.nodes=1",
         "data.train_samples=43", "data.val_fraction=0.3", "train.batch_size=1000",
         "train.lr=0.35", "train.l2_lambda=0.2", "rounds=120", "output.keep=all",
         "output.eval_every=120", "output.plots=false", "output.progress=false",
-        "engine.backend=loop"]
+        "engine.name=loop"]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from fedweave.runner import run
 NOISY = ["algorithm.name=dsgd", "topology.name=ring", "model.name=mlp", "model.hidden=[32]",
          "data.nodes=4", "data.partition=iid", "data.label_noise=0.2", "rounds=6",
          "train.lr=0.1", "output.keep=all", "output.plots=false", "output.progress=false",
-         "engine.backend=loop", "influence.el2n.runs=2"]
+         "engine.name=loop", "influence.el2n.runs=2"]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from fedweave.workflows.prune import PrunePipeline
 
 DEC = ["algorithm.name=dsgd", "topology.name=ring", "model.name=mlp", "model.hidden=[16]",
        "data.nodes=3", "rounds=2", "output.progress=false", "output.plots=false",
-       "engine.backend=loop"]
+       "engine.name=loop"]
 
 
 def prune(tmp: Path, scorer: str, ratio: float, keep: str = "top", *extra: str) -> Path:

@@ -1,7 +1,7 @@
 """The same config and seed give the same numbers however the run is started: ``fedweave
 run``, ``fedweave run --procs 2`` and ``torchrun --nproc-per-node 2 -m fedweave run --set
-engine.name=distributed`` — every metric of every round, bit for bit, on the user's defaults
-(CNN on digits, ``engine.backend: auto``, no thread setting, no ``OMP_NUM_THREADS``: each
+launcher.name=distributed`` — every metric of every round, bit for bit, on the user's defaults
+(CNN on digits, ``engine.name: auto``, no thread setting, no ``OMP_NUM_THREADS``: each
 launcher gets fedweave's own thread count, ``fedweave.training.threads``)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _fedweave(launcher: str, out: Path, sets: list[str]) -> list[tuple[str, ...]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", "-m", "fedweave", *args,
-               "--set", "engine.name=distributed"]
+               "--set", "launcher.name=distributed"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]

@@ -76,7 +76,7 @@ def _run(tmp_path: Path, model: str, algorithm: str, engine: str) -> dict:
         "rounds=1", "data.dataset=shakespeare", f"data.root={data}", "data.nodes=4",
         "data.partition=natural", "output.plots=false", "output.progress=false",
         f"output.dir={tmp_path / 'runs'}", "train.batch_size=4", "train.local_steps=1",
-        f"model.name={model}", f"engine.backend={engine}", *RUNS[algorithm]])
+        f"model.name={model}", f"engine.name={engine}", *RUNS[algorithm]])
     summary: dict = run(cfg).summary
     return summary
 

@@ -23,7 +23,7 @@ from fedweave.runner import run
 dp_accounting = pytest.importorskip("dp_accounting", reason="pip install 'fedweave[privacy]'")
 
 BASE = ["rounds=4", "data.nodes=20", "model.name=logistic", "algorithm.clients_per_round=5",
-        "output.plots=false", "output.progress=false", "engine.backend=loop"]
+        "output.plots=false", "output.progress=false", "engine.name=loop"]
 
 
 def test_rdp_epsilon_equals_dp_accounting_for_both_sampling_schemes() -> None:

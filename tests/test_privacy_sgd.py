@@ -74,13 +74,13 @@ def test_poisson_batches_have_the_expected_size_and_are_seeded() -> None:
 
 def test_both_engines_give_the_same_run_and_epsilon_is_the_worst_clients() -> None:
     over = ["privacy.noise_multiplier=1.0", "privacy.clip=1.0"]
-    loop = run(load_config(None, [*BASE, *over, "engine.backend=loop"]), write=False)
-    vec = run(load_config(None, [*BASE, *over, "engine.backend=vectorized"]), write=False)
+    loop = run(load_config(None, [*BASE, *over, "engine.name=loop"]), write=False)
+    vec = run(load_config(None, [*BASE, *over, "engine.name=vectorized"]), write=False)
     a, _, _ = loop.algorithm.models()  # type: ignore[union-attr]
     b, _, _ = vec.algorithm.models()  # type: ignore[union-attr]
     assert torch.equal(a, b)
     # the fused engine (auto's choice for this MLP) goes through the same privatised steps
-    fused = run(load_config(None, [*BASE, *over, "engine.backend=fused"]), write=False)
+    fused = run(load_config(None, [*BASE, *over, "engine.name=fused"]), write=False)
     c, _, _ = fused.algorithm.models()  # type: ignore[union-attr]
     torch.testing.assert_close(c, a, rtol=1e-4, atol=1e-5)
     ledger = loop.algorithm.ledger  # type: ignore[union-attr]

@@ -25,7 +25,7 @@ from fedweave.runner import run
 from tests.test_distributed import _assert_same_run, _config, _only_run_dir, _single, _torchrun
 
 SIGN_FLIP = ["rounds=10", "data.nodes=10", "data.partition=iid", "model.name=mlp",
-             "model.hidden=[64]", "engine.backend=vectorized", "output.plots=false",
+             "model.hidden=[64]", "engine.name=vectorized", "output.plots=false",
              "output.progress=false"]
 ATTACK = ["attack.name=sign_flip", "attack.fraction=0.2"]
 
@@ -163,7 +163,7 @@ def test_attacked_robust_run_is_identical_on_two_processes(tmp_path: Path) -> No
             "algorithm": {"name": "fedavg", "clients_per_round": 6},
             "aggregator": {"name": "trimmed_mean", "beta": 0.2},
             "attack": {"name": "alie", "fraction": 0.25},
-            "engine": {"backend": "loop", "threads": 1, "timeout_s": 30},
+            "engine": {"name": "loop", "threads": 1}, "launcher": {"timeout_s": 30},
             "output": {"plots": False}}
     single = _single(_config(tmp_path, base, "fedavg", "single"))
     config = _config(tmp_path, base, "fedavg", "dist")

@@ -22,7 +22,7 @@ from tests.test_distributed import _assert_same_run, _config, _only_run_dir, _si
 
 RING = ["rounds=6", "data.nodes=8", "data.partition=iid", "model.name=logistic",
         "algorithm.name=dsgd", "topology.name=ring", "output.plots=false",
-        "output.progress=false", "engine.backend=loop"]
+        "output.progress=false", "engine.name=loop"]
 
 
 def final(*overrides: str) -> dict[str, Any]:
@@ -117,8 +117,8 @@ def test_robust_gossip_with_an_attacker_is_identical_on_two_processes(tmp_path: 
             "aggregator": {"name": "trimmed_mean", "beta": 0.34},
             "attack": {"name": "gaussian", "nodes": [1]},
             "clock": {"message_corruption": 0.2},
-            "engine": {"backend": "loop", "threads": 1, "timeout_s": 30,
-                       "exchange": "point_to_point"},
+            "engine": {"name": "loop", "threads": 1},
+            "launcher": {"timeout_s": 30, "exchange": "point_to_point"},
             "output": {"plots": False}}
     single = _single(_config(tmp_path, base, "dsgd", "single"))
     config = _config(tmp_path, base, "dsgd", "dist")

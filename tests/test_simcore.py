@@ -134,7 +134,7 @@ class LabelSmoothing(DataLoss):
 def test_a_test_file_objective_trains_equally_through_both_engines() -> None:
     outs = []
     for backend in ("loop", "vectorized"):
-        ctx = build_context(small_config(f"engine.backend={backend}"))
+        ctx = build_context(small_config(f"engine.name={backend}"))
         trainer = LocalTrainer(ctx.engine, ctx.data, ctx.config.train)
         nodes = torch.arange(5)
         start = ctx.init_params.expand(5, -1)
@@ -148,7 +148,7 @@ def test_a_test_file_objective_trains_equally_through_both_engines() -> None:
 
 def test_per_sample_outputs_match_autograd_one_sample_at_a_time() -> None:
     for backend in ("loop", "vectorized"):
-        ctx = build_context(small_config(f"engine.backend={backend}"))
+        ctx = build_context(small_config(f"engine.name={backend}"))
         data, engine = ctx.data, ctx.engine
         idx = data.train_idx[0][:7]
         x, y = data.gather(idx)
@@ -307,7 +307,7 @@ def test_plugin_model_and_algorithm_from_the_cli_on_one_and_two_processes(tmp_pa
     (plugins / "myplugin.py").write_text(textwrap.dedent(PLUGIN))
     sets = ["--set", "model.name=tiny_mlp", "--set", "algorithm.name=fedavg_smooth",
             "--set", "rounds=3", "--set", "data.nodes=4", "--set", "output.plots=false",
-            "--set", "engine.backend=loop"]
+            "--set", "engine.name=loop"]
     one = _fedweave("run", "--import", "myplugin", *sets, "--out", "one", cwd=plugins)
     assert one.returncode == 0, one.stderr[-2000:]
     two = _fedweave("run", "--procs", "2", "--import", "myplugin", *sets, "--out", "two",
@@ -326,7 +326,7 @@ def test_plugin_model_and_algorithm_from_the_cli_on_one_and_two_processes(tmp_pa
 
 def test_a_calibrated_engine_is_built_once(monkeypatch: pytest.MonkeyPatch,
                                            tmp_path: Path) -> None:
-    """``engine.backend: auto`` times the loop and vectorized engines; the run then trains with
+    """``engine.name: auto`` times the loop and vectorized engines; the run then trains with
     the one chosen (no third engine is built) and the trainer wraps it."""
     import fedweave.context as context
     import fedweave.training.select as select
@@ -342,7 +342,7 @@ def test_a_calibrated_engine_is_built_once(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(context, "build_engine", counted)
     ctx = build_context(small_config("model.name=cnn", "model.norm=group",
-                                     "engine.backend=auto"))
+                                     "engine.name=auto"))
     assert ctx.calibration["source"] == "measured"
     assert built == []  # the calibration's engine is the run's
     assert ctx.local_engine.name == ctx.backend and ctx.local_engine.model is ctx.model

@@ -158,7 +158,7 @@ def _trace_run(tmp_path: Path, algorithm: list[str]) -> tuple[dict, Path]:
     cfg = load_config(None, [
         "rounds=3", "data.nodes=4", "data.partition=iid", "model.name=logistic",
         "output.plots=false", "output.progress=false", f"output.dir={tmp_path / 'runs'}",
-        "engine.backend=loop", f"clock.trace={trace}", *algorithm])
+        "engine.name=loop", f"clock.trace={trace}", *algorithm])
     result = run(cfg)
     assert result.run_dir is not None
     return result.summary, result.run_dir

@@ -1,5 +1,5 @@
 """Faults of ``fedweave run --procs N`` (the launcher, ``fedweave.distributed.launcher``): a
-stopped (SIGSTOP) rank, rank 0 included, ends the whole command within ``engine.timeout_s`` + 5 s
+stopped (SIGSTOP) rank, rank 0 included, ends the whole command within ``launcher.timeout_s`` + 5 s
 with one line naming it and exit 1; ranks never outlive the launcher, even after ``kill -9``;
 Ctrl-C / SIGTERM stop every rank with one line; a rank killed by a signal (SIGTERM and SIGKILL,
 rank 0 included) is named with its signal in one line, without torch's C++ stack. Sweeps'
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trust_cli import alive, error_lines, pids_of_children, popen, run_dirs
+from trust_cli import alive, error_lines, fedweave, pids_of_children, popen, run_dirs
 
 TIMEOUT_S = 4.0
 CONFIG = {
@@ -24,7 +24,8 @@ CONFIG = {
     "model": {"name": "mlp", "hidden": [32]},
     "train": {"lr": 0.1, "batch_size": 16, "local_epochs": 1},
     "algorithm": {"name": "fedavg", "clients_per_round": 5},
-    "engine": {"backend": "loop", "threads": 1, "timeout_s": TIMEOUT_S},
+    "engine": {"name": "loop", "threads": 1},
+    "launcher": {"timeout_s": TIMEOUT_S},
     "output": {"plots": False, "checkpoint_every": 0},
 }
 
@@ -69,7 +70,7 @@ def test_stopped_rank_ends_the_command_within_timeout(tmp_path: Path, rank: int)
     lines = error_lines(err)
     assert len(lines) == 1, err[-3000:]
     assert f"rank {rank} was stopped (SIGSTOP)" in lines[0], lines[0]
-    assert f"engine.timeout_s={TIMEOUT_S:g} s" in lines[0] and "--resume" in lines[0]
+    assert f"launcher.timeout_s={TIMEOUT_S:g} s" in lines[0] and "--resume" in lines[0]
     assert elapsed < TIMEOUT_S + 5, elapsed
 
 
@@ -113,7 +114,7 @@ def test_rank_killed_by_a_signal_is_named(tmp_path: Path, rank: int, sig: int) -
 def test_killed_sweep_takes_its_runs_with_it(tmp_path: Path) -> None:
     """``sweep --jobs 2`` killed with SIGKILL: its two child runs die with it."""
     config = tmp_path / "long.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, "engine": {"backend": "loop", "threads": 1}}))
+    config.write_text(yaml.safe_dump({**CONFIG, "engine": {"name": "loop", "threads": 1}}))
     sweep = popen("sweep", str(config), "--grid", "seed=1,2", "--jobs", "2", "--out", "sw",
                   cwd=tmp_path)
     deadline = time.monotonic() + 180
@@ -129,3 +130,38 @@ def test_killed_sweep_takes_its_runs_with_it(tmp_path: Path) -> None:
     while any(alive(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(c) for c in children)
+
+
+CRASH_PLUGIN = '''
+import os
+
+from fedweave.callbacks import Callback, register_callback
+
+
+class Crash(Callback):
+    def on_round(self, runner, r, result):
+        if os.environ.get("RANK") == "1" and r == 1:
+            raise RuntimeError("plugin bug on purpose")
+
+
+register_callback(lambda config: Crash())
+'''
+
+
+def test_rank_crashing_with_an_exception_is_one_line(tmp_path: Path) -> None:
+    """A bug in rank 1 (an exception, not bad input): one line naming the rank and the
+    exception, the traceback kept in a file that the line names, never printed."""
+    plugin = tmp_path / "crash_plugin.py"
+    plugin.write_text(CRASH_PLUGIN)
+    config = tmp_path / "crash.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "rounds": 4}))
+    proc = fedweave("run", str(config), "--procs", "2", "--import", str(plugin), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    line = " ".join(proc.stderr[proc.stderr.index("error:"):].split())
+    assert "rank 1 failed with RuntimeError: plugin bug on purpose" in line, line
+    kept = Path(line.split("traceback in ", 1)[1].split(")", 1)[0])
+    assert "plugin bug on purpose" in kept.read_text() and "Traceback" in kept.read_text()
+    kept.unlink()

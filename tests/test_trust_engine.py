@@ -1,4 +1,4 @@
-"""Issue 10, the engine decision through the CLI: ``engine.backend: auto`` decides once per
+"""Issue 10, the engine decision through the CLI: ``engine.name: auto`` decides once per
 machine (``fedweave.training.select``), so timing noise never changes results: the same config
 run twice under CPU load gives identical numbers, the stored decision is what later runs use,
 and a resume continues with the engine recorded in its checkpoint."""
@@ -19,7 +19,7 @@ from trust_cli import cli_env, fedweave, metric_rows, run_dirs
 AUTO = ["--set", "rounds=2", "--set", "model.name=mlp", "--set", "model.hidden=[32]",
         "--set", "model.dropout=0.1",
         "--set", "data.nodes=8", "--set", "algorithm.clients_per_round=4",
-        "--set", "engine.backend=auto", "--set", "engine.threads=1",
+        "--set", "engine.name=auto", "--set", "engine.threads=1",
         "--set", "output.plots=false"]
 
 
@@ -87,7 +87,7 @@ def test_resume_reuses_the_runs_engine(tmp_path: Path) -> None:
     assert resumed["backend"] == backend
     assert "recorded by the resumed run" in resumed["engine_calibration"]["rule"]
     straight, s_ref = run_auto(tmp_path, "ref", "--set", "rounds=3",
-                               "--set", f"engine.backend={backend}")
+                               "--set", f"engine.name={backend}")
     assert metric_rows(run_dir) == metric_rows(straight)
     assert resumed["final"] == s_ref["final"]
 

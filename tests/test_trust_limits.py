@@ -165,7 +165,7 @@ def test_synthetic_nodes_refused_before_the_sizes_are_drawn() -> None:
 def test_a_chunk_that_cannot_fit(tmp_path: Path) -> None:
     from fedweave.runner import run
 
-    cfg = load_config(None, ["rounds=1", "model.name=logistic", "engine.backend=vectorized",
+    cfg = load_config(None, ["rounds=1", "model.name=logistic", "engine.name=vectorized",
                              "engine.chunk=1000000000000", "output.plots=false"])
     with pytest.raises(UserError, match=r"engine.chunk=1000000000000"):
         run(cfg, write=False)
@@ -333,7 +333,7 @@ def test_huge_noise_multiplier_warns_once(caplog: Any) -> None:
 def test_keys_without_effect_in_engine_output_notify_clock_warn_once() -> None:
     from fedweave.config.no_effect import warn_no_effect
 
-    cfg = load_config(None, ["engine.backend=loop", "engine.chunk=4", "output.keep_every=5",
+    cfg = load_config(None, ["engine.name=loop", "engine.chunk=4", "output.keep_every=5",
                              "notify.every=3", "train.local_steps=2", "train.local_epochs=3"])
     peers = load_config(None, ["algorithm.name=dsgd", "clock.crash_rounds=2"])
     found = " | ".join(warn_no_effect(cfg) + warn_no_effect(peers))

@@ -19,7 +19,7 @@ SMALL_DEVICES = ["--set", "data.dataset=synthetic", "--set", "data.partition=nat
                  "--set", "data.synthetic.samples_sigma=0",
                  "--set", "data.synthetic.min_samples=9"]
 RUN = [*SMALL_DEVICES, "--set", "algorithm.clients_per_round=1000", "--set", "rounds=1",
-       "--set", "model.name=logistic", "--set", "engine.backend=vectorized",
+       "--set", "model.name=logistic", "--set", "engine.name=vectorized",
        "--set", "engine.threads=1", "--set", "output.plots=false"]
 MEASURE = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")

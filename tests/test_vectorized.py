@@ -44,7 +44,7 @@ def _no_onednn():
 def config(model: str, *overrides: str) -> Config:
     base = ["rounds=2", "data.nodes=6", "data.partition=dirichlet", "data.alpha=0.3",
             "output.progress=false", "output.plots=false", "train.batch_size=16",
-            "engine.backend=loop", "train.local_epochs=0.5"]
+            "engine.name=loop", "train.local_epochs=0.5"]
     return load_config(None, base + MODELS[model] + list(overrides))
 
 
@@ -158,7 +158,7 @@ RUNS = {
 def run_both(cfg_overrides: list[str], model: str):  # type: ignore[no-untyped-def]
     results = []
     for backend in ("loop", "vectorized"):
-        cfg = config(model, *cfg_overrides, f"engine.backend={backend}")
+        cfg = config(model, *cfg_overrides, f"engine.name={backend}")
         res = run(cfg, write=False)
         assert res.summary["engine"] == backend
         results.append(res)
@@ -189,7 +189,7 @@ def test_dsgd_equal() -> None:
 
 
 def test_batchnorm_falls_back_to_loop(caplog: pytest.LogCaptureFixture) -> None:
-    cfg = config("cnn", "model.norm=batch", "engine.backend=vectorized")
+    cfg = config("cnn", "model.norm=batch", "engine.name=vectorized")
     with caplog.at_level(logging.WARNING, logger="fedweave"):
         ctx = build_context(cfg)
     assert uses_batchnorm(ctx.model)
@@ -202,7 +202,7 @@ def test_batchnorm_falls_back_to_loop(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_dropout_vectorized_is_deterministic_and_per_node() -> None:
-    cfg = config("mlp", "model.dropout=0.5", "engine.backend=vectorized")
+    cfg = config("mlp", "model.dropout=0.5", "engine.name=vectorized")
     ctx, _, vec = engines_for(cfg)
     k = 3
     nodes = torch.tensor([0, 0, 0])  # same data, same params: only dropout differs
@@ -219,7 +219,7 @@ def test_auto_calibration_recorded_and_cached(tmp_path: pathlib.Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no decision stored on this machine
     engines._DECISIONS.clear()
-    cfg = config("cnn", "engine.backend=auto", "algorithm.clients_per_round=4")
+    cfg = config("cnn", "engine.name=auto", "algorithm.clients_per_round=4")
     assert typical_cohort(cfg, 6) == 4
     ctx = build_context(cfg)
     cal = ctx.engine.calibration
@@ -235,7 +235,7 @@ def test_auto_calibration_recorded_and_cached(tmp_path: pathlib.Path,
 
 
 def test_auto_picks_the_fused_engine_for_linear_stacks_by_rule() -> None:
-    ctx = build_context(config("mlp", "engine.backend=auto"))
+    ctx = build_context(config("mlp", "engine.name=auto"))
     assert ctx.engine.name == "fused" and "no timing" in ctx.engine.calibration["rule"]
 
 

@@ -14,7 +14,7 @@ import fedweave
 SRC = str(Path(fedweave.__file__).resolve().parents[1])  # the package under test
 #: a run of a second or two: logistic regression on digits, one round, no plots
 FAST = ["--set", "rounds=1", "--set", "model.name=logistic", "--set", "output.plots=false",
-        "--set", "engine.backend=loop", "--set", "engine.threads=1"]
+        "--set", "engine.name=loop", "--set", "engine.threads=1"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

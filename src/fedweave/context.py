@@ -2,7 +2,7 @@
 
 ``build_context(config)`` resolves the device (``cuda:<LOCAL_RANK>`` under torchrun), joins the
 process group when the run is distributed, loads and partitions the data, builds the initial
-model (seeded from (seed, "init")) and decides the gradient engine once (``engine.backend``:
+model (seeded from (seed, "init")) and decides the gradient engine once (``engine.name``:
 measured by ``training.select`` for ``auto``, agreed on rank 0's choice across processes, or
 the backend recorded by the run being resumed). Nothing is rebuilt afterwards: the engine that
 calibration built for the chosen backend is the run's engine.
@@ -247,9 +247,9 @@ def build_context(config: Config, data: FederatedData | None = None,
     apply_threads(config.engine.threads or 1)
     device = resolve_device(config.engine.device)
     comm: Comm | None = None
-    if config.engine.name == "distributed" or under_torchrun():
+    if config.launcher.name == "distributed" or under_torchrun():
         device = local_device(device)
-        comm = init_comm(config.engine.timeout_s, device)
+        comm = init_comm(config.launcher.timeout_s, device)
     cohort = typical_cohort(config, config.data.nodes) \
         if config.algorithm.kind == "federated" and config.attack.name is None else None
     data = (data or build_data(config.data, config.seed, cohort)).to(device)

@@ -6,9 +6,11 @@ Multi-stage runs (train → score → prune → retrain, ...) chain runners
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from fedweave.algorithms import ALGORITHMS
 from fedweave.algorithms.base import Algorithm, RoundResult
 from fedweave.callbacks import Callback, RunView, configured_callbacks
 from fedweave.config import Config, config_to_dict, dump_config
+from fedweave.config.legacy import migrate_legacy_keys
 from fedweave.config.limits import check_limits
 from fedweave.context import RunContext, build_context
 from fedweave.core.state import flatten, unflatten
@@ -30,7 +33,7 @@ from fedweave.errors import DivergenceError, UserError
 from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
 from fedweave.records.environment import environment
-from fedweave.records.restore import ROUND_METRICS, restore_records
+from fedweave.records.restore import CLIENT_ROWS_KEY, ROUND_METRICS, ClientRows, restore_records
 from fedweave.records.rundir import (
     CLIENT_COLUMNS,
     RunDirectory,
@@ -123,8 +126,27 @@ def config_fingerprint(config: Config) -> tuple[str, dict[str, Any]]:
             data.get(section, {}).pop(rest[0], None)
         else:
             data.pop(section, None)
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest(), data
+    return _digest(data), data
+
+
+def _digest(resolved: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _same_config(meta: dict[str, Any], digest: str) -> bool:
+    """Whether a checkpoint was written under the config whose fingerprint is ``digest``;
+    a checkpoint of an older fedweave recorded its config under older key names
+    (``fedweave.config.legacy``), which are migrated before comparing."""
+    if meta.get("config_sha256") in (None, digest):
+        return True
+    recorded = meta.get("config")
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        migrated = migrate_legacy_keys(copy.deepcopy(recorded), warn=False)
+    except UserError:
+        return False
+    return _digest(migrated) == digest
 
 
 class Runner:
@@ -140,12 +162,15 @@ class Runner:
         self.algo = build_algorithm(self.ctx)
         #: wall seconds of the phases around the round loop (summary.json ``timing``)
         self.timing = {"setup_s": time.perf_counter() - t0}
+        self._early_plots: threading.Thread | None = None
+        self._plot_errors: list[BaseException] = []
         self.run_dir = run_dir
         self.callbacks = [*configured_callbacks(config), *callbacks]
         self.history: list[dict[str, float]] = []
         #: every round's [round, bytes_up, bytes_down, lr, sim_s, sim_time, wall] (checkpointed:
         #: damaged records are rebuilt from it and the history, ``records.restore``)
         self.round_log: list[list[Any]] = []
+        self.client_rows = ClientRows()  # clients.csv's rows, for the checkpoint
         self.last_rows: dict[str, dict[str, float]] = {}
         self.totals = {"bytes_up": 0, "bytes_down": 0, "sim_time_s": 0.0, "wall_s": 0.0}
         self.best: dict[str, float] = {}
@@ -167,6 +192,10 @@ class Runner:
                 self.run_dir.start(self.config)
             return
         done, tensors, meta = ckpt
+        tensors = dict(tensors)
+        carried = tensors.pop(CLIENT_ROWS_KEY, None)
+        self.client_rows = ClientRows(carried).upto(done) if carried is not None else \
+            ClientRows()
         try:
             self.algo.load_state(unflatten(tensors))
         except (KeyError, RuntimeError, ValueError, IndexError) as exc:
@@ -184,7 +213,8 @@ class Runner:
         self.round_log = meta.get("round_log", [])
         if is_writer():
             restore_records(self.run_dir, done, self.history, self.round_log,
-                            self.algo.model_labels())
+                            self.algo.model_labels(),
+                            self.client_rows if carried is not None else None)
 
     # ------------------------------------------------------------------ records
     def _write_facts(self) -> None:
@@ -267,8 +297,9 @@ class Runner:
                 rows.append((c, row))
         if rows:
             rows.sort(key=lambda item: item[0])  # stable: a client's reports in their order
-            self.run_dir.append_clients(
-                (r + 1, c, *(row.get(k, "") for k in CLIENT_COLUMNS[2:])) for c, row in rows)
+            table = [(r + 1, c, *(row.get(k, "") for k in CLIENT_COLUMNS[2:])) for c, row in rows]
+            self.run_dir.append_clients(table)
+            self.client_rows.append(table)
 
     def _record(self, r: int, res: RoundResult, rows: dict[str, dict[str, float]],
                 wall: float, clients: torch.Tensor | None
@@ -329,6 +360,8 @@ class Runner:
         state = flatten(self.algo.state())
         if self.run_dir is None:
             return
+        if self.client_rows.count:
+            state[CLIENT_ROWS_KEY] = self.client_rows.tensor()
         digest, resolved = config_fingerprint(self.config)
         score = self.history[-1].get("val_acc") if self.history else None
         self.run_dir.checkpoints.save(
@@ -344,8 +377,11 @@ class Runner:
     # ------------------------------------------------------------------ the loop
     def run(self) -> Result:
         cfg = self.config
+        early: threading.Thread | None = None
         if self.run_dir is not None:
             self._write_facts()
+            early = self._start_plots()
+        self._early_plots = early
         for cb in self.callbacks:
             cb.on_start(self)
         t0 = time.perf_counter() - self.totals["wall_s"]
@@ -386,6 +422,28 @@ class Runner:
             raise
         return self.finish()
 
+    def _start_plots(self) -> threading.Thread | None:
+        """Import matplotlib and draw the partition heatmap on a thread beside the first
+        rounds (the round loop releases the GIL in its kernels, and with one training thread
+        the second core is idle), so neither costs start-up nor the end of the run."""
+        if not self.config.output.plots or not is_writer():
+            return None
+        counts = None if self.ctx.data.on_demand else self.ctx.data.label_counts()
+        path = self.run_dir.plots_dir / "partition.png"  # type: ignore[union-attr]
+
+        def draw() -> None:
+            from fedweave.records.plots import plot_partition
+
+            try:
+                if counts is not None:
+                    plot_partition(counts, path)
+            except BaseException as exc:  # raised again where the plots are awaited
+                self._plot_errors.append(exc)
+
+        thread = threading.Thread(target=draw, name="fedweave-plots", daemon=True)
+        thread.start()
+        return thread
+
     def finish(self) -> Result:
         t_finish = time.perf_counter()
         final = dict(self.history[-1]) if self.history else {}
@@ -405,13 +463,15 @@ class Runner:
                         self.algo)
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
-            if self.config.output.plots:  # drawn at the end: matplotlib stays off start-up
-                from fedweave.records.plots import plot_curves, plot_partition
+            if self.config.output.plots:
+                if self._early_plots is not None:
+                    self._early_plots.join()
+                    if self._plot_errors:
+                        raise self._plot_errors[0]
+                from fedweave.records.plots import plot_curves
 
                 plots = self.run_dir.plots_dir
                 plot_curves({self.config.name: self.run_dir.read_metrics()}, plots)
-                if not self.ctx.data.on_demand:
-                    plot_partition(self.ctx.data.label_counts(), plots / "partition.png")
                 self.algo.write_artifacts(plots)
             self.timing["finish_s"] = time.perf_counter() - t_finish
             summary["timing"] = {**self.timing, "rounds_s": self.totals["wall_s"]}
@@ -469,7 +529,7 @@ def resume_config(run_dir: RunDirectory, overrides: list[str], imports: Iterable
                         f"may only change {', '.join(RESUMABLE_KEYS)} (start a new run instead)")
     run_dir.configure(cfg)
     ckpt = run_dir.checkpoints.load(check_checkpoint_meta)
-    if ckpt is not None and ckpt[2].get("config_sha256") not in (None, digest):
+    if ckpt is not None and not _same_config(ckpt[2], digest):
         key = first_difference(ckpt[2].get("config", {}), resolved)
         raise UserError(f"--resume {run_dir.path}: config.yaml was changed since the run "
                         f"started ({key} differs from the checkpoint's); restore it or start a "

@@ -60,7 +60,7 @@ def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str]
         if resume is None:
             cfg = load_config(config, overrides, imports)
             _preflight(cfg)
-            timeout_s = cfg.engine.timeout_s
+            timeout_s = cfg.launcher.timeout_s
         elif not (resume / "config.yaml").is_file():
             raise UserError(f"--resume {resume}: not a run directory (no config.yaml)")
         else:

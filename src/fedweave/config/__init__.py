@@ -15,8 +15,8 @@ own ``check(config)`` (called by the root ``Config``):
 - ``data`` (dataset, partition, noise, pruning), ``model`` (``model`` and ``train``),
   ``algorithm`` (the pluggable ``algorithm`` and ``aggregator``: federated cohort and server
   keys), ``clock`` (synchronous and asynchronous timing, faults), ``topology`` (peers),
-  ``distill`` (one-shot), ``influence``, ``privacy`` and ``robust`` (``attack``), ``output``
-  (``engine``, ``output``, ``notify``);
+  ``distill`` (one-shot), ``influence``, ``privacy`` and ``robust`` (``attack``), ``engine``
+  (``engine``, ``launcher``), ``output`` (``output``, ``notify``);
 - ``root`` (``Config``), ``load`` (files, ``--set``, validation, dumping);
 - ``no_effect`` (warnings for keys that cannot act under the chosen settings) and
   ``reference`` (the generated key reference, ``docs/config.md``), imported on use.
@@ -40,6 +40,7 @@ from fedweave.config.distill import (
     StudentConfig,
     SynthesisConfig,
 )
+from fedweave.config.engine import DEVICE, EngineConfig, LauncherConfig
 from fedweave.config.influence import DICEConfig, EL2NConfig, InfluenceConfig
 from fedweave.config.load import (
     apply_overrides,
@@ -54,7 +55,7 @@ from fedweave.config.load import (
     validate_config,
 )
 from fedweave.config.model import ModelConfig, TrainConfig
-from fedweave.config.output import DEVICE, EngineConfig, NotifyConfig, OutputConfig
+from fedweave.config.output import NotifyConfig, OutputConfig
 from fedweave.config.privacy import PrivacyConfig
 from fedweave.config.robust import AttackConfig
 from fedweave.config.root import Config
@@ -64,7 +65,7 @@ __all__ = [
     "AGGREGATOR_CONFIGS", "ALGORITHM_CONFIGS", "DEVICE", "SYNTHESIS_PRESETS",
     "AggregatorConfig", "AlgorithmConfig", "AttackConfig", "Baseline", "ClockConfig", "Config",
     "DICEConfig", "DataConfig", "DistillConfig", "EL2NConfig", "EngineConfig",
-    "InfluenceConfig", "ModelConfig", "NotifyConfig", "OutputConfig", "Pluggable",
+    "InfluenceConfig", "LauncherConfig", "ModelConfig", "NotifyConfig", "OutputConfig", "Pluggable",
     "PrivacyConfig", "PruneConfig", "RootView", "Section", "StudentConfig", "SynthesisConfig",
     "SyntheticConfig", "TopologyConfig", "TrainConfig", "apply_overrides", "changed",
     "config_to_dict", "did_you_mean", "dump_config", "format_validation_error", "load_config",

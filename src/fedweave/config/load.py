@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fedweave.config.algorithm import AGGREGATOR_CONFIGS, ALGORITHM_CONFIGS
+from fedweave.config.legacy import migrate_legacy_keys
 from fedweave.config.root import Config
 from fedweave.errors import UserError
 
@@ -210,7 +211,9 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any] | None = 
 
 
 def validate_config(data: dict[str, Any]) -> Config:
-    """Validate a nested dict into a ``Config``; problems raise ``UserError`` naming the key."""
+    """Validate a nested dict into a ``Config`` (older keys migrated first,
+    ``fedweave.config.legacy``); problems raise ``UserError`` naming the key."""
+    migrate_legacy_keys(data)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

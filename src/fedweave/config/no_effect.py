@@ -76,12 +76,13 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
 
 
 def _engine_output_rules(cfg: Config) -> Iterable[tuple[str, str]]:
-    """``engine``, ``output``, ``notify`` and ``clock`` keys that another key switches off."""
+    """``engine``, ``launcher``, ``output``, ``notify`` and ``clock`` keys that another key
+    switches off."""
     e, o, n, c = cfg.engine, cfg.output, cfg.notify, cfg.clock
-    if _set(e, "chunk") and e.backend == "loop":
-        yield "engine.chunk", "engine.backend=loop (it sizes the batched engines' kernel calls)"
-    if _set(e, "exchange") and cfg.algorithm.kind != "decentralized":
-        yield "engine.exchange", f"algorithm.name={cfg.algorithm.name} (it routes peer messages)"
+    if _set(e, "chunk") and e.name == "loop":
+        yield "engine.chunk", "engine.name=loop (it sizes the batched engines' kernel calls)"
+    if _set(cfg.launcher, "exchange") and cfg.algorithm.kind != "decentralized":
+        yield "launcher.exchange", f"algorithm.name={cfg.algorithm.name} (it routes peer messages)"
     if _set(o, "keep_every") and o.keep != "every_k":
         yield "output.keep_every", f"output.keep={o.keep} (it shapes every_k only)"
     if _set(o, "keep") and o.checkpoint_every == 0:

@@ -17,9 +17,10 @@ from fedweave.config.base import Section
 from fedweave.config.clock import ClockConfig
 from fedweave.config.data import DataConfig
 from fedweave.config.distill import DistillConfig
+from fedweave.config.engine import EngineConfig, LauncherConfig
 from fedweave.config.influence import InfluenceConfig
 from fedweave.config.model import ModelConfig, TrainConfig
-from fedweave.config.output import EngineConfig, NotifyConfig, OutputConfig
+from fedweave.config.output import NotifyConfig, OutputConfig
 from fedweave.config.privacy import PrivacyConfig
 from fedweave.config.robust import AttackConfig
 from fedweave.config.topology import TopologyConfig
@@ -60,7 +61,10 @@ class Config(Section):
     attack: AttackConfig = Field(default_factory=AttackConfig, description="Byzantine nodes")
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
                                    description="differential privacy and its accountant")
-    engine: EngineConfig = Field(default_factory=EngineConfig, description="how it is computed")
+    engine: EngineConfig = Field(default_factory=EngineConfig,
+                                 description="how local training is computed")
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig,
+                                     description="how the run's processes start")
     output: OutputConfig = Field(default_factory=OutputConfig, description="the run directory")
     notify: NotifyConfig = Field(default_factory=NotifyConfig,
                                  description="notifications (Apprise)")

@@ -22,14 +22,14 @@ ranks' lives:
   hand it to the launcher in ``FAILURE_ENV``'s folder instead of printing it, so two ranks
   never print two lines). torch's C++ warnings of a lost peer (a TCPStore stack of 50 frames)
   are off in the ranks (``TORCH_CPP_LOG_LEVEL=ERROR`` unless set);
-- a rank stopped (SIGSTOP) for longer than ``engine.timeout_s`` ends the command at once,
+- a rank stopped (SIGSTOP) for longer than ``launcher.timeout_s`` ends the command at once,
   whatever its rank (rank 0, which hosts the rendezvous store, included); a rank that hangs
-  without being stopped is caught by the ranks' own watchdogs, ``engine.timeout_s`` plus
+  without being stopped is caught by the ranks' own watchdogs, ``launcher.timeout_s`` plus
   their grace (at most 5 s) after the other ranks reach their next collective.
 
 Exit codes: 0 every rank finished; 2 bad input (checked once before any rank starts, or a
 rank's one-line error); 1 a rank failed or lost a peer (dead, hung or stopped for longer than
-``engine.timeout_s``); 128 + N a rank was killed by signal N (137: SIGKILL, e.g. the OOM
+``launcher.timeout_s``); 128 + N a rank was killed by signal N (137: SIGKILL, e.g. the OOM
 killer), or the launcher itself was stopped by signal N.
 """
 
@@ -49,6 +49,7 @@ from types import FrameType
 
 from fedweave.distributed import FAILURE_ENV, LAUNCHED_ENV
 from fedweave.distributed.spawn import die_with_parent, fedweave_argv
+from fedweave.errors import UserError
 from fedweave.training.threads import WAIT_ENV
 
 KILL_GRACE_S = 3.0
@@ -61,15 +62,16 @@ def free_port() -> int:
 
 
 def recorded_timeout(config_yaml: Path) -> float:
-    """``engine.timeout_s`` of a run directory's config.yaml (read as data, no plugins)."""
-    from fedweave.config import EngineConfig, load_raw
+    """``launcher.timeout_s`` of a run directory's config.yaml (read as data, no plugins)."""
+    from fedweave.config import LauncherConfig, load_raw
+    from fedweave.config.legacy import migrate_legacy_keys
 
-    engine = load_raw(config_yaml).get("engine")
-    value = engine.get("timeout_s") if isinstance(engine, dict) else None
     try:
-        return float(value) if value is not None else EngineConfig().timeout_s
-    except (TypeError, ValueError):
-        return EngineConfig().timeout_s
+        launcher = migrate_legacy_keys(load_raw(config_yaml), warn=False).get("launcher")
+        value = launcher.get("timeout_s") if isinstance(launcher, dict) else None
+        return float(value) if value is not None else LauncherConfig().timeout_s
+    except (TypeError, ValueError, UserError):
+        return LauncherConfig().timeout_s
 
 
 def _rank_setup(launcher: int) -> Callable[[], None]:
@@ -102,7 +104,7 @@ def _signal_of(code: int | None) -> int | None:
 
 def launch_local(procs: int, args: list[str], timeout_s: float = 300.0) -> int:
     """Run ``python -m fedweave *args`` as ``procs`` ranks on this host; returns the exit code
-    (module docstring). ``timeout_s``: the run's ``engine.timeout_s``."""
+    (module docstring). ``timeout_s``: the run's ``launcher.timeout_s``."""
     with tempfile.TemporaryDirectory(prefix="fedweave-ranks-") as failures:
         return _launch(procs, args, timeout_s, Path(failures))
 
@@ -208,10 +210,14 @@ def _cause(failed: list[tuple[int, int]], stopped: list[int], timeout_s: float,
                               f"(exit {128 + signum}); the other ranks were stopped")
     if stopped:
         return 1, (f"distributed run stopped: rank {', '.join(map(str, stopped))} was stopped "
-                   f"(SIGSTOP) and did not answer within engine.timeout_s={timeout_s:g} s; the "
+                   f"(SIGSTOP) and did not answer within launcher.timeout_s={timeout_s:g} s; the "
                    "other ranks were stopped")
     if any(c == 2 for _, c in failed):
         return 2, None
+    for r, _ in sorted(failed):  # a rank's own crash is the cause, not a peer's noticing it
+        crash = failures / f"rank{r}.crash.txt"
+        if crash.is_file():
+            return 1, crash.read_text().strip().removeprefix("error: ")
     for r, _ in sorted(failed):
         path = failures / f"rank{r}.txt"
         if path.is_file():

@@ -3,7 +3,7 @@
 One process (the local engine, and the distributed engine's ``all_gather`` exchange) holds
 every node: ``NodePartition.whole``, and ``route`` hands messages straight back.
 
-With ``engine.exchange: point_to_point`` rank r of R holds a contiguous block of nodes
+With ``launcher.exchange: point_to_point`` rank r of R holds a contiguous block of nodes
 [lo_r, hi_r) (``contiguous_assignment``; one node per rank when R = N) together with the
 directed edge slots those nodes own, and computes only their gradients and updates. A message
 sent on slot s (from ``own[s]`` to ``nbr[s]``, landing in slot ``rev[s]``) stays in the process
@@ -167,7 +167,7 @@ def node_partition(ctx: Placement, slot_own: torch.Tensor, slot_nbr: torch.Tenso
                    message_rows: int) -> tuple[NodePartition, GradientEngine, str]:
     """The partition for this process, the gradient engine that computes the held rows and the
     exchange in use (``local``, ``all_gather`` or ``point_to_point``; module docstring)."""
-    n, mode = ctx.data.nodes, ctx.config.engine.exchange
+    n, mode = ctx.data.nodes, ctx.config.launcher.exchange
     comm = getattr(ctx, "comm", None)
     whole = NodePartition.whole(n, slot_own, slot_nbr)
     if comm is None or comm.world == 1:
@@ -183,8 +183,8 @@ def node_partition(ctx: Placement, slot_own: torch.Tensor, slot_nbr: torch.Tenso
     if mode == "all_gather":
         return whole, ctx.engine, mode
     if not all(blocks):
-        raise UserError(f"engine.exchange=point_to_point needs at least one chunk of nodes per "
+        raise UserError(f"launcher.exchange=point_to_point needs at least one chunk of nodes per "
                         f"process: {comm.world} processes for data.nodes={n} in chunks of "
                         f"{chunk} (engine.chunk); start at most {-(-n // chunk)} processes, set "
-                        "engine.chunk=1 (one node per process) or use engine.exchange=all_gather")
+                        "engine.chunk=1 (one node per process) or use launcher.exchange=all_gather")
     return split, ctx.local_engine, mode

@@ -2,7 +2,7 @@
 
 ``Comm`` wraps the process group (gloo on CPU, NCCL on CUDA; env:// as set by torchrun) with
 what every distributed run needs: all-gathers and point-to-point exchanges guarded by a
-timeout watchdog, and one-line failure reports. ``engine.timeout_s`` is the process-group
+timeout watchdog, and one-line failure reports. ``launcher.timeout_s`` is the process-group
 timeout; a watchdog thread also ends a rank stuck in a collective for longer than that (NCCL
 or a peer that hangs without closing its sockets). A failed or timed-out collective ends the
 process with exit code 1 and one line that names the rank that did not arrive and the last
@@ -234,7 +234,7 @@ class Comm:
             time.sleep(0.2)
             inflight = self._inflight
             if inflight is not None and time.monotonic() - inflight[0] > self.timeout_s + grace:
-                self.fail(inflight[1], f"no answer within engine.timeout_s={self.timeout_s:g} s")
+                self.fail(inflight[1], f"no answer within launcher.timeout_s={self.timeout_s:g} s")
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self._failing.locked():  # the main thread is already reporting: let it finish

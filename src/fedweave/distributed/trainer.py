@@ -14,7 +14,7 @@ Every rank runs the same round loop; the expensive parts are split:
   and rank, so every rank computes the same assignment without communicating). Each rank runs
   the ordinary ``LocalTrainer`` on its rows, then the trained rows (params, buffers, loss,
   accuracy) are all-gathered into the full ``LocalResult`` in cohort order.
-- **Decentralized nodes**, ``engine.exchange: all_gather`` (``DistributedGradientEngine``): every
+- **Decentralized nodes**, ``launcher.exchange: all_gather`` (``DistributedGradientEngine``): every
   rank holds all N node states; ``grads(x[N, P], ...)`` computes the gradients of a contiguous
   slice of the nodes per rank and all-gathers the ``[N, P]`` result, so mixing ``W @ X`` and
   every dual update run identically on all ranks.

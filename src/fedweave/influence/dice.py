@@ -119,7 +119,7 @@ class DiceHook(Callback):
         if cfg.train.optimizer != "sgd":
             raise UserError("dice: the cascade is the SGD step's; set train.optimizer=sgd")
         if algo.part.split:
-            raise UserError("dice scores runs of one process (engine.name=local)")
+            raise UserError("dice scores runs of one process (launcher.name=single)")
         algo.observers.append(self.observe)
 
     # ------------------------------------------------------------------ pieces

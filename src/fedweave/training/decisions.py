@@ -1,4 +1,4 @@
-"""The machine's engine decisions (``engine.backend: auto``, ``fedweave.training.select``):
+"""The machine's engine decisions (``engine.name: auto``, ``fedweave.training.select``):
 measured once per workload, then reused by every later run on this machine.
 
 ``$XDG_CACHE_HOME/fedweave/engine-decisions.json`` (default ``~/.cache/fedweave``) maps the
@@ -97,7 +97,7 @@ def store_decision(digest: str, record: dict[str, Any]) -> dict[str, Any]:
     except OSError as exc:
         if str(path) not in _WARNED:
             _WARNED.add(str(path))
-            log.warning("engine.backend=auto: cannot store the engine decision in %s (%s); "
-                        "another run may decide differently: pin engine.backend=%s to keep it",
+            log.warning("engine.name=auto: cannot store the engine decision in %s (%s); "
+                        "another run may decide differently: pin engine.name=%s to keep it",
                         path, exc.strerror or exc, record["chosen"])
     return record

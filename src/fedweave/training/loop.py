@@ -22,7 +22,7 @@ class LoopEngine(PerSample):
     """Plain autograd, one node model at a time."""
 
     name = "loop"
-    calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.backend)
+    calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.name)
 
     def __init__(self, model: nn.Module, layout: ParamLayout, data: FederatedData,
                  seed: int, eval_batch: int = 2048) -> None:

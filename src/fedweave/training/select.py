@@ -1,4 +1,4 @@
-"""Choosing the gradient engine for a workload (``engine.backend``): loop or vectorized.
+"""Choosing the gradient engine for a workload (``engine.name``): loop or vectorized.
 
 ``loop`` and ``vectorized`` are taken as asked (a BatchNorm model always runs on the loop
 engine, with a one-line notice: vmap cannot run training-mode BatchNorm). ``auto`` measures:
@@ -18,7 +18,7 @@ it is stored in ``$XDG_CACHE_HOME/fedweave/engine-decisions.json`` (default
 count, GPU name), the torch version, the thread count, the device, the model (module classes
 and parameter shapes), the input shape, the batch width and the cohort-size bucket
 2^⌈log2 K⌉; two processes calibrating at once both adopt the decision stored first. Delete the
-file to measure again, or pin ``engine.backend: loop|vectorized``. The record (chosen
+file to measure again, or pin ``engine.name: loop|vectorized``. The record (chosen
 engine, seconds per step measured, the rule, where the decision came from) is
 ``engine.calibration``, which the runner writes to summary.json; a resumed run reuses its
 checkpoint's engine whatever the cache says.
@@ -26,7 +26,7 @@ checkpoint's engine whatever the cache says.
 Why a measured-once cache rather than a fixed rule: which engine is faster depends on the
 machine (cores, BLAS, a GPU) and the workload in ways a rule of thumb gets wrong by several
 times; measuring once keeps that benefit, and storing the result makes it as repeatable as a
-rule on that machine. Another machine may decide differently: pin ``engine.backend`` for
+rule on that machine. Another machine may decide differently: pin ``engine.name`` for
 numbers that must agree across machines.
 """
 
@@ -205,30 +205,30 @@ def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
                    forced: str | None = None, chunk: int = 8,
                    built: dict[str, GradientEngine] | None = None
                    ) -> tuple[str, dict[str, Any]]:
-    """(backend, record) for ``cfg.backend``: as asked, the loop for BatchNorm models,
+    """(backend, record) for ``cfg.name``: as asked, the loop for BatchNorm models,
     ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``, which
     leaves the engines it built in ``built``).
     First, a cohort whose stacked training state cannot fit is refused (``check_cohort``)."""
     check_cohort(layout, cohort_size, next(model.parameters()).device)
     if forced is not None:
         return forced, {"chosen": forced, "rule": "the backend recorded by the resumed run"}
-    backend = cfg.backend
+    backend = cfg.name
     if uses_batchnorm(model):
         if backend != "loop":
-            log.warning("engine.backend=%s: BatchNorm model cannot be vmapped in training mode;"
+            log.warning("engine.name=%s: BatchNorm model cannot be vmapped in training mode;"
                         " using the loop engine (set model.norm=group for the vectorized "
                         "engine)", backend)
         return "loop", {"chosen": "loop", "rule": "BatchNorm model: loop engine (vmap-unsafe)"}
     if backend == "fused" and linear_stack(model) is None:
-        raise UserError("engine.backend=fused needs a Flatten → (Linear → ReLU)* → Linear model "
-                        "(logistic, mlp without dropout); use engine.backend=vectorized")
+        raise UserError("engine.name=fused needs a Flatten → (Linear → ReLU)* → Linear model "
+                        "(logistic, mlp without dropout); use engine.name=vectorized")
     if backend == "auto" and linear_stack(model) is not None:
         return "fused", {"chosen": "fused", "rule": "Linear/ReLU stack: the fused engine "
                          "(batched matmuls on per-layer stacks), no timing"}
     if backend == "auto":
         return calibrate(model, layout, data, seed, cohort_size, batch_size, chunk=chunk,
                          built=built)
-    return backend, {"chosen": backend, "rule": f"engine.backend={backend}"}
+    return backend, {"chosen": backend, "rule": f"engine.name={backend}"}
 
 
 def build_engine(backend: str, model: nn.Module, layout: ParamLayout, data: FederatedData,

@@ -46,7 +46,7 @@ class VectorizedEngine(PerSample):
     """``vmap(grad)`` over the node stack; same protocol and semantics as ``LoopEngine``."""
 
     name = "vectorized"
-    calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.backend)
+    calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.name)
 
     def __init__(self, model: nn.Module, layout: ParamLayout, data: FederatedData,
                  seed: int, eval_batch: int = 2048,

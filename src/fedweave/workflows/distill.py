@@ -94,9 +94,9 @@ class Distillation:
         self.config, self.cfg = config, config.distill
         self.log: Log = log or (lambda _msg: None)
         self.teachers_from = teachers_from
-        if config.engine.name != "local":
-            raise UserError("engine.name=distributed: fedweave distill runs in one process; "
-                            "set engine.name=local")
+        if config.launcher.name != "single":
+            raise UserError("launcher.name=distributed: fedweave distill runs in one process; "
+                            "set launcher.name=single")
         weights = self.cfg.student.class_weights
         # synthesis steps (a batch of images through every teacher) are large: every core;
         # set again by the stages after the teachers' run (which sets its own count)

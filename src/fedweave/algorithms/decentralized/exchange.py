@@ -134,7 +134,7 @@ class Exchange(PeerGraph):
                             f"algorithm.name={self.config.name} sends no model")
         if attack.name == "alie" and self.part.split:
             raise UserError("attack.name=alie needs every node's update on every process: use "
-                            "engine.exchange=all_gather")
+                            "launcher.exchange=all_gather")
         if self.ctx.config.clock.node_crash and self.async_:
             raise UserError("clock.node_crash is simulated for synchronous rounds: set "
                             "clock.asynchronous=false")
