@@ -116,7 +116,7 @@ def test_engine_decision_is_not_reused_with_another_thread_count(
     monkeypatch.setattr(select, "_DECISIONS", {})
     before = torch.get_num_threads()
     try:
-        base = ["model.name=cnn", "data.nodes=3", "engine.backend=auto"]
+        base = ["model.name=cnn", "data.nodes=3", "engine.name=auto"]
         one = build_context(small_config(*base)).calibration
         again = build_context(small_config(*base)).calibration
         two = build_context(small_config(*base, "engine.threads=2")).calibration

@@ -203,10 +203,11 @@ def test_other_checkpoint_format_is_one_line(copy: Path) -> None:
                                     pytest.param("cut", marks=pytest.mark.slow)])
 def test_damaged_records_are_rebuilt_from_the_checkpoint(finished: Path, copy: Path,
                                                          damage: str) -> None:
-    """metrics.csv and nodes/global.csv emptied, binary or cut short, and the latest
-    checkpoint damaged: the resume from round 2 rebuilds rounds 1-2 from that checkpoint's
-    history and round log, reruns round 3, and the records equal the reference."""
-    for path in (copy / "metrics.csv", copy / "nodes" / "global.csv"):
+    """metrics.csv, nodes/global.csv and clients.csv emptied, binary or cut short, and the
+    latest checkpoint damaged: the resume from round 2 rebuilds rounds 1-2 from that
+    checkpoint's history, round log and client rows, reruns round 3, and the records equal the
+    reference."""
+    for path in (copy / "metrics.csv", copy / "nodes" / "global.csv", copy / "clients.csv"):
         if damage == "emptied":
             path.write_text("")
         elif damage == "binary":
@@ -216,10 +217,10 @@ def test_damaged_records_are_rebuilt_from_the_checkpoint(finished: Path, copy: P
     ckpt(copy, 3).write_bytes(b"")  # from round 2: round 3 is rerun after the rebuilt rows
     proc = resume(copy)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "rebuilt metrics.csv, nodes/global.csv" in " ".join(proc.stderr.split())
+    assert "rebuilt metrics.csv, nodes/global.csv, clients.csv" in " ".join(proc.stderr.split())
     assert_same_as(finished, copy)
-    assert (copy / "nodes" / "global.csv").read_text() == \
-        (finished / "nodes" / "global.csv").read_text()
+    for name in ("nodes/global.csv", "clients.csv"):
+        assert (copy / name).read_text() == (finished / name).read_text(), name
 
 
 def test_killed_before_the_first_checkpoint_restarts_in_place(finished: Path, copy: Path

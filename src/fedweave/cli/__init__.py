@@ -30,15 +30,21 @@ from fedweave.cli import (  # noqa: F401  (register commands)
     sweep,
 )
 from fedweave.cli.common import app, console
+from fedweave.distributed import report_rank_crash, under_torchrun
 from fedweave.errors import UserError
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Console-script entry point: unexpected errors exit 1 with the traceback."""
+    """Console-script entry point: unexpected errors exit 1 with the traceback (in a rank of
+    a multi-process run: one line naming the rank, the traceback kept in a file)."""
     try:
         app()
     except UserError as exc:  # raised outside a command's own handling
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as exc:
+        if under_torchrun():
+            report_rank_crash(exc)
+        raise

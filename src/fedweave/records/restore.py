@@ -7,8 +7,11 @@ has seen (emptied, binary, cut short) is rebuilt from what the checkpoint carrie
 ``history`` (the summary row of every evaluated round: the model's train/val/test loss and
 accuracy, the algorithm's statistics, the spread over clients) and its ``round_log`` (every
 round's traffic, learning rate and virtual duration). ``metrics.csv`` and the table of a
-single evaluated model (``nodes/global.csv``) come back whole; rows the checkpoint does not
-carry (one model's rows among several, per-client rows) cannot, and one warning line says so.
+single evaluated model (``nodes/global.csv``) come back whole, and so does ``clients.csv``:
+its rows up to the checkpoint travel in the checkpoint as one float64 tensor
+(``records/clients``, ``ClientRows``; an empty cell is NaN), which is 8 bytes per cell, i.e.
+it grows with the rows written, like the file. Rows the checkpoint does not carry (one model's
+rows among several) cannot come back, and one warning line says so.
 Every record the runner writes is listed here, so a change of record files changes this one
 place.
 """
@@ -17,17 +20,65 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from fedweave.records.rundir import METRIC_COLUMNS, NODE_COLUMNS, RunDirectory
+import torch
+
+from fedweave.records.rundir import CLIENT_COLUMNS, METRIC_COLUMNS, NODE_COLUMNS, RunDirectory
 
 log = logging.getLogger("fedweave")
 
 MODEL_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 _NOT_EXTRAS = {*MODEL_KEYS, "test_acc_min", "test_acc_max", "round", "sim_time", "wall_time"}
 ROUND_METRICS = ("bytes_up", "bytes_down", "lr", "sim_s")
+#: the checkpoint tensor that carries clients.csv's rows
+CLIENT_ROWS_KEY = "records/clients"
+
+
+class ClientRows:
+    """clients.csv's rows kept for the checkpoint: a ``[rows, len(CLIENT_COLUMNS)]`` float64
+    buffer grown by doubling (an empty cell is NaN). Values are Python floats (doubles) and
+    integers below 2**53, so the file rebuilt from it has the very same text."""
+
+    def __init__(self, table: torch.Tensor | None = None) -> None:
+        width = len(CLIENT_COLUMNS)
+        self.buf = table.to(torch.float64).clone() if table is not None and \
+            table.dim() == 2 and table.shape[1] == width else torch.empty((0, width),
+                                                                          dtype=torch.float64)
+        self.count = len(self.buf)
+
+    def append(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        new = torch.tensor([[math.nan if v == "" else float(v) for v in row] for row in rows],
+                           dtype=torch.float64)
+        need = self.count + len(new)
+        if need > len(self.buf):
+            grown = torch.empty((max(need, 2 * len(self.buf), 64), self.buf.shape[1]),
+                                dtype=torch.float64)
+            grown[:self.count] = self.buf[:self.count]
+            self.buf = grown
+        self.buf[self.count:need] = new
+        self.count = need
+
+    def upto(self, done: int) -> ClientRows:
+        """The rows of rounds up to ``done`` (a checkpoint's view of the file)."""
+        table = self.buf[:self.count]
+        return ClientRows(table[table[:, 0] <= done])
+
+    def tensor(self) -> torch.Tensor:
+        return self.buf[:self.count]
+
+    def rounds(self) -> set[int]:
+        return {int(r) for r in self.buf[:self.count, 0].unique().tolist()}
+
+    def rows(self) -> list[list[Any]]:
+        """The rows as clients.csv holds them (round and client as integers)."""
+        return [[int(row[0]), int(row[1]), *("" if math.isnan(v) else v for v in row[2:])]
+                for row in self.buf[:self.count].tolist()]
 
 
 def _rounds_in(path: Path) -> set[int]:
@@ -83,9 +134,10 @@ def metric_rows(history: list[dict[str, Any]], round_log: list[list[Any]], label
 
 
 def restore_records(run_dir: RunDirectory, done: int, history: list[dict[str, Any]],
-                    round_log: list[list[Any]], labels: list[str]) -> list[str]:
+                    round_log: list[list[Any]], labels: list[str],
+                    clients: ClientRows | None = None) -> list[str]:
     """Cut the records back to round ``done`` and rebuild the damaged ones from the
-    checkpoint; returns the files rebuilt."""
+    checkpoint (``clients``: clients.csv's rows it carries); returns the files rebuilt."""
     run_dir.truncate(done)
     expected = {int(h["round"]) for h in history} | {int(r[0]) for r in round_log}
     evaluated = {int(h["round"]) for h in history}
@@ -104,9 +156,14 @@ def restore_records(run_dir: RunDirectory, done: int, history: list[dict[str, An
             _write(node, NODE_COLUMNS, [[int(h["round"]), *(h.get(c, "") for c in NODE_COLUMNS[1:])]
                                         for h in history])
             rebuilt.append(f"nodes/{label}.csv")
+    client_file = run_dir.path / "clients.csv"
+    carried = clients is not None and clients.count > 0
+    if carried and not clients.rounds() <= _rounds_in(client_file):  # type: ignore[union-attr]
+        _write(client_file, CLIENT_COLUMNS, clients.rows())  # type: ignore[union-attr]
+        rebuilt.append("clients.csv")
     others = [p for p in run_dir.nodes_dir.glob("*.csv")
               if not (single and p.name == f"{label}.csv") and p.name != "densities.csv"]
-    for path in [*others, run_dir.path / "clients.csv"]:
+    for path in [*others, *([] if carried else [client_file])]:
         if path.exists() and evaluated and not _rounds_in(path) & evaluated:
             lost.append(str(path.relative_to(run_dir.path)))
     if rebuilt:

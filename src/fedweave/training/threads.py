@@ -92,25 +92,74 @@ def choose_threads(requested: int | None, flops: float, available: int) -> tuple
 def step_flops(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
                device: torch.device) -> float:
     """FLOPs of one training step: 3 × ``batch_size`` × one sample's forward (backward counted
-    as twice the forward). The model is run once in eval mode on zeros, without gradients; its
-    mode and the global RNG are left as found. A model that cannot run on float zeros (a
-    plugin's) is counted as 2 FLOPs per parameter and sample."""
+    as twice the forward). The forward counts 2 FLOPs per multiply-add of the layers that
+    carry the work — linear, convolution, recurrent cells, attention (``_layer_flops``) — seen
+    by forward hooks while the model runs once in eval mode on zeros, without gradients; its
+    mode and the global RNG are left as found. (torch's ``FlopCounterMode`` counts every op
+    but imports the compiler stack, a second of start-up.) A model that cannot run on float
+    zeros (a plugin's), or has none of those layers, is counted as 2 FLOPs per parameter and
+    sample."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     state = torch.get_rng_state()
+    counted: list[float] = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: counted.append(
+        _layer_flops(mod, args, out))) for m in model.modules()]
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
             model(torch.zeros((1, *input_shape), device=device))
-        forward = float(counter.get_total_flops())
+        forward = sum(counted)
     except Exception:  # an estimate only: any model must still run
-        forward = 2.0 * sum(p.numel() for p in model.parameters())
+        forward = 0.0
     finally:
+        for h in hooks:
+            h.remove()
         model.train(was_training)
         torch.set_rng_state(state)
+    if forward <= 0:
+        forward = 2.0 * sum(p.numel() for p in model.parameters())
     return 3.0 * batch_size * forward
+
+
+def _layer_flops(module: nn.Module, args: tuple[object, ...], out: object) -> float:
+    """2 × the multiply-adds of one call of ``module`` (0 for layers without matrix work)."""
+    from torch import Tensor, nn
+
+    first = out[0] if isinstance(out, tuple) else out
+    if not isinstance(first, Tensor):
+        return 0.0
+    if isinstance(module, nn.Linear):
+        return 2.0 * module.in_features * first.numel()
+    if isinstance(module, nn.modules.conv._ConvNd):
+        k = module.in_channels // module.groups
+        for size in module.kernel_size:
+            k *= size
+        return 2.0 * k * first.numel()
+    if isinstance(module, nn.RNNBase):
+        x = args[0] if args and isinstance(args[0], Tensor) else None
+        if x is None:
+            return 0.0
+        steps = x.shape[:-1].numel()  # (batch ×) sequence positions
+        gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+        dirs = 2 if module.bidirectional else 1
+        h = module.hidden_size
+        total, width = 0.0, module.input_size
+        for _ in range(module.num_layers):
+            total += 2.0 * gates * (width + h) * h * steps * dirs
+            width = h * dirs
+        return total
+    if isinstance(module, nn.MultiheadAttention):
+        q = args[0] if args and isinstance(args[0], Tensor) else None
+        if q is None:
+            return 0.0
+        e = module.embed_dim
+        length = q.shape[0 if not module.batch_first else 1] if q.dim() == 3 else q.shape[0]
+        positions = q.shape[:-1].numel()
+        # in- and out-projections (4 E² per position) and the two attention products
+        return 2.0 * (4 * e * e * positions + 2 * length * e * positions)
+    return 0.0
 
 
 def apply_threads(threads: int) -> None:
