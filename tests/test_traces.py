@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from fedweave.cli import app
 from fedweave.config import ClockConfig
 from fedweave.errors import UserError
 from fedweave.plugins import load_config
@@ -23,7 +25,6 @@ from fedweave.sim.traces import (
     Availability,
     convert_fedscale,
     example_trace,
-    main,
     online_cohort,
     read_trace,
 )
@@ -197,9 +198,17 @@ def test_converter_command_writes_a_readable_trace(tmp_path: Path) -> None:
     cap.write_bytes(pickle.dumps(FEDSCALE_DEVICES))
     beh.write_bytes(pickle.dumps(FEDSCALE_BEHAVE))
     out = tmp_path / "fedscale.json"
-    assert main(["fedscale", str(cap), str(beh), str(out)]) == 0
+    runner = CliRunner()
+    done = runner.invoke(app, ["data", "trace", str(out), "--fedscale", str(cap), "--behave",
+                               str(beh)])
+    assert done.exit_code == 0, done.output
     trace = read_trace(out)
     assert len(trace.devices) == 3 and trace.period == 600
     assert trace.devices[1].available == [(50.0, 80.0)]
-    assert main(["fedscale", str(tmp_path / "missing"), str(out)]) == 2
-    assert main(["nonsense"]) == 2
+    missing = runner.invoke(app, ["data", "trace", str(out), "--fedscale",
+                                  str(tmp_path / "missing")])
+    assert missing.exit_code == 2 and "missing" in missing.output
+    assert runner.invoke(app, ["data", "trace", str(tmp_path / "t.txt")]).exit_code == 2
+    example = tmp_path / "example.json"
+    assert runner.invoke(app, ["data", "trace", str(example), "--devices", "12"]).exit_code == 0
+    assert len(read_trace(example).devices) == 12

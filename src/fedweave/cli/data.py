@@ -1,4 +1,4 @@
-"""``fedweave data list|show|download``."""
+"""``fedweave data list|show|download|trace``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fedweave.cli.common import SetOpt, app, console, fail
 from fedweave.cli.outputs import image_suffixes, output_file, output_folder
 from fedweave.errors import UserError
 
-data_app = typer.Typer(help="Datasets: list, show a partition, download.")
+data_app = typer.Typer(help="Datasets: list, show a partition, download; device traces.")
 app.add_typer(data_app, name="data")
 
 @data_app.command("list")
@@ -80,3 +80,35 @@ def data_show(
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_partition(counts, out)
     console.print(f"heatmap → {out}")
+
+
+@data_app.command("trace")
+def data_trace(
+    out: Annotated[Path, typer.Argument(help="the device trace to write (JSON)")],
+    capacity: Annotated[Path | None, typer.Option(
+        "--fedscale", help="FedScale's client_device_capacity (pickle or JSON export)")] = None,
+    behave: Annotated[Path | None, typer.Option(
+        "--behave", help="FedScale's client_behave_trace (availability windows)")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1,
+                                              help="keep the first N devices")] = None,
+    devices: Annotated[int, typer.Option("--devices", min=1, max=1_000_000,
+                                         help="devices of the seeded example")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the example")] = 0,
+) -> None:
+    """Write a device trace for clock.trace: FedScale's published traces converted
+    (--fedscale CAPACITY [--behave BEHAVE]; their pickles are read as plain data only), or the
+    seeded example of --devices devices."""
+    from fedweave.sim.traces import convert_fedscale, example_trace, write_trace
+
+    try:
+        output_file(out, "OUT", (".json",))
+        if capacity is None and behave is not None:
+            raise UserError("--behave needs --fedscale CAPACITY (the devices it belongs to)")
+        trace = convert_fedscale(capacity, behave, limit) if capacity is not None else \
+            example_trace(devices, seed)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_trace(trace, out)
+    except UserError as exc:
+        fail(str(exc), 2)
+        return
+    console.print(f"{len(trace.devices)} devices → {out}")

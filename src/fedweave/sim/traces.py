@@ -331,28 +331,3 @@ def example_trace(devices: int = 300, seed: int = 0, day: float = 86400.0) -> De
         out.append(Device(round(AUGMENTATION * compute / 1000.0, 6), round(kbps * 128, 1),
                           round(kbps * 128, 1), windows))
     return DeviceTrace(out, day)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fedweave.sim.traces fedscale CAPACITY [BEHAVE] OUT.json`` converts
-    FedScale's traces; ``python -m fedweave.sim.traces example OUT.json`` writes the example."""
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if args[:1] == ["example"] and len(args) == 2:
-            write_trace(example_trace(), Path(args[1]))
-        elif args[:1] == ["fedscale"] and len(args) in (3, 4):
-            behave = Path(args[2]) if len(args) == 4 else None
-            write_trace(convert_fedscale(Path(args[1]), behave), Path(args[-1]))
-        else:
-            print(main.__doc__, file=sys.stderr)
-            return 2
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
