@@ -125,6 +125,12 @@ def test_femnist_leaf(tmp_path: Path) -> None:
     assert len(list((base / "fedweave-cache").glob("femnist-*/manifest.json"))) == 1
     again = load_dataset(DataConfig(dataset="femnist", root=tmp_path), 0)  # from the cache
     assert torch.equal(again.train_x, ds.train_x)
+    assert ds.test_groups is not None and ds.test_groups.tolist() == [0, 2, 2]
+    # users dropped by LEAF's -k take their test rows with them (f0003_03 has 2 < 3 samples)
+    kept = load_dataset(DataConfig(dataset="femnist", root=tmp_path, user_min_samples=3), 0)
+    assert kept.train_groups is not None and kept.test_groups is not None
+    assert sorted(set(kept.train_groups.tolist())) == [0, 1] and kept.test_groups.tolist() == [0]
+    assert len(kept.test_y) == 1
 
 
 def write_cifar(path: Path, n: int, label_key: bytes, seed: int) -> None:

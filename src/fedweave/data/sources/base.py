@@ -216,14 +216,17 @@ def channel_stats(x: torch.Tensor) -> Stats:
 def image_dataset(name: str, train_x: Array, train_y: Array, test_x: Array, test_y: Array, *,
                   num_classes: int | None = None, stats: Stats | None = None,
                   classes: list[str] | None = None,
-                  train_groups: torch.Tensor | None = None) -> Dataset:
-    """Wrap uint8 NCHW arrays; mean/std are the given standard values or computed from train."""
+                  train_groups: torch.Tensor | None = None,
+                  test_groups: torch.Tensor | None = None) -> Dataset:
+    """Wrap uint8 NCHW arrays; mean/std are the given standard values or computed from train.
+    ``train_groups``/``test_groups``: each sample's user (natural datasets)."""
     tx, ty = torch.as_tensor(train_x), torch.as_tensor(train_y).long()
     vx, vy = torch.as_tensor(test_x), torch.as_tensor(test_y).long()
     if num_classes is None:
         num_classes = len(classes) if classes else int(max(ty.max(), vy.max())) + 1
     mean, std = stats if stats is not None else channel_stats(tx)
-    return Dataset(name, tx, ty, vx, vy, num_classes, mean, std, train_groups, classes)
+    return Dataset(name, tx, ty, vx, vy, num_classes, mean, std, train_groups, classes,
+                   test_groups=test_groups)
 
 
 def missing(name: str, paths: Sequence[Path], how: str | None = None) -> DatasetMissingError:

@@ -103,11 +103,13 @@ def load_femnist(cfg: DataConfig, root: Path, seed: int) -> Dataset:
     def build() -> dict[str, np.ndarray]:
         writers: dict[str, int] = {}
         tx, ty, tg = _read_leaf(train, base / "train", writers)
-        vx, vy, _ = _read_leaf(test, base / "test", writers)
-        return {"tx": tx, "ty": ty, "tg": tg, "vx": vx, "vy": vy}
+        vx, vy, vg = _read_leaf(test, base / "test", writers)
+        return {"tx": tx, "ty": ty, "tg": tg, "vx": vx, "vy": vy, "vg": vg}
 
     t = {k: torch.from_numpy(v) for k, v in
-         decoded_cache("femnist", [*train, *test], build, names=("tx", "ty", "tg", "vx", "vy"),
+         decoded_cache("femnist", [*train, *test], build,
+                       names=("tx", "ty", "tg", "vx", "vy", "vg"),
                        near=base, root=root).items()}
     return image_dataset("femnist", t["tx"], t["ty"], t["vx"], t["vy"], num_classes=62,
-                         classes=list(FEMNIST_CLASSES), train_groups=t["tg"])
+                         classes=list(FEMNIST_CLASSES), train_groups=t["tg"],
+                         test_groups=t["vg"])
