@@ -45,6 +45,7 @@ from fedweave.training.protocol import GradientEngine
 from fedweave.training.select import BACKENDS, build_engine, choose_backend, resolve_device
 from fedweave.training.threads import apply_threads, choose_threads, cores, step_flops
 from fedweave.training.trainer import LocalTrainer
+from fedweave.training.workers import set_workers
 
 
 @dataclass
@@ -260,6 +261,9 @@ def build_context(config: Config, data: FederatedData | None = None,
                                                          config.train.batch_size, device)
     threads, why = choose_threads(config.engine.threads, flops, cores())
     apply_threads(threads)  # before the engine decision: its key holds the thread count
+    pool = cores() if threads == 1 and not config.engine.threads and device.type == "cpu" \
+        else 1
+    set_workers(pool)  # the idle cores take independent pieces of a step (training.workers)
     cohort = typical_cohort(config, data.nodes)
     built: dict[str, GradientEngine] = {}  # the engines a calibration built: one is reused
     chosen, record = choose_backend(config.engine, probe, ParamLayout.of(probe), data,
@@ -268,5 +272,5 @@ def build_context(config: Config, data: FederatedData | None = None,
                                     chunk=chunk_width(config.engine.chunk, cohort, device))
     chosen, record = _agree(comm, chosen, record)
     ctx = RunContext(config, data, device, comm, chosen, record, probe, built.get(chosen))
-    ctx.threads = {"threads": threads, "rule": why}
+    ctx.threads = {"threads": threads, "rule": why, "workers": pool}
     return ctx

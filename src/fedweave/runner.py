@@ -181,6 +181,7 @@ class Runner:
         self.environment = environment(source, comm.world if comm is not None else 1,
                                        self.ctx.device)
         self.environment["threads_rule"] = self.ctx.threads.get("rule", "")
+        self.environment["workers"] = self.ctx.threads.get("workers", 1)
 
     # ------------------------------------------------------------------ resume
     def resume(self, ckpt: tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None) -> None:

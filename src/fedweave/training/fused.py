@@ -41,6 +41,7 @@ from fedweave.training.optim import FunctionalOptimizer
 from fedweave.training.persample import PerSample
 from fedweave.training.protocol import Batches, LocalResult, StepOutput
 from fedweave.training.vectorized import VectorizedEngine
+from fedweave.training.workers import run_all
 
 
 def linear_stack(model: nn.Module) -> list[tuple[str, str | None]] | None:
@@ -160,13 +161,16 @@ class FusedEngine(PerSample):
         k = x.shape[0]
         loss = torch.empty(k, dtype=w.dtype, device=w.device)
         correct = torch.empty_like(loss)
-        for sl in chunks(k, self.chunk):
+
+        def one(sl: slice) -> None:  # writes only its rows: chunks run on the workers
             wc = [t[sl] for t in ws]
             bc = [t[sl] if t is not None else None for t in bs]
             zs = self._forward(wc, bc, x[sl])
             delta, loss[sl], correct[sl] = self._loss_grad(zs[-1], y[sl], w[sl])
             self._backward(wc, x[sl], zs, delta, [t[sl] for t in gws],
                            [t[sl] if t is not None else None for t in gbs], fused_lr, bc)
+
+        run_all(one, chunks(k, self.chunk))
         return loss, correct
 
     def _stacks(self, params: torch.Tensor, k_pad: int
@@ -217,19 +221,28 @@ class FusedEngine(PerSample):
         m = params.shape[0]
         c = 1 if m == 1 else self.chunk
         m_pad = -(-m // c) * c
-        loss = torch.zeros(m_pad, dtype=torch.float64, device=params.device)
-        correct = torch.zeros(m_pad, dtype=torch.float64, device=params.device)
         ws, bs = self._stacks(params, m_pad)
-        for start in range(0, len(y), self.eval_batch):
+
+        def batch(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+            loss = torch.zeros(m_pad, dtype=torch.float64, device=params.device)
+            correct = torch.zeros(m_pad, dtype=torch.float64, device=params.device)
             flat = self.data.features(x[start: start + self.eval_batch]).flatten(1)
             yb = y[start: start + self.eval_batch]
             for sl in chunks(m_pad, c):
                 a = flat.unsqueeze(0).expand(c, -1, -1)
                 z = self._forward([t[sl] for t in ws],
                                   [t[sl] if t is not None else None for t in bs], a)[-1]
-                loss[sl] += F.cross_entropy(z.flatten(0, 1), yb.repeat(c), reduction="none"
-                                            ).view(c, -1).sum(1).double()
-                correct[sl] += (z.argmax(-1) == yb).sum(1).double()
+                loss[sl] = F.cross_entropy(z.flatten(0, 1), yb.repeat(c), reduction="none"
+                                           ).view(c, -1).sum(1).double()
+                correct[sl] = (z.argmax(-1) == yb).sum(1).double()
+            return loss, correct
+
+        # batches on the workers, their sums added in batch order (as one thread would)
+        loss = torch.zeros(m_pad, dtype=torch.float64, device=params.device)
+        correct = torch.zeros(m_pad, dtype=torch.float64, device=params.device)
+        for part_loss, part_correct in run_all(batch, range(0, len(y), self.eval_batch)):
+            loss += part_loss
+            correct += part_correct
         return loss[:m], correct[:m]
 
     # ------------------------------------------------------------------ whole rounds

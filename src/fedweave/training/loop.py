@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -16,10 +17,12 @@ from fedweave.rng import derive_seed
 from fedweave.training.objectives import CROSS_ENTROPY, DataLoss
 from fedweave.training.persample import PerSample
 from fedweave.training.protocol import StepOutput
+from fedweave.training.workers import run_all, workers
 
 
 class LoopEngine(PerSample):
-    """Plain autograd, one node model at a time."""
+    """Plain autograd, one node model at a time (the nodes of a step spread over the idle
+    cores, one copy of the model each: ``fedweave.training.workers``)."""
 
     name = "loop"
     calibration: dict[str, Any] | None = None  # how the engine was chosen (engine.name)
@@ -29,10 +32,21 @@ class LoopEngine(PerSample):
         self.model, self.layout, self.data, self.seed = model, layout, data, seed
         self.eval_batch = eval_batch
         self.has_dropout = has_dropout(model)
+        self._copies: list[nn.Module] = []
 
-    def _load(self, params: torch.Tensor, buffers: Buffers, k: int) -> None:
-        load_flat(self.model, params[k])
-        for name, buf in self.model.named_buffers():
+    def _models(self) -> list[nn.Module]:
+        """One model per worker (the first is ``self.model``); one alone with dropout, whose
+        masks come from torch's global generator."""
+        count = 1 if self.has_dropout else workers()
+        while len(self._copies) < count - 1:
+            self._copies.append(copy.deepcopy(self.model))
+        return [self.model, *self._copies[:count - 1]]
+
+    def _load(self, params: torch.Tensor, buffers: Buffers, k: int,
+              model: nn.Module | None = None) -> None:
+        model = self.model if model is None else model
+        load_flat(model, params[k])
+        for name, buf in model.named_buffers():
             buf.copy_(buffers[name][k])
 
     def grads(self, params: torch.Tensor, buffers: Buffers, idx: torch.Tensor,
@@ -45,24 +59,32 @@ class LoopEngine(PerSample):
         correct = torch.zeros_like(losses)
         count = weight.sum(1).to(params.dtype)
         buffers = {n: b.clone() for n, b in buffers.items()}
-        self.model.train()
-        plist = list(self.model.parameters())
-        for k in torch.nonzero(active).flatten().tolist():
-            node = int(nodes[k])
-            self._load(params, buffers, k)
-            real = weight[k] > 0
-            rows = idx[k][real]
-            xb, yb = self.data.gather(rows, augment_key=(*key, node))
-            if self.has_dropout:
-                torch.manual_seed(derive_seed(self.seed, "dropout", *key, node))
-            logits = self.model(xb)
-            batch_loss = data_loss.mean(logits, yb, rows)
-            g = torch.autograd.grad(batch_loss, plist)
-            grads[k] = torch.cat([t.reshape(-1) for t in g])
-            losses[k] = batch_loss.detach()
-            correct[k] = (logits.argmax(1) == yb).sum()
-            for name, buf in self.model.named_buffers():
-                buffers[name][k] = buf
+        models = self._models()
+        todo = torch.nonzero(active).flatten().tolist()
+        share = -(-len(todo) // len(models))  # contiguous runs of nodes, one per model
+
+        def run(w: int) -> None:
+            model = models[w]
+            model.train()
+            plist = list(model.parameters())
+            for k in todo[w * share:(w + 1) * share]:
+                node = int(nodes[k])
+                self._load(params, buffers, k, model)
+                real = weight[k] > 0
+                rows = idx[k][real]
+                xb, yb = self.data.gather(rows, augment_key=(*key, node))
+                if self.has_dropout:
+                    torch.manual_seed(derive_seed(self.seed, "dropout", *key, node))
+                logits = model(xb)
+                batch_loss = data_loss.mean(logits, yb, rows)
+                g = torch.autograd.grad(batch_loss, plist)
+                grads[k] = torch.cat([t.reshape(-1) for t in g])
+                losses[k] = batch_loss.detach()
+                correct[k] = (logits.argmax(1) == yb).sum()
+                for name, buf in model.named_buffers():
+                    buffers[name][k] = buf
+
+        run_all(run, range(min(len(models), max(1, len(todo)))))
         return StepOutput(grads, losses, correct, count, buffers)
 
     @torch.no_grad()

@@ -9,13 +9,15 @@ count gives different low bits. The rule (``choose_threads``):
 
 - ``engine.threads`` set: that many;
 - otherwise one thread when a training step is small, i.e. ``step_flops`` (forward + backward
-  of one local batch, ``3 × batch × forward FLOPs of one sample``, counted by
-  ``torch.utils.flop_counter``) is below ``LARGE_STEP_FLOPS``: at that size a step takes
+  of one local batch, ``3 × batch × forward FLOPs of one sample``, counted by forward hooks on
+  its linear, convolution, recurrent and attention layers) is below ``LARGE_STEP_FLOPS``: at that size a step takes
   milliseconds and the threads' start-up and synchronisation cost what they save (the default
   CNN on digits: 65 MFLOP a step; the cross-device MLP 784-128-10 at batch 20: 8 MFLOP);
 - otherwise every core this process may use (``cores``): the physical cores of its affinity
   mask, divided by the processes sharing them (``LOCAL_WORLD_SIZE``, set by torchrun and by
   ``--procs``; ``FEDWEAVE_CORES``, set by ``sweep --jobs``, wins over both).
+With one thread, the other cores of the process take independent pieces of each step
+(``fedweave.training.workers``), which keeps the numbers bit-identical.
 
 OpenMP threads that wait for work spin for a while before sleeping; on cores shared with other
 processes the spinning takes the cores those processes need, and a run slows down tens of
