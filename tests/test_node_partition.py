@@ -23,7 +23,7 @@ def _ctx(n: int, world: int, rank: int, exchange: str = "auto") -> SimpleNamespa
     engine = SimpleNamespace(name="distributed+loop", inner=SimpleNamespace(name="loop"))
     return SimpleNamespace(
         data=SimpleNamespace(nodes=n), engine=engine, local_engine=engine.inner,
-        config=SimpleNamespace(engine=SimpleNamespace(exchange=exchange)),
+        config=SimpleNamespace(launcher=SimpleNamespace(exchange=exchange)),
         comm=SimpleNamespace(world=world, rank=rank))
 
 
