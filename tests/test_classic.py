@@ -1,0 +1,112 @@
+"""Classic federated baselines (FedNova, FedDyn, MOON, q-FFL): each against a property its
+paper states, engine and resume equality."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fedweave.config import load_config
+from fedweave.errors import UserError
+from fedweave.runner import run
+from tests.conftest import latest_state, small_config
+
+SKEW = ["data.partition=quantity", "data.sigma=1.5"]
+
+
+class Killed(Exception):
+    pass
+
+
+def final(*overrides: str) -> torch.Tensor:
+    res = run(small_config(*overrides), write=False)
+    return res.algorithm.models()[0]
+
+
+def resumes_exactly(tmp_path, *overrides: str) -> None:
+    """A run killed after round 2 and resumed ends with the uninterrupted run's numbers."""
+    args = [f"output.dir={tmp_path}", "rounds=4", *overrides]
+    full = run(small_config(*args, "name=full"))
+
+    def kill(r, total, row):
+        if r == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(small_config(*args, "name=killed"), progress=kill)
+    killed = next(tmp_path.glob("killed-*"))
+    assert json.loads((killed / "checkpoints/latest.json").read_text())["round"] == 1
+    resumed = run(resume=killed)
+    assert resumed.summary["final"] == full.summary["final"]
+    a, b = latest_state(full.run_dir), latest_state(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------- FedNova
+def test_fednova_equals_fedavg_when_every_client_takes_the_same_steps():
+    common = [*SKEW, "train.local_steps=3", "train.momentum=0.5"]
+    assert torch.equal(final(*common, "algorithm.name=fednova"),
+                       final(*common, "algorithm.name=fedavg"))
+
+
+def test_fednova_differs_from_fedavg_with_heterogeneous_steps():
+    """local_epochs over unequal shards: τ_i = ⌈n_i/B⌉ differ, the updates are rescaled."""
+    common = [*SKEW, "train.batch_size=16"]
+    res = run(small_config(*common, "algorithm.name=fednova"), write=False)
+    steps = torch.tensor([len(s) for s in res.algorithm.ctx.data.train_idx]).div(16).ceil()
+    assert len(steps.unique()) > 1  # the steps really are heterogeneous
+    avg = final(*common, "algorithm.name=fedavg")
+    assert not torch.allclose(res.algorithm.models()[0], avg, atol=1e-4)
+    assert res.summary["final"]["test_acc"] > 0.6
+
+
+def test_fednova_norm_a_is_the_papers_momentum_sum():
+    from fedweave.algorithms.federated.fednova import norm_a
+    rho, tau = 0.9, 5
+    want = sum(sum(rho ** k for k in range(t)) for t in range(1, tau + 1))
+    assert float(norm_a(torch.tensor([tau]), rho)) == pytest.approx(want, rel=1e-12)
+    assert float(norm_a(torch.tensor([tau]), 0.0)) == tau
+
+
+def test_fednova_removes_the_objective_inconsistency_of_fedavg():
+    """Wang et al. 2020, §3: quadratics F_i = ½(x − c_i)², client i runs τ_i GD steps of size
+    η. FedAvg's fixed point weights c_i by 1 − (1−η)^τ_i ≈ ητ_i (the clients that step more
+    win: ≈ 20/21 here); FedNova's is the optimum Σ p_i c_i = 0.5 up to O(ητ)."""
+    from fedweave.algorithms.federated.fednova import normalised
+    c = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    n = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    steps = torch.tensor([1, 20])
+    eta = 0.001  # small steps: (1 − η)^τ ≈ 1 − ητ, the paper's regime
+    opt = float((n @ c) / n.sum())
+
+    def fixed_point(nova: bool) -> float:
+        x = torch.zeros(1, dtype=torch.float64)
+        for _ in range(3000):
+            y = torch.stack([x - (1 - (1 - eta) ** int(t)) * (x - c[i])
+                             for i, t in enumerate(steps)])
+            rows = normalised(x, y, steps, n) if nova else y
+            x = (n / n.sum()) @ rows
+        return float(x)
+
+    avg, nova = fixed_point(False), fixed_point(True)
+    assert abs(avg - opt) > 0.4      # FedAvg: ≈ 20/21 (weighted by steps)
+    assert abs(nova - opt) < 0.005   # FedNova: the optimum 0.5
+
+
+def test_fednova_refuses_adam_in_one_line():
+    with pytest.raises((UserError, ValueError), match=r"train\.optimizer=sgd"):
+        load_config(None, ["algorithm.name=fednova", "train.optimizer=adam"])
+
+
+def test_fednova_loop_equals_vectorized():
+    common = [*SKEW, "train.batch_size=16", "algorithm.name=fednova", "rounds=2"]
+    a = final(*common, "engine.backend=loop")
+    b = final(*common, "engine.backend=vectorized")
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fednova_resumes_exactly(tmp_path):
+    resumes_exactly(tmp_path, *SKEW, "train.batch_size=16", "algorithm.name=fednova",
+                    "train.momentum=0.5", "algorithm.fraction=0.6")
