@@ -181,3 +181,58 @@ def test_feddyn_resumes_exactly_with_its_client_state(tmp_path):
                     "algorithm.fraction=0.6")
     state = latest_state(next(tmp_path.glob("full-*")))
     assert state["client_grads/rows"].shape[0] == 5 and state["h"].abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------- q-FFL
+def test_qffl_with_q_zero_is_the_unweighted_mean_of_the_clients_models():
+    """Li et al. 2020, §4: with q = 0, h_k = L and w⁺ = (1/|S|) Σ_k w̄_k: FedAvg with an
+    unweighted average (``aggregator.name=mean``)."""
+    common = [*SKEW, "data.nodes=6", "rounds=4", "algorithm.fraction=0.5"]
+    q0 = final(*common, "algorithm.name=qffl", "algorithm.q=0")
+    avg = final(*common, "algorithm.name=fedavg", "aggregator.name=mean")
+    weighted = final(*common, "algorithm.name=fedavg")
+    assert torch.allclose(q0, avg, atol=1e-6)
+    assert not torch.allclose(q0, weighted, atol=1e-4)  # unequal shards: the weights matter
+
+
+def test_qffl_step_matches_the_papers_formula_by_hand():
+    from fedweave.algorithms.federated.qffl import qfedavg_step
+    x = torch.tensor([1.0, 2.0])
+    y = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    f = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    q, lip = 2.0, 10.0
+    dw = lip * (x - y)  # [[10, 0], [0, 20]]
+    h = [q * 0.5 * 100 + lip * 0.25, q * 2.0 * 400 + lip * 4.0]  # q F^{q−1}‖Δw‖² + L F^q
+    want = (0.25 * dw[0] + 4.0 * dw[1]) / sum(h)
+    assert torch.allclose(qfedavg_step(x, y, f, q, lip), want)
+
+
+def test_larger_q_makes_the_clients_losses_more_uniform():
+    """Label skew (2 classes per client): the spread of the clients' training losses
+    relative to their mean (std/mean) falls as q grows (measured 0.46, 0.23, 0.10)."""
+    common = ["data.partition=classes", "data.classes_per_node=2", "data.nodes=8", "rounds=20",
+              "train.lr=0.1", "model.name=logistic", "output.eval_every=20",
+              "algorithm.name=qffl"]
+    spread = []
+    for q in (0, 0.5, 2):
+        res = run(small_config(*common, f"algorithm.q={q}"), write=False)
+        losses = res.algorithm.client_losses(torch.arange(8))
+        spread.append(float(losses.std() / losses.mean()))
+    assert spread[0] > 1.5 * spread[1] > 1.5 * 1.5 * spread[2], spread
+
+
+def test_qffl_refuses_a_robust_aggregator():
+    with pytest.raises((UserError, ValueError), match="does not aggregate client rows"):
+        load_config(None, ["algorithm.name=qffl", "aggregator.name=median"])
+
+
+def test_qffl_loop_equals_vectorized():
+    common = [*SKEW, "algorithm.name=qffl", "rounds=2"]
+    a = final(*common, "engine.backend=loop")
+    b = final(*common, "engine.backend=vectorized")
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_qffl_resumes_exactly(tmp_path):
+    resumes_exactly(tmp_path, "algorithm.name=qffl", "algorithm.fraction=0.6",
+                    "train.momentum=0.5")
