@@ -236,3 +236,69 @@ def test_qffl_loop_equals_vectorized():
 def test_qffl_resumes_exactly(tmp_path):
     resumes_exactly(tmp_path, "algorithm.name=qffl", "algorithm.fraction=0.6",
                     "train.momentum=0.5")
+
+
+# ---------------------------------------------------------------------------------- MOON
+@pytest.mark.parametrize("backend", ["loop", "vectorized"])
+def test_moon_with_mu_zero_equals_fedavg_exactly(backend):
+    common = ["rounds=2", "algorithm.fraction=0.6", f"engine.backend={backend}"]
+    moon = final(*common, "algorithm.name=moon", "algorithm.mu=0")
+    assert torch.equal(moon, final(*common, "algorithm.name=fedavg"))
+    assert not torch.allclose(moon, final(*common, "algorithm.name=moon"), atol=1e-4)
+
+
+def test_moon_contrastive_loss_is_the_papers_formula_on_a_hand_computed_example():
+    """z = x (identity body); z_glob ∥ z (sim 1), z_prev ⊥ z (sim 0), τ = 0.5:
+    ℓ_con = −log(e² / (e² + e⁰)) = log(1 + e⁻²) = 0.126928; second sample z_prev = z_glob:
+    ℓ_con = log 2."""
+    from torch import nn
+
+    from fedweave.training.objectives import ModelContrastive
+    from fedweave.training.representation import RepresentationTap
+    model = nn.Sequential(nn.Identity(), nn.Linear(2, 3))
+    tap = RepresentationTap(model)
+    loss = ModelContrastive(mu=2.0, tau=0.5, tap=tap)
+    x = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    y = torch.tensor([0, 2])
+    idx = torch.tensor([7, 4])
+    z_glob = torch.tensor([[0.0, 1.0], [2.0, 0.0]])   # rows for samples 4 and 7
+    z_prev = torch.tensor([[0.0, 5.0], [0.0, 1.0]])
+    loss.set_targets(torch.tensor([4, 7]), z_glob, z_prev, total=10)
+    with tap.on():
+        logits = model(x)
+        per = loss.per_sample(logits, y, idx)
+        mean = loss.mean(logits, y, idx)
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    con = torch.tensor([0.126928, 0.693147])
+    assert torch.allclose(per, ce + 2.0 * con, atol=1e-5)
+    assert torch.allclose(mean, (ce + 2.0 * con).mean(), atol=1e-5)
+    assert tap.z is None  # cleared when disarmed
+
+
+def test_moon_keeps_each_clients_last_local_model():
+    res = run(small_config("algorithm.name=moon", "rounds=2", "algorithm.fraction=0.4"),
+              write=False)
+    alg = res.algorithm
+    seen = alg.prev.seen(torch.arange(5))
+    assert 1 <= int(seen.sum()) <= 4  # only the clients that trained have a row
+    rows = alg.prev.gather(torch.arange(5)[seen])
+    x = alg.server.x
+    assert all(not torch.equal(row, x) for row in rows)
+
+
+def test_moon_refuses_augmentation_in_one_line():
+    with pytest.raises((UserError, ValueError), match=r"data\.augment=false"):
+        load_config(None, ["algorithm.name=moon", "data.augment=true"])
+
+
+def test_moon_loop_equals_vectorized_and_fused():
+    common = ["algorithm.name=moon", "rounds=2", "algorithm.fraction=0.6"]
+    a = final(*common, "engine.backend=loop")
+    b = final(*common, "engine.backend=vectorized")
+    c = final(*common, "engine.backend=fused")
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
+
+
+def test_moon_resumes_exactly(tmp_path):
+    resumes_exactly(tmp_path, "algorithm.name=moon", "algorithm.fraction=0.6",
+                    "train.momentum=0.5")

@@ -77,7 +77,7 @@ class QFFL(FederatedAlgorithm):
     def client_losses(self, clients: torch.Tensor) -> torch.Tensor:
         """F_k(w): mean cross-entropy of the server model on each client's training shard
         (float64 ``[K]``, evaluation mode)."""
-        data, engine = self.ctx.data, self.ctx.trainer.engine
+        data, engine = self.ctx.data, self.ctx.engine
         x = self.server.x.detach().unsqueeze(0)
         buffers = stack_buffers(self.buffers, 1)
         out = torch.zeros(len(clients), dtype=torch.float64)
