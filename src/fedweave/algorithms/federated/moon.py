@@ -13,6 +13,9 @@ one (``training.objectives.ModelContrastive``). z_glob and z_prev come from fixe
 evaluation mode, as in the paper's code, so they are computed once per round over the cohort's
 shards; with ``data.augment`` they would differ per step, so augmentation is refused.
 
+A model without hidden layers (``logistic``) has the input itself as its representation: z
+does not depend on θ, ℓ_con has no gradient and MOON trains as FedAvg.
+
 Per-client state: the previous local model of every client that has trained (a
 ``core.client_store.ClientStore`` row of P floats, 4·P bytes per client); a client's first
 round uses the initial model, as the paper's code does. Its representation is computed with
