@@ -302,3 +302,52 @@ def test_moon_loop_equals_vectorized_and_fused():
 def test_moon_resumes_exactly(tmp_path):
     resumes_exactly(tmp_path, "algorithm.name=moon", "algorithm.fraction=0.6",
                     "train.momentum=0.5")
+
+
+# ---------------------------------------------------------------------------------- all four
+@pytest.mark.parametrize(("algo", "extra", "match"), [
+    ("fednova", "privacy.level=client", "releases more than one"),
+    ("feddyn", "privacy.level=client", "releases more than one"),
+    ("qffl", "privacy.level=client", "releases more than one"),
+    ("moon", "privacy.level=sample", "privacy.level=sample"),
+])
+def test_what_a_method_cannot_support_is_refused_in_one_line(algo, extra, match):
+    with pytest.raises((UserError, ValueError), match=match) as err:
+        load_config(None, [f"algorithm.name={algo}", extra])
+    assert "Traceback" not in str(err.value)
+
+
+def test_client_state_holds_only_the_clients_that_trained():
+    """1,000 clients, 5 per round, 2 rounds: the stores hold ≤ 10 rows, not 1,000."""
+    common = ["data.nodes=1000", "data.partition=iid", "data.min_samples=1",
+              "algorithm.clients_per_round=5", "rounds=2", "output.eval_every=2"]
+    for algo, store in (("feddyn", "grads"), ("moon", "prev")):
+        res = run(small_config(*common, f"algorithm.name={algo}"), write=False)
+        rows = getattr(res.algorithm, store)
+        p = res.algorithm.ctx.layout.total
+        assert 5 <= len(rows) <= 10
+        assert rows.nbytes() <= 4 * 1000 + 16 * p * 4  # the slot index + the first 16 rows
+
+
+@pytest.mark.slow  # two torchrun launches (~30 s)
+@pytest.mark.parametrize("algo", ["fednova", "feddyn", "moon", "qffl"])
+def test_two_processes_give_the_single_process_numbers(tmp_path, algo):
+    import os
+    import subprocess
+    import sys
+    args = ["--set", f"algorithm.name={algo}", "--set", "rounds=2", "--set", "data.nodes=5",
+            "--set", "model.name=mlp", "--set", "model.hidden=[64]", "--set",
+            "output.plots=false", "--set", "output.progress=false", "--set",
+            "data.partition=quantity", "--set", "data.sigma=1.5", "--set",
+            "train.batch_size=16", "--set", "engine.backend=vectorized"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for procs in (1, 2):
+        cmd = [sys.executable, "-m", "fedweave", "run", *args, "--dir",
+               str(tmp_path / f"p{procs}"), "--procs", str(procs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"p{p}" / "summary.json").read_text())["final"]
+                for p in (1, 2))
+    assert one == two
+    a, b = latest_state(tmp_path / "p1"), latest_state(tmp_path / "p2")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -30,6 +30,11 @@ def body_and_head(res):
     return x[:, body], x[:, head]
 
 
+def spread(t: torch.Tensor) -> float:
+    """Mean distance of the rows to their mean."""
+    return float((t - t.mean(0)).norm(dim=1).mean())
+
+
 def own_val(res) -> tuple[float, float]:
     """Mean over nodes of each node's model on its own validation split: (loss, accuracy)."""
     final = res.summary["final"]
@@ -43,7 +48,6 @@ def test_bodies_agree_heads_stay_personal_and_fit_their_nodes_better(algo):
     personal = run(small_config(*common, "algorithm.personal_head=true"), write=False)
     mixed = run(small_config(*common), write=False)
     body, head = body_and_head(personal)
-    spread = lambda t: float((t - t.mean(0)).norm(dim=1).mean())  # noqa: E731
     assert spread(head) > 0.5
     if algo == "dsgd":  # W = 11ᵀ/n on the complete graph: bodies equal after every combine
         assert spread(body) < 1e-5
@@ -98,4 +102,37 @@ def test_personal_head_resumes_exactly(tmp_path):
     resumed = run(resume=killed)
     assert resumed.summary["final"] == full.summary["final"]
     a, b = latest_state(full.run_dir), latest_state(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_personal_head_with_a_robust_neighbour_rule_keeps_the_heads():
+    """``aggregator.name=median`` replaces the neighbour average; the heads are still kept."""
+    common = [*SKEWED, "algorithm.name=dsgd", "topology.name=complete", "rounds=2",
+              "aggregator.name=median"]
+    res = run(small_config(*common, "algorithm.personal_head=true"), write=False)
+    head = body_and_head(res)[1]
+    mixed_head = body_and_head(run(small_config(*common), write=False))[1]
+    assert spread(head) > 10 * spread(mixed_head)
+
+
+@pytest.mark.slow  # two process launches (~30 s)
+@pytest.mark.parametrize("algo", ["dsgd", "gossip"])
+def test_personal_head_on_two_processes_gives_the_single_process_numbers(tmp_path, algo):
+    import os
+    import subprocess
+    import sys
+    args = [f"algorithm.name={algo}", "algorithm.personal_head=true", "rounds=2",
+            "data.nodes=6", "model.name=mlp", "model.hidden=[32]", "output.plots=false",
+            "output.progress=false", "data.partition=classes", "data.classes_per_node=2",
+            "engine.backend=vectorized"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for procs in (1, 2):
+        cmd = [sys.executable, "-m", "fedweave", "run", *[x for a in args for x in ("--set", a)],
+               "--dir", str(tmp_path / f"p{procs}"), "--procs", str(procs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"p{p}" / "summary.json").read_text())["final"]
+                for p in (1, 2))
+    assert one == two
+    a, b = latest_state(tmp_path / "p1"), latest_state(tmp_path / "p2")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
