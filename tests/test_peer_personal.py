@@ -7,9 +7,11 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from fedweave.algorithms.decentralized.personal import head_columns
 from fedweave.errors import UserError
+from fedweave.models.base import register_model
 from fedweave.runner import run
 from tests.conftest import latest_state, small_config
 
@@ -20,6 +22,26 @@ SKEWED = ["data.partition=classes", "data.classes_per_node=2", "data.nodes=6",
 
 class Killed(Exception):
     pass
+
+
+class AdditiveHead(nn.Module):
+    """logits = body(x) + head(x), both Linear: the cross-entropy is jointly convex in (body,
+    head), so peers with node-specific heads solve min Σ_i L_i(body + head_i), a convex
+    problem."""
+
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.body = nn.Linear(features, classes)
+        self.head = nn.Linear(features, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        return self.body(x) + self.head(x)
+
+
+@register_model("test_additive_head", options=())
+def _additive(cfg, input_shape, num_classes):  # type: ignore[no-untyped-def]
+    return AdditiveHead(int(torch.Size(input_shape).numel()), num_classes)
 
 
 def body_and_head(res):
@@ -61,6 +83,24 @@ def test_bodies_agree_heads_stay_personal_and_fit_their_nodes_better(algo):
     (p_loss, p_acc), (m_loss, m_acc) = own_val(personal), own_val(mixed)
     assert p_loss < 0.4 * m_loss and p_acc > m_acc, (own_val(personal), own_val(mixed))
     assert personal.summary["final"]["test_acc"] < mixed.summary["final"]["test_acc"]
+
+
+def test_convex_problem_bodies_reach_consensus_and_own_heads_fit_their_nodes():
+    """The convex model above, two classes per node, L2-regularised, D-SGD on a complete graph
+    (W = 11ᵀ/n): after every step the bodies are equal, the heads stay node-specific, and each
+    node's model fits its own data far better than the fully mixed model (measured: own
+    validation loss 0.04 vs 0.20, accuracy 1.00 vs 0.98)."""
+    common = ["data.partition=classes", "data.classes_per_node=2", "data.nodes=6",
+              "model.name=test_additive_head", "train.lr=0.1", "train.l2_lambda=0.001",
+              "rounds=6", "algorithm.name=dsgd", "topology.name=complete",
+              "topology.mixing=uniform"]
+    personal = run(small_config(*common, "algorithm.personal_head=true"), write=False)
+    mixed = run(small_config(*common), write=False)
+    body, head = body_and_head(personal)
+    assert spread(body) < 1e-5 and spread(head) > 0.5
+    assert spread(body_and_head(mixed)[1]) < 1e-5
+    (p_loss, p_acc), (m_loss, m_acc) = own_val(personal), own_val(mixed)
+    assert p_loss < 0.5 * m_loss and p_acc > m_acc, (own_val(personal), own_val(mixed))
 
 
 def test_personal_head_messages_carry_the_body_only():
