@@ -44,12 +44,13 @@ def qfedavg_step(x: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, q: floa
     """Σ_k Δ_k / Σ_k h_k (the pseudo-gradient: w^{t+1} = x − it) for models ``y[K, P]``
     trained from ``x`` and the members' losses F_k at ``x`` (float64 ``[K]``)."""
     dw = lipschitz * (x - y)
-    f = losses.to(torch.float64).clamp(min=0) + 1e-10  # as the paper's code (no 0^(q−1))
+    # + 1e-10 as in the paper's code (no 0^(q−1) at a zero loss)
+    f = losses.to(torch.float64).to(x.device).clamp(min=0) + 1e-10
     fq = f ** q
     h = lipschitz * fq
     if q:
         h = h + q * f ** (q - 1) * dw.to(torch.float64).square().sum(1)
-    weights = (fq / h.sum()).to(x.dtype).to(x.device)
+    weights = (fq / h.sum()).to(x.dtype)
     return weights @ dw
 
 
