@@ -71,9 +71,10 @@ def test_fednova_norm_a_is_the_papers_momentum_sum():
 
 
 def test_fednova_removes_the_objective_inconsistency_of_fedavg():
-    """Wang et al. 2020, §3: quadratics F_i = ½(x − c_i)², client i runs τ_i GD steps of size
-    η. FedAvg's fixed point weights c_i by 1 − (1−η)^τ_i ≈ ητ_i (the clients that step more
-    win: ≈ 20/21 here); FedNova's is the optimum Σ p_i c_i = 0.5 up to O(ητ)."""
+    """Wang et al. 2020's objective inconsistency: quadratics F_i = ½(x − c_i)², client i runs
+    τ_i GD steps of size η. FedAvg's fixed point weights c_i by 1 − (1−η)^τ_i ≈ ητ_i (the
+    clients that step more win: ≈ 20/21 here); FedNova's is the optimum Σ p_i c_i = 0.5 up to
+    O(ητ)."""
     from fedweave.algorithms.federated.fednova import normalised
     c = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
     n = torch.tensor([1.0, 1.0], dtype=torch.float64)
@@ -134,7 +135,7 @@ def federated_objective(ctx, theta: torch.Tensor) -> torch.Tensor:
 
 
 def test_feddyn_fixed_point_is_the_global_optimum_where_fedavg_is_biased():
-    """Acar et al. 2021, §3: on a convex problem FedDyn's fixed point minimises Σ_i L_i
+    """Acar et al. 2021: on a convex problem FedDyn's fixed point minimises Σ_i L_i
     whatever the local steps. Strongly convex L2-regularised logistic regression, label skew,
     20 full-batch local steps: FedAvg stops ≈1.2 away from the optimum (client drift), FedDyn
     reaches it (measured: 0.036 after 40 rounds)."""
@@ -185,7 +186,7 @@ def test_feddyn_resumes_exactly_with_its_client_state(tmp_path):
 
 # ---------------------------------------------------------------------------------- q-FFL
 def test_qffl_with_q_zero_is_the_unweighted_mean_of_the_clients_models():
-    """Li et al. 2020, §4: with q = 0, h_k = L and w⁺ = (1/|S|) Σ_k w̄_k: FedAvg with an
+    """Li et al. 2020: with q = 0, h_k = L and w⁺ = (1/|S|) Σ_k w̄_k: FedAvg with an
     unweighted average (``aggregator.name=mean``)."""
     common = [*SKEW, "data.nodes=6", "rounds=4", "algorithm.fraction=0.5"]
     q0 = final(*common, "algorithm.name=qffl", "algorithm.q=0")

@@ -94,7 +94,7 @@ class Distillation(DataLoss):
 
 
 class ModelContrastive(DataLoss):
-    """MOON's local loss (Li, He & Song 2021, "Model-Contrastive Federated Learning", eq. 3):
+    """MOON's local loss (Li, He & Song 2021, "Model-Contrastive Federated Learning"):
 
         ℓ_b = CE(z_b) + μ·ℓ_con,   ℓ_con = −log [ e^{sim(z, z_glob)/τ} /
                                               (e^{sim(z, z_glob)/τ} + e^{sim(z, z_prev)/τ}) ]

@@ -9,7 +9,7 @@ average by the effective step count τ_eff:
 
     d_i = (x − y_i) / ‖a_i‖₁,      τ_eff = Σ_i p_i ‖a_i‖₁,      x ← x − τ_eff Σ_i p_i d_i
 
-with p_i = n_i / Σ_cohort n_j and, for SGD with momentum ρ (Wang et al. 2020, eq. 7/app. C),
+with p_i = n_i / Σ_cohort n_j and, for SGD with momentum ρ (the paper's heavy-ball case),
 ``‖a_i‖₁ = [τ_i − ρ(1 − ρ^τ_i)/(1 − ρ)] / (1 − ρ)`` (= τ_i for plain SGD). Equivalently each
 client's model is rescaled to ỹ_i = x − (τ_eff/‖a_i‖₁)(x − y_i) and the rescaled models are
 aggregated like FedAvg's, so every server optimizer and robust ``aggregator`` applies to them.
