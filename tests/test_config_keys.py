@@ -165,6 +165,8 @@ ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {
     "rho_scaling": ([], 1.5),
     "inner_steps": ([], 2),
     "interval": ([], 2),
+    "personal_head": (["model.name=mlp", "model.hidden=[16]"], True),  # needs a body
+    "moon.tau": (["model.name=mlp", "model.hidden=[16]"], 0.1),  # logistic: z is the input
     "choco.levels": (["algorithm.compressor=qsgd"], 4),  # levels: qsgd's alone
     "exact_diffusion": ([], True),
     "concurrency": ([], 2),

@@ -12,6 +12,8 @@ A node's local loss is a *data term* on the model's outputs plus *parameter term
   rows in place (no second autograd pass): ½λ‖θ‖² (``L2``), FedProx's (μ/2)‖θ − θ_c‖²
   (``Proximal``, Li et al. 2020), SCAFFOLD's linear correction ⟨c − c_i, θ⟩ (``Linear``,
   Karimireddy et al. 2020);
+- MOON's model-contrastive term (``ModelContrastive``, Li, He & Song 2021) is a data term that
+  also reads the representation of the forward (``training.representation``);
 - ``mask`` (0/1 like the parameters) keeps pruned weights at zero after every step.
 
 A new client-side term is one class: subclass ``DataLoss`` (and override ``per_sample``) or
@@ -22,9 +24,13 @@ cohort, which is how the distributed engine hands each rank its share.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from fedweave.training.representation import RepresentationTap
 
 
 class DataLoss:
@@ -85,6 +91,54 @@ class Distillation(DataLoss):
         if self.alpha == 1.0:
             return kl
         return self.alpha * kl + (1 - self.alpha) * F.cross_entropy(logits, y, reduction="none")
+
+
+class ModelContrastive(DataLoss):
+    """MOON's local loss (Li, He & Song 2021, "Model-Contrastive Federated Learning"):
+
+        ℓ_b = CE(z_b) + μ·ℓ_con,   ℓ_con = −log [ e^{sim(z, z_glob)/τ} /
+                                              (e^{sim(z, z_glob)/τ} + e^{sim(z, z_prev)/τ}) ]
+
+    sim = cosine similarity; z: the representation of the model being trained (the input of
+    its last Linear layer, read from ``tap``, a ``training.representation.RepresentationTap``
+    armed around the forward); z_glob, z_prev: the server model's and the client's previous
+    local model's representations of the same sample, fixed for the round and looked up by the
+    sample's global training index (``set_targets``). The cross-entropy part uses the same
+    kernels as ``CrossEntropy``, so μ = 0 trains exactly as cross-entropy."""
+
+    def __init__(self, mu: float, tau: float, tap: RepresentationTap) -> None:
+        self.mu, self.tau, self.tap = mu, tau, tap
+        self.pos = torch.zeros(0, dtype=torch.int64)
+        self.z_glob = self.z_prev = torch.zeros(0, 0)
+
+    def set_targets(self, idx: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor,
+                    total: int) -> None:
+        """The round's targets: rows of ``z_glob``/``z_prev`` ``[n, d]`` for the global
+        training indices ``idx[n]`` (``total``: training samples in all)."""
+        self.pos = torch.zeros(total, dtype=torch.int64, device=idx.device)
+        self.pos[idx] = torch.arange(len(idx), device=idx.device)
+        self.z_glob, self.z_prev = z_glob, z_prev
+
+    def contrastive(self, idx: torch.Tensor) -> torch.Tensor:
+        """ℓ_con of every sample of the latest forward ``[B]``."""
+        z = self.tap.take().flatten(1)
+        rows = self.pos[idx]
+        sim_g = F.cosine_similarity(z, self.z_glob[rows], dim=-1) / self.tau
+        sim_p = F.cosine_similarity(z, self.z_prev[rows], dim=-1) / self.tau
+        return torch.logsumexp(torch.stack([sim_g, sim_p]), dim=0) - sim_g
+
+    def per_sample(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+                   ) -> torch.Tensor:
+        return F.cross_entropy(logits, y, reduction="none") + self.mu * self.contrastive(idx)
+
+    def mean(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y) + self.mu * self.contrastive(idx).mean()
+
+    def weighted_mean(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+                      w: torch.Tensor) -> torch.Tensor:
+        denom = w.sum().clamp(min=1)
+        ce = (F.cross_entropy(logits, y, reduction="none") * w).sum() / denom
+        return ce + self.mu * (self.contrastive(idx) * w).sum() / denom
 
 
 class ParamTerm:

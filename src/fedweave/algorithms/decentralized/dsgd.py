@@ -22,6 +22,7 @@ from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
 from fedweave.algorithms.decentralized.base import LocalOptimizerAlgorithm, SwapConfig
+from fedweave.algorithms.decentralized.personal import PersonalHead, personal_head_field
 
 
 class DSGDConfig(SwapConfig):
@@ -29,17 +30,20 @@ class DSGDConfig(SwapConfig):
     epoch_swap: bool = Field(
         False, description="at the end of each node epoch swap models with every live "
         "neighbour, both ways (reference system 001's diff() after its evaluation)")
+    personal_head: bool = personal_head_field()
     #: ``aggregator.name`` replaces Σ_j W_ij x_j by a robust rule (fedweave.robust.peers)
     uses_aggregator: ClassVar[bool] = True
 
 
 @register_algorithm("dsgd", DSGDConfig)
-class DSGD(LocalOptimizerAlgorithm):
-    """Adapt (local optimizer step) then combine (x ← W x)."""
+class DSGD(PersonalHead, LocalOptimizerAlgorithm):
+    """Adapt (local optimizer step) then combine (x ← W x; the body only with
+    ``personal_head``, ``decentralized.personal``)."""
 
     mixes = True
 
     def combine(self, active: torch.Tensor, due: torch.Tensor, lr: torch.Tensor,
                 fresh: bool) -> None:
-        self.x = self.select(active, self.mix(self.x, "x", fresh), self.x)
+        with self.personal():
+            self.x = self.select(active, self.mix(self.x, "x", fresh), self.x)
 

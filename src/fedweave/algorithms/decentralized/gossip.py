@@ -20,17 +20,20 @@ from pydantic import Field
 
 from fedweave.algorithms.base import register_algorithm
 from fedweave.algorithms.decentralized.base import DecentralizedConfig, LocalOptimizerAlgorithm
+from fedweave.algorithms.decentralized.personal import PersonalHead, personal_head_field
 from fedweave.topology import exchange_schedule
 
 
 class GossipConfig(DecentralizedConfig):
     name: Literal["gossip"] = "gossip"
     interval: int = Field(1, ge=1, description="steps between two pairwise averagings")
+    personal_head: bool = personal_head_field()
 
 
 @register_algorithm("gossip", GossipConfig)
-class Gossip(LocalOptimizerAlgorithm):
-    """Local steps; pairwise averaging over a round-robin matching."""
+class Gossip(PersonalHead, LocalOptimizerAlgorithm):
+    """Local steps; pairwise averaging over a round-robin matching (of the body only with
+    ``personal_head``, ``decentralized.personal``)."""
 
     config: GossipConfig
 
@@ -51,5 +54,6 @@ class Gossip(LocalOptimizerAlgorithm):
         slots = torch.nonzero(due).flatten()  # a matching: one slot per node at most
         if len(slots):
             own = self.own[slots]
-            self.x = self.x.index_copy(0, own, (self.x[own] + self.copies["x"][slots]) / 2)
+            with self.personal():
+                self.x = self.x.index_copy(0, own, (self.x[own] + self.copies["x"][slots]) / 2)
 
