@@ -103,8 +103,8 @@ def test_fednova_refuses_adam_in_one_line():
 
 def test_fednova_loop_equals_vectorized():
     common = [*SKEW, "train.batch_size=16", "algorithm.name=fednova", "rounds=2"]
-    a = final(*common, "engine.backend=loop")
-    b = final(*common, "engine.backend=vectorized")
+    a = final(*common, "engine.name=loop")
+    b = final(*common, "engine.name=vectorized")
     assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -172,8 +172,8 @@ def test_feddyn_refuses_a_robust_aggregator():
 
 def test_feddyn_loop_equals_vectorized():
     common = [*SKEW, "algorithm.name=feddyn", "rounds=2", "algorithm.fraction=0.6"]
-    a = final(*common, "engine.backend=loop")
-    b = final(*common, "engine.backend=vectorized")
+    a = final(*common, "engine.name=loop")
+    b = final(*common, "engine.name=vectorized")
     assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -229,8 +229,8 @@ def test_qffl_refuses_a_robust_aggregator():
 
 def test_qffl_loop_equals_vectorized():
     common = [*SKEW, "algorithm.name=qffl", "rounds=2"]
-    a = final(*common, "engine.backend=loop")
-    b = final(*common, "engine.backend=vectorized")
+    a = final(*common, "engine.name=loop")
+    b = final(*common, "engine.name=vectorized")
     assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -242,7 +242,7 @@ def test_qffl_resumes_exactly(tmp_path):
 # ---------------------------------------------------------------------------------- MOON
 @pytest.mark.parametrize("backend", ["loop", "vectorized"])
 def test_moon_with_mu_zero_equals_fedavg_exactly(backend):
-    common = ["rounds=2", "algorithm.fraction=0.6", f"engine.backend={backend}"]
+    common = ["rounds=2", "algorithm.fraction=0.6", f"engine.name={backend}"]
     moon = final(*common, "algorithm.name=moon", "algorithm.mu=0")
     assert torch.equal(moon, final(*common, "algorithm.name=fedavg"))
     assert not torch.allclose(moon, final(*common, "algorithm.name=moon"), atol=1e-4)
@@ -294,9 +294,9 @@ def test_moon_refuses_augmentation_in_one_line():
 
 def test_moon_loop_equals_vectorized_and_fused():
     common = ["algorithm.name=moon", "rounds=2", "algorithm.fraction=0.6"]
-    a = final(*common, "engine.backend=loop")
-    b = final(*common, "engine.backend=vectorized")
-    c = final(*common, "engine.backend=fused")
+    a = final(*common, "engine.name=loop")
+    b = final(*common, "engine.name=vectorized")
+    c = final(*common, "engine.name=fused")
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
 
 
@@ -340,7 +340,7 @@ def test_two_processes_give_the_single_process_numbers(tmp_path, algo):
             "--set", "model.name=mlp", "--set", "model.hidden=[64]", "--set",
             "output.plots=false", "--set", "output.progress=false", "--set",
             "data.partition=quantity", "--set", "data.sigma=1.5", "--set",
-            "train.batch_size=16", "--set", "engine.backend=vectorized"]
+            "train.batch_size=16", "--set", "engine.name=vectorized"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for procs in (1, 2):
         cmd = [sys.executable, "-m", "fedweave", "run", *args, "--dir",

@@ -121,8 +121,8 @@ def test_personal_head_without_a_body_is_refused_in_one_line():
 @pytest.mark.parametrize("algo", ["dsgd", "gossip"])
 def test_personal_head_loop_equals_vectorized(algo):
     common = [*SKEWED, f"algorithm.name={algo}", "algorithm.personal_head=true", "rounds=2"]
-    a = run(small_config(*common, "engine.backend=loop"), write=False).algorithm.models()[0]
-    b = run(small_config(*common, "engine.backend=vectorized"), write=False).algorithm.models()[0]
+    a = run(small_config(*common, "engine.name=loop"), write=False).algorithm.models()[0]
+    b = run(small_config(*common, "engine.name=vectorized"), write=False).algorithm.models()[0]
     assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -164,7 +164,7 @@ def test_personal_head_on_two_processes_gives_the_single_process_numbers(tmp_pat
     args = [f"algorithm.name={algo}", "algorithm.personal_head=true", "rounds=2",
             "data.nodes=6", "model.name=mlp", "model.hidden=[32]", "output.plots=false",
             "output.progress=false", "data.partition=classes", "data.classes_per_node=2",
-            "engine.backend=vectorized"]
+            "engine.name=vectorized"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for procs in (1, 2):
         cmd = [sys.executable, "-m", "fedweave", "run", *[x for a in args for x in ("--set", a)],
