@@ -9,7 +9,8 @@ accuracy, the algorithm's statistics, the spread over clients) and its ``round_l
 round's traffic, learning rate and virtual duration). ``metrics.csv`` and the table of a
 single evaluated model (``nodes/global.csv``) come back whole, and so does ``clients.csv``:
 its rows up to the checkpoint travel in the checkpoint as one float64 tensor
-(``records/clients``, ``ClientRows``; an empty cell is NaN), which is 8 bytes per cell, i.e.
+(``records/clients``, ``ClientRows``; an empty cell is −inf, which no loss or
+accuracy can be, and which compares equal to itself, unlike NaN), which is 8 bytes per cell, i.e.
 it grows with the rows written, like the file. Rows the checkpoint does not carry (one model's
 rows among several) cannot come back, and one warning line says so.
 Every record the runner writes is listed here, so a change of record files changes this one
@@ -34,13 +35,14 @@ log = logging.getLogger("fedweave")
 MODEL_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 _NOT_EXTRAS = {*MODEL_KEYS, "test_acc_min", "test_acc_max", "round", "sim_time", "wall_time"}
 ROUND_METRICS = ("bytes_up", "bytes_down", "lr", "sim_s")
-#: the checkpoint tensor that carries clients.csv's rows
+#: the checkpoint tensor that carries clients.csv's rows, and its empty cell
 CLIENT_ROWS_KEY = "records/clients"
+EMPTY = -math.inf
 
 
 class ClientRows:
     """clients.csv's rows kept for the checkpoint: a ``[rows, len(CLIENT_COLUMNS)]`` float64
-    buffer grown by doubling (an empty cell is NaN). Values are Python floats (doubles) and
+    buffer grown by doubling (an empty cell is ``EMPTY``). Values are Python floats (doubles) and
     integers below 2**53, so the file rebuilt from it has the very same text."""
 
     def __init__(self, table: torch.Tensor | None = None) -> None:
@@ -53,7 +55,7 @@ class ClientRows:
     def append(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        new = torch.tensor([[math.nan if v == "" else float(v) for v in row] for row in rows],
+        new = torch.tensor([[EMPTY if v == "" else float(v) for v in row] for row in rows],
                            dtype=torch.float64)
         need = self.count + len(new)
         if need > len(self.buf):
@@ -77,7 +79,7 @@ class ClientRows:
 
     def rows(self) -> list[list[Any]]:
         """The rows as clients.csv holds them (round and client as integers)."""
-        return [[int(row[0]), int(row[1]), *("" if math.isnan(v) else v for v in row[2:])]
+        return [[int(row[0]), int(row[1]), *("" if v == EMPTY else v for v in row[2:])]
                 for row in self.buf[:self.count].tolist()]
 
 
