@@ -36,8 +36,11 @@ class LoopEngine(PerSample):
 
     def _models(self) -> list[nn.Module]:
         """One model per worker (the first is ``self.model``); one alone with dropout, whose
-        masks come from torch's global generator."""
-        count = 1 if self.has_dropout else workers()
+        masks come from torch's global generator, and with hooks (an algorithm's tap on a
+        layer, e.g. MOON's representation), whose state the copies would share."""
+        hooked = any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                     for m in self.model.modules())
+        count = 1 if self.has_dropout or hooked else workers()
         while len(self._copies) < count - 1:
             self._copies.append(copy.deepcopy(self.model))
         return [self.model, *self._copies[:count - 1]]
