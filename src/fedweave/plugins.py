@@ -41,22 +41,14 @@ from fedweave.config import Config, load_raw, validate_config
 from fedweave.config.no_effect import warn_no_effect
 from fedweave.distributed import is_writer
 from fedweave.errors import UserError
+from fedweave.trust import trusts_listed_plugins
 
 ENTRY_POINT_GROUP = "fedweave.plugins"
 _LOADED: set[str] = set()
 _TRUSTED: set[str] = set()   # plugin names the user named in this process
-_TRUST_ALL: list[bool] = [False]  # fedweave --trust-plugins
 _ANNOUNCED: set[str] = set()
 
 
-def trust_listed_plugins(enabled: bool = True) -> None:
-    """Import the plugins any config lists (``fedweave --trust-plugins``; the Python API's
-    equivalent). Each one is announced on stderr before it is imported."""
-    _TRUST_ALL[0] = enabled
-
-
-def trusts_listed_plugins() -> bool:
-    return _TRUST_ALL[0]
 
 
 def _untrusted(listed: Iterable[str], imports: Iterable[str]) -> list[str]:
@@ -74,7 +66,7 @@ def check_trusted(listed: list[str], imports: Iterable[str], source: str | Path 
     if not untrusted:
         return
     where = f"{source}" if source is not None else "the config"
-    if not _TRUST_ALL[0]:
+    if not trusts_listed_plugins():
         flags = " ".join(f"--import {p}" for p in untrusted)
         raise UserError(f"{where} lists plugins {', '.join(untrusted)}: a plugin is code, and "
                         f"fedweave imports one only when you name it; add {flags} (or run "

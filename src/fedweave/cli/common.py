@@ -32,7 +32,7 @@ def main_options(
 ) -> None:
     """fedweave: federated, decentralized and one-shot learning research."""
     if trust_plugins:
-        from fedweave.plugins import trust_listed_plugins
+        from fedweave.trust import trust_listed_plugins
 
         trust_listed_plugins()
 

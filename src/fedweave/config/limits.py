@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fedweave.data.memory import require_memory
+from fedweave.memory import require_memory
 
 if TYPE_CHECKING:
     from fedweave.config.root import Config

@@ -27,10 +27,10 @@ import torch
 
 from fedweave.config import DataConfig
 from fedweave.data.federated import FederatedData, build_federated_data
-from fedweave.data.memory import require_memory
 from fedweave.data.sources.base import subset
 from fedweave.data.sources.builtin import SyntheticDevices
 from fedweave.errors import UserError
+from fedweave.memory import require_memory
 from fedweave.rng import numpy_rng
 
 #: an eager synthetic dataset above this many bytes is drawn on demand (when it may be)

@@ -18,6 +18,8 @@ import signal
 import sys
 from collections.abc import Callable
 
+from fedweave.trust import trusts_listed_plugins
+
 _PR_SET_PDEATHSIG = 1
 #: Python < 3.11 has no ``-P``: drop the script folder ('' for -c) before importing fedweave
 _SAFE_MAIN = ("import sys; del sys.path[0]; sys.argv[0] = 'fedweave'; "
@@ -26,8 +28,6 @@ _SAFE_MAIN = ("import sys; del sys.path[0]; sys.argv[0] = 'fedweave'; "
 
 def fedweave_argv(*args: str) -> list[str]:
     """The command line of ``fedweave ARGS`` in a child process (safe module path)."""
-    from fedweave.plugins import trusts_listed_plugins
-
     head = ["--trust-plugins"] if trusts_listed_plugins() else []
     if sys.version_info >= (3, 11):
         return [sys.executable, "-P", "-m", "fedweave", *head, *args]

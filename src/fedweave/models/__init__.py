@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from fedweave.config import ModelConfig
-from fedweave.data.memory import require_memory
 from fedweave.errors import UserError
+from fedweave.memory import require_memory
 from fedweave.models.base import MODELS, Builder, register_model
 
 __all__ = ["MODELS", "Builder", "build_model", "has_dropout", "num_parameters",

@@ -17,7 +17,7 @@ import torch
 
 from fedweave.config import TrainConfig
 from fedweave.data.federated import FederatedData
-from fedweave.data.memory import require_memory
+from fedweave.memory import require_memory
 from fedweave.rng import torch_generator
 from fedweave.training.protocol import Batches
 

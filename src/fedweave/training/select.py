@@ -44,8 +44,8 @@ from torch import nn
 from fedweave.config import EngineConfig
 from fedweave.core.population import ParamLayout, flat_params, model_buffers, stack_buffers
 from fedweave.data.federated import FederatedData
-from fedweave.data.memory import require_memory
 from fedweave.errors import UserError
+from fedweave.memory import require_memory
 from fedweave.models import uses_batchnorm
 from fedweave.training.batches import batch_schedule
 from fedweave.training.decisions import (

@@ -10,9 +10,10 @@ count gives different low bits. The rule (``choose_threads``):
 - ``engine.threads`` set: that many;
 - otherwise one thread when a training step is small, i.e. ``step_flops`` (forward + backward
   of one local batch, ``3 × batch × forward FLOPs of one sample``, counted by forward hooks on
-  its linear, convolution, recurrent and attention layers) is below ``LARGE_STEP_FLOPS``: at that size a step takes
-  milliseconds and the threads' start-up and synchronisation cost what they save (the default
-  CNN on digits: 65 MFLOP a step; the cross-device MLP 784-128-10 at batch 20: 8 MFLOP);
+  its linear, convolution, recurrent and attention layers) is below ``LARGE_STEP_FLOPS``: at
+  that size a step takes milliseconds and the threads' start-up and synchronisation cost what
+  they save (the default CNN on digits: 65 MFLOP a step; the cross-device MLP 784-128-10 at
+  batch 20: 8 MFLOP);
 - otherwise every core this process may use (``cores``): the physical cores of its affinity
   mask, divided by the processes sharing them (``LOCAL_WORLD_SIZE``, set by torchrun and by
   ``--procs``; ``FEDWEAVE_CORES``, set by ``sweep --jobs``, wins over both).

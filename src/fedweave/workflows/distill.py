@@ -53,8 +53,8 @@ from fedweave.algorithms.oneshot.synthetic import (
 from fedweave.config import Config
 from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import build_federated_data
-from fedweave.data.memory import require_memory
 from fedweave.errors import UserError
+from fedweave.memory import require_memory
 from fedweave.models import build_model, uses_batchnorm
 from fedweave.records.lock import DirectoryLock
 from fedweave.records.rundir import RunDirectory, atomic_write

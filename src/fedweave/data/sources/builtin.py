@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from fedweave.config import DataConfig
-from fedweave.data.memory import require_memory
 from fedweave.data.sources.base import Dataset, image_dataset, register_dataset
 from fedweave.errors import UserError
+from fedweave.memory import require_memory
 from fedweave.rng import numpy_rng
 
 SYNTHETIC_MAX_SAMPLES = 2000  # cap of samples per synthetic device (before the test split)
