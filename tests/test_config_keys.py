@@ -117,6 +117,8 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "clock.server_down": ([], 1e4),
     "data.natural_blocks": ([], None),  # needs LEAF writers: test_async_runs
     "output.target_acc": ([], None),  # summary.json time_to_target: test_async_runs
+    "output.stop_at_target": ([], None),  # ends at the target: test_time_budget
+    "output.max_sim_s": ([], None),  # ends at the simulated budget: test_time_budget
     "engine.name": ([], None),  # distributed: tested in test_distributed
     "engine.backend": (["model.name=cnn"], "vectorized"),
     "engine.device": ([], None),  # no second device here

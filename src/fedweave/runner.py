@@ -45,7 +45,8 @@ from fedweave.version import __version__
 
 #: config keys a resume may change (everything else would mix two experiments in one run)
 RESUMABLE_KEYS = ("rounds", "output.progress", "output.plots", "output.eval_every",
-                  "output.tensorboard", "output.mlflow", "notify")
+                  "output.tensorboard", "output.mlflow", "output.target_acc",
+                  "output.stop_at_target", "output.max_sim_s", "notify")
 
 
 @dataclass
@@ -151,6 +152,8 @@ class Runner:
         self.best: dict[str, float] = {}
         self.start_round = 0
         self.stopped_early = False
+        #: why the loop ended: rounds | target_acc | max_sim_s | a callback's stop_reason
+        self.stop_reason = "rounds"
         self.has_val = sum(len(v) for v in self.ctx.data.val_idx) > 0
         comm = self.ctx.comm
         self.environment = environment(source, comm.world if comm is not None else 1,
@@ -358,7 +361,9 @@ class Runner:
                 self._record_round(r, res, time.perf_counter() - t0)
                 for cb in self.callbacks:
                     cb.on_round(self, r, res)
-                last = r == cfg.rounds - 1
+                budget = cfg.output.max_sim_s
+                over = budget is not None and self.totals["sim_time_s"] >= budget
+                last = r == cfg.rounds - 1 or over  # the budget's last round is evaluated
                 rows = None
                 evaluated: dict[int, dict[str, float]] = {}
                 if (r + 1) % cfg.output.eval_every == 0 or last:
@@ -375,10 +380,13 @@ class Runner:
                     self._check_finite(r, res, None)
                 self._append_clients(r, res, evaluated)
                 self.totals["wall_s"] = time.perf_counter() - t0
-                stop = any(cb.should_stop(self) for cb in self.callbacks)
+                stopper = next((cb for cb in self.callbacks if cb.should_stop(self)), None)
+                stop = stopper is not None or (over and r < cfg.rounds - 1)
                 self._checkpoint(r, last or stop)
                 if stop:
                     self.stopped_early = True
+                    self.stop_reason = (getattr(stopper, "stop_reason", type(stopper).__name__)
+                                        if stopper is not None else "max_sim_s")
                     break
         except BaseException as exc:
             for cb in self.callbacks:
@@ -393,7 +401,7 @@ class Runner:
         summary = {
             "final": final, "best": self.best, "rounds": self.config.rounds,
             "rounds_done": int(final.get("round", self.start_round)),
-            "stopped_early": self.stopped_early,
+            "stopped_early": self.stopped_early, "stop_reason": self.stop_reason,
             "wall_s": self.totals["wall_s"], "sim_time_s": self.totals["sim_time_s"],
             "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
             "algorithm": self.config.algorithm.name, "engine": self.ctx.engine.name,

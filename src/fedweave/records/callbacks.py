@@ -2,7 +2,8 @@
 
 * ``output.target_acc`` → summary.json ``time_to_target: {sim_s, update}``: the simulated
   seconds and the server update (round) of the first evaluation whose test accuracy reaches
-  the target, or null;
+  the target, or null; ``output.stop_at_target`` ends the run there (``stop_reason:
+  target_acc``; ``output.max_sim_s``, the simulated-time budget, is the runner's own);
 * traffic: every evaluated row carries the cumulative ``bytes_up_total`` /
   ``bytes_down_total`` (split "stats") beside ``sim_time`` (each update's own ``bytes_up`` /
   ``bytes_down`` are the runner's "round" rows), so accuracy can be plotted against bytes
@@ -27,10 +28,13 @@ if TYPE_CHECKING:
 
 class TimeToTarget(Callback):
     """The first evaluation reaching ``output.target_acc`` (also found again on resume from
-    the checkpointed history)."""
+    the checkpointed history); with ``stop`` (``output.stop_at_target``) the run ends there."""
 
-    def __init__(self, target: float) -> None:
+    stop_reason = "target_acc"
+
+    def __init__(self, target: float, stop: bool = False) -> None:
         self.target = target
+        self.stop = stop
         self.hit: dict[str, float] | None = None
 
     def _check(self, row: dict[str, Any]) -> None:
@@ -44,6 +48,9 @@ class TimeToTarget(Callback):
 
     def on_evaluate(self, runner: RunView, r: int, row: dict[str, Any]) -> None:
         self._check(row)
+
+    def should_stop(self, runner: RunView) -> bool:
+        return self.stop and self.hit is not None
 
     def on_finish(self, runner: RunView, result: RunResult) -> None:
         result.summary["time_to_target"] = self.hit
@@ -80,7 +87,7 @@ class Densities(Callback):
 @register_callback
 def _time_to_target(config: Config) -> Callback | None:
     target = config.output.target_acc
-    return TimeToTarget(target) if target is not None else None
+    return TimeToTarget(target, config.output.stop_at_target) if target is not None else None
 
 
 @register_callback

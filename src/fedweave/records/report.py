@@ -269,7 +269,9 @@ def differing_keys(runs: list[RunRecord]) -> list[str]:
     return out
 
 
-def time_to_target(summary: dict[str, Any] | None) -> str:
+def time_to_target(summary: dict[str, Any] | None, unit: str = "round") -> str:
+    """"12.5 s, round 4": simulated seconds and the round (server update, epoch) at which the
+    run first reached ``output.target_acc``; "not reached"; "–" without a target."""
     if not summary or "time_to_target" not in summary:
         return "–"
     ttt = summary["time_to_target"]
@@ -280,18 +282,30 @@ def time_to_target(summary: dict[str, Any] | None) -> str:
         parts.append(f"{fmt(ttt['sim_s'], '.1f')} s")
     for key in ("update", "round"):
         if ttt.get(key) is not None:
-            parts.append(f"{key} {ttt[key]}")
+            parts.append(f"{unit} {ttt[key]}")
+            break
     return ", ".join(parts) or "not reached"
+
+
+def round_unit(config: dict[str, Any]) -> str:
+    """What one of the run's rounds is: "round", "epoch" (decentralized) or "server update"
+    (asynchronous algorithms, where ``rounds`` counts server model updates)."""
+    from fedweave.config.algorithm import ALGORITHM_CONFIGS
+
+    cls = ALGORITHM_CONFIGS.classes.get(str(config.get("algorithm.name")))
+    kind = getattr(cls, "kind", "federated")
+    return {"async": "server update", "decentralized": "epoch"}.get(kind, "round")
 
 
 def run_rows(runs: list[RunRecord], keys: list[str]) -> list[dict[str, Any]]:
     rows = []
     for r in runs:
+        unit = round_unit(r.config)
         final, best = r.final(), r.best()
         best_text = "–"
         if best.get("round") is not None:
             by = "val" if best.get("selected_by", "val_acc") == "val_acc" else "test"
-            best_text = (f"{fmt(best.get(f'{by}_acc'))} (round {best['round']}; test "
+            best_text = (f"{fmt(best.get(f'{by}_acc'))} ({unit} {best['round']}; test "
                          f"{fmt(best.get('test_acc'))})")
         rows.append({
             "name": r.name, "group": r.group or "", "status": r.status,
@@ -299,13 +313,13 @@ def run_rows(runs: list[RunRecord], keys: list[str]) -> list[dict[str, Any]]:
             "dataset": r.config.get("data.dataset", "–"),
             "differing": [fmt(r.config.get(k), "") if not isinstance(r.config.get(k), float)
                      else f"{r.config[k]:g}" for k in keys],
-            "rounds": f"{r.done()}/{r.rounds}",
+            "rounds": f"{r.done()}/{r.rounds}" + ("" if unit == "round" else f" {unit}s"),
             "test_acc": fmt(final.get("test_acc")),
             "spread": (f"{fmt(final['test_acc_min'])}–{fmt(final['test_acc_max'])}"
                        if "test_acc_min" in final else ""),
             "best": best_text, "bytes": human_bytes(r.bytes()),
             "sim": fmt(r.sim_time(), ".1f"), "wall": fmt(r.wall(), ".1f"),
-            "ttt": time_to_target(r.summary),
+            "ttt": time_to_target(r.summary, unit),
             "test_acc_value": final.get("test_acc"),
         })
     return rows

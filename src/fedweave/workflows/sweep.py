@@ -4,7 +4,10 @@ inside one sweep folder.
 ```
 <sweep>/
   sweep.json        base config, grid, seeds, overrides and the points (label, dir)
-  sweep.csv         one row per run: grid values, seed, status, final/best metrics, times
+  sweep.csv         one row per run: grid values, seed, status, final/best metrics, time to
+                    target (ttt_sim_s, ttt_round: the simulated seconds and the round or
+                    server update of the first evaluation reaching output.target_acc; empty
+                    when not reached), why it stopped, times
   <point>-seed<s>/  a run directory per point and seed (fixed names, so a re-run finds it)
   logs/<dir>.log    each point's output when it ran as a subprocess (--jobs > 1)
 ```
@@ -42,8 +45,8 @@ from fedweave.records.rundir import atomic_write, prepare_output, slug
 from fedweave.training.threads import CORES_ENV, WAIT_ENV
 
 CSV_COLUMNS = ["point", "seed", "status", "rounds_done", "final_test_acc", "final_test_loss",
-               "best_round", "best_val_acc", "best_test_acc", "wall_s", "sim_time_s", "bytes",
-               "run_dir"]
+               "best_round", "best_val_acc", "best_test_acc", "target_acc", "ttt_sim_s",
+               "ttt_round", "stop_reason", "wall_s", "sim_time_s", "bytes", "run_dir"]
 
 
 def split_values(text: str) -> list[str]:
@@ -316,6 +319,7 @@ def csv_rows(outcomes: list[Outcome], keys: list[str]) -> list[dict[str, Any]]:
         s = o.summary
         final, best = s.get("final", {}), s.get("best", {})
         status = "finished" if o.status == "skipped" else o.status
+        ttt = s.get("time_to_target") or {}
         row: dict[str, Any] = {"point": o.point.label, **{k: o.point.values[k] for k in keys},
                                "seed": o.point.seed if o.point.seed is not None else "",
                                "status": status, "rounds_done": s.get("rounds_done", ""),
@@ -324,6 +328,10 @@ def csv_rows(outcomes: list[Outcome], keys: list[str]) -> list[dict[str, Any]]:
                                "best_round": best.get("round", ""),
                                "best_val_acc": best.get("val_acc", ""),
                                "best_test_acc": best.get("test_acc", ""),
+                               "target_acc": s.get("target_acc", ""),
+                               "ttt_sim_s": ttt.get("sim_s", ""),
+                               "ttt_round": ttt.get("update", ttt.get("round", "")),
+                               "stop_reason": s.get("stop_reason", ""),
                                "wall_s": s.get("wall_s", ""),
                                "sim_time_s": s.get("sim_time_s", ""),
                                "bytes": (s.get("bytes_up", 0) + s.get("bytes_down", 0)
@@ -352,7 +360,9 @@ def mean_std(values: list[float]) -> tuple[float, float] | None:
 
 
 def grouped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per point: number of seeds finished and mean ± sample std of the metrics."""
+    """Per point: number of seeds finished and mean ± sample std of the metrics; time to
+    target over the seeds that reached it (``reached``: how many did, of those with a
+    target)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["point"], []).append(row)
@@ -360,7 +370,10 @@ def grouped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for label, members in groups.items():
         ok = [m for m in members if m["status"] == "finished" and m["final_test_acc"] != ""]
         entry: dict[str, Any] = {"point": label, "runs": len(members), "finished": len(ok)}
-        for key in ("final_test_acc", "best_val_acc", "best_test_acc", "wall_s"):
+        for key in ("final_test_acc", "best_val_acc", "best_test_acc", "wall_s", "ttt_sim_s",
+                    "ttt_round"):
             entry[key] = mean_std([float(m[key]) for m in ok if m[key] != ""])
+        targeted = [m for m in ok if m["target_acc"] != ""]
+        entry["reached"] = (sum(m["ttt_sim_s"] != "" for m in targeted), len(targeted))
         out.append(entry)
     return out
