@@ -212,3 +212,27 @@ def test_prfl_refuses_what_cannot_act() -> None:
         _prfl("algorithm.densities=[1,0.5]")
     with pytest.raises(UserError, match="val_fraction"):
         _prfl("data.val_fraction=0")
+
+
+def test_sync_prfl_merges_every_client_at_a_barrier_and_balances_by_job_duration() -> None:
+    """``algorithm.mode: sync`` (the seed's ``-ch syn``): each server update merges the 10
+    clients' jobs, all started from one version (τ = 0); every client is busy (downloading,
+    computing, uploading or waiting at the barrier) for the whole simulated time; balancing
+    lowers the densities of the clients whose jobs take longer than the fastest's."""
+    res = run(load_config(None, [*BASE, "rounds=3", "output.eval_every=1",
+                                 "algorithm.interval=3", "algorithm.mode=sync"]), write=False)
+    assert [h["merged"] for h in res.history] == [10.0] * 3
+    assert [h["staleness"] for h in res.history] == [0.0] * 3
+    s = res.summary
+    assert s["mode"] == "sync"
+    for t in s["client_time"].values():
+        assert t["jobs"] == 3
+        busy = t["download_s"] + t["compute_s"] + t["upload_s"] + t["wait_s"]
+        assert busy == pytest.approx(s["sim_time_s"])
+    waits = [t["wait_s"] for t in s["client_time"].values()]
+    assert min(waits) < 1e-9 < max(waits)      # the slowest client never waits
+    initial = [1, 1, 0.6, 0.6, 0.3, 0.3, 0.1, 0.1, 0.1, 0.1]
+    moved = [i for i, (a, b) in enumerate(zip(initial, s["final_densities"], strict=True))
+             if b < a - 1e-9]
+    assert 0 in moved                          # the dense client's jobs are the slowest
+    assert all(b >= 0.08 - 1e-12 for b in s["final_densities"])  # never below the floor

@@ -67,6 +67,8 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
             if _set(t, key):
                 yield f"train.{key}", f"train.local_steps={t.local_steps} (it fixes the steps)"
     yield from _engine_output_rules(cfg)
+    if getattr(a, "mode", None) == "sync" and _set(a, "window_s"):
+        yield "algorithm.window_s", "algorithm.mode=sync (the merge waits for every job)"
     opt = getattr(a, "server_optimizer", None)
     if opt is not None:
         for key, users in (("server_momentum", {"momentum"}), ("server_betas", {"adam", "yogi"}),
