@@ -409,6 +409,7 @@ class Runner:
             "version": __version__, "seed": self.config.seed, **self.algo.info(),
             "environment": self.environment,
         }
+        summary["headline"] = headline(self.algo, final)
         result = Result(self.run_dir.path if self.run_dir else None, summary, self.history,
                         self.algo)
         if self.run_dir is not None:
@@ -427,6 +428,15 @@ class Runner:
         for cb in self.callbacks:
             cb.on_finish(self, result)
         return result
+
+
+def headline(algo: Algorithm, row: dict[str, Any]) -> dict[str, Any]:
+    """The accuracy a run is quoted by: ``{metric, value, label}`` (the algorithm's
+    ``headline`` when the row has it, else the test accuracy)."""
+    metric, label = algo.headline or ("test_acc", "test accuracy")
+    if metric not in row:
+        metric, label = "test_acc", "test accuracy"
+    return {"metric": metric, "value": row.get(metric), "label": label}
 
 
 def _progress_callback(progress: Callable[[int, int, dict[str, float]], None]) -> Callback:

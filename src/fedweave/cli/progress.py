@@ -32,9 +32,20 @@ def _split(row: dict[str, Any], split: str) -> str:
     return f"{split} loss {loss:.4f} acc {acc:.4f}"
 
 
-def round_line(row: dict[str, Any], total: int, per_round: float, eta: float) -> str:
+def headline_text(row: dict[str, Any], headline: tuple[str, str] | None) -> str:
+    """The algorithm's own headline accuracy (``Algorithm.headline``), when it is not the
+    test accuracy: "per-client accuracy (...) 0.5399"."""
+    if headline is None or row.get(headline[0]) is None:
+        return ""
+    return f"{headline[1]} {row[headline[0]]:.4f}"
+
+
+def round_line(row: dict[str, Any], total: int, per_round: float, eta: float,
+               headline: tuple[str, str] | None = None) -> str:
     """One evaluated round as one line (also the log format when not on a terminal)."""
     parts = [f"round {int(row['round'])}/{total}"]
+    head = headline_text(row, headline)
+    parts += [head] if head else []
     parts += [p for p in (_split(row, s) for s in ("train", "val", "test")) if p]
     if "test_acc_min" in row:
         parts.append(f"(nodes {row['test_acc_min']:.4f}–{row['test_acc_max']:.4f})")
@@ -79,8 +90,9 @@ class TerminalProgress(Callback):
         total = runner.config.rounds
         per_round = (time.perf_counter() - self.t0) / max(r + 1 - self.first, 1)
         eta = per_round * (total - r - 1)
+        headline = getattr(runner.algo, "headline", None)
         if self.bar is None:
-            self.say(round_line(row, total, per_round, eta))
+            self.say(round_line(row, total, per_round, eta, headline))
             return
         best = runner.best
         key = best.get("selected_by", "val_acc")

@@ -10,7 +10,9 @@
   (``records.plots``); runs with a target, a federated clock profile or an asynchronous
   algorithm;
 * per-client densities over time: ``nodes/densities.csv`` (epoch, sim_time, client0, ...)
-  for algorithms with ``client_densities()`` (PR-FL).
+  for algorithms with ``client_densities()`` (PR-FL);
+* cluster membership: ``clusters.csv`` (round, client, cluster), every round the clients
+  clustered in it, for algorithms with ``round_clusters()`` (clustered FedAvg).
 """
 
 from __future__ import annotations
@@ -82,6 +84,31 @@ class Densities(Callback):
             if new:
                 w.writerow(["epoch", "sim_time", *values])
             w.writerow([r + 1, row["sim_time"], *values.values()])
+
+
+class Clusters(Callback):
+    """``clusters.csv``: one row per client clustered in a round (a client's cluster at round
+    r is its last row at or before r). A resume drops the rows after its checkpoint
+    (``RunDirectory.truncate``)."""
+
+    def on_round(self, runner: RunView, r: int, result: RoundResult) -> None:
+        clusters = getattr(runner.algo, "round_clusters", None)
+        if clusters is None or runner.run_dir is None:
+            return
+        clients, labels = clusters()
+        path = runner.run_dir.path / "clusters.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["round", "client", "cluster"])
+            w.writerows((r + 1, c, k) for c, k in zip(clients.tolist(), labels.tolist(),
+                                                      strict=True))
+
+
+@register_callback
+def _clusters(config: Config) -> Callback | None:
+    return Clusters() if config.algorithm.name == "clustered" else None
 
 
 @register_callback

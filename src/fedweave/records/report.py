@@ -307,20 +307,25 @@ def run_rows(runs: list[RunRecord], keys: list[str]) -> list[dict[str, Any]]:
             by = "val" if best.get("selected_by", "val_acc") == "val_acc" else "test"
             best_text = (f"{fmt(best.get(f'{by}_acc'))} ({unit} {best['round']}; test "
                          f"{fmt(best.get('test_acc'))})")
+        head = (r.summary or {}).get("headline") or {}
+        acc, acc_label = final.get("test_acc"), ""
+        if head.get("metric", "test_acc") != "test_acc" and head.get("value") is not None:
+            acc = head["value"]  # e.g. clustered runs: each client's cluster model
+            acc_label = f"{head.get('label', head['metric'])}; test {fmt(final.get('test_acc'))}"
         rows.append({
-            "name": r.name, "group": r.group or "", "status": r.status,
+            "name": r.name, "group": r.group or "", "status": r.status, "acc_label": acc_label,
             "algorithm": r.config.get("algorithm.name", "–"),
             "dataset": r.config.get("data.dataset", "–"),
             "differing": [fmt(r.config.get(k), "") if not isinstance(r.config.get(k), float)
                      else f"{r.config[k]:g}" for k in keys],
             "rounds": f"{r.done()}/{r.rounds}" + ("" if unit == "round" else f" {unit}s"),
-            "test_acc": fmt(final.get("test_acc")),
+            "test_acc": fmt(acc),
             "spread": (f"{fmt(final['test_acc_min'])}–{fmt(final['test_acc_max'])}"
                        if "test_acc_min" in final else ""),
             "best": best_text, "bytes": human_bytes(r.bytes()),
             "sim": fmt(r.sim_time(), ".1f"), "wall": fmt(r.wall(), ".1f"),
             "ttt": time_to_target(r.summary, unit),
-            "test_acc_value": final.get("test_acc"),
+            "test_acc_value": acc,
         })
     return rows
 
