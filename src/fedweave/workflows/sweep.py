@@ -86,7 +86,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
     """The last part of each dotted key, or more of it where that would be ambiguous."""
     out = {}
     for key in keys:
-        parts = key.split(".")
+        parts = key.removesuffix("!").split(".")  # algorithm!= (a whole section) → algorithm
         if len(parts) > 1 and parts[-1] == "name":  # algorithm.name → algorithm
             parts = parts[:-1]
         for n in range(1, len(parts) + 1):
