@@ -29,6 +29,7 @@ from fedweave.distributed import is_writer, under_torchrun
 from fedweave.errors import DivergenceError, UserError
 from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
+from fedweave.preprocessing import preprocessing
 from fedweave.records.environment import environment
 from fedweave.records.restore import ROUND_METRICS, restore_records
 from fedweave.records.rundir import (
@@ -203,7 +204,8 @@ class Runner:
             "val": [len(v) for v in data.val_idx], "test": len(data.test_y)})
         self.run_dir.write_json("model.json", {
             "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-            "parameters": self.ctx.layout.total, "labels": labels})
+            "parameters": self.ctx.layout.total, "labels": labels,
+            "preprocessing": preprocessing(data)})
 
     def _record_round(self, r: int, res: RoundResult, wall: float) -> None:
         """Every round: traffic, learning rate and virtual duration in metrics.csv (node
