@@ -58,7 +58,7 @@ def test_max_sim_s_stops_sync_and_async_runs_at_the_same_simulated_budget(tmp_ou
 
 def test_sweep_csv_and_table_show_time_to_target(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("rounds: 6\nmodel: {name: mlp, hidden: [32]}\ndata: {nodes: 4}\n"
+    cfg.write_text("rounds: 4\nmodel: {name: mlp, hidden: [32]}\ndata: {nodes: 4}\n"
                    "clock: {profile: prfl}\n"
                    "output: {plots: false, target_acc: 0.5, progress: false}\n")
     out = tmp_path / "sweep"
@@ -68,6 +68,11 @@ def test_sweep_csv_and_table_show_time_to_target(tmp_path: Path) -> None:
     rows = {r["train.lr"]: r for r in csv.DictReader((out / "sweep.csv").open())}
     fast, stuck = rows["0.1"], rows["0.0001"]
     assert float(fast["target_acc"]) == 0.5 and stuck["ttt_sim_s"] == ""
-    assert float(fast["ttt_sim_s"]) > 0 and 1 <= int(fast["ttt_round"]) <= 6
+    assert float(fast["ttt_sim_s"]) > 0 and 1 <= int(fast["ttt_round"]) <= 4
     assert fast["stop_reason"] == "rounds"
     assert "time to target" in res.output and "1/1" in res.output and "0/1" in res.output
+    from fedweave.records.report import write_report
+
+    page = write_report([out], tmp_path / "rep", formats=("png",)).read_text()
+    assert f"{float(fast['ttt_sim_s']):.1f} s (1/1 reached)" in page
+    assert "not reached (0/1)" in page

@@ -417,10 +417,11 @@ class Runner:
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
             if self.config.output.plots:  # drawn at the end: matplotlib stays off start-up
-                from fedweave.records.plots import plot_curves, plot_partition
+                from fedweave.records.plots import plot_curves, plot_partition, round_label
 
                 plots = self.run_dir.plots_dir
-                plot_curves({self.config.name: self.run_dir.read_metrics()}, plots)
+                plot_curves({self.config.name: self.run_dir.read_metrics()}, plots,
+                            rounds=round_label([self.config.algorithm.kind]))
                 if not self.ctx.data.on_demand:
                     plot_partition(self.ctx.data.label_counts(), plots / "partition.png")
                 self.algo.write_artifacts(plots)

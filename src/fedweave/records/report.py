@@ -287,14 +287,18 @@ def time_to_target(summary: dict[str, Any] | None, unit: str = "round") -> str:
     return ", ".join(parts) or "not reached"
 
 
-def round_unit(config: dict[str, Any]) -> str:
-    """What one of the run's rounds is: "round", "epoch" (decentralized) or "server update"
-    (asynchronous algorithms, where ``rounds`` counts server model updates)."""
+def algorithm_kind(config: dict[str, Any]) -> str:
+    """federated, decentralized, async or centralized (of the run's algorithm.name)."""
     from fedweave.config.algorithm import ALGORITHM_CONFIGS
 
     cls = ALGORITHM_CONFIGS.classes.get(str(config.get("algorithm.name")))
-    kind = getattr(cls, "kind", "federated")
-    return {"async": "server update", "decentralized": "epoch"}.get(kind, "round")
+    return str(getattr(cls, "kind", "federated"))
+
+
+def round_unit(config: dict[str, Any]) -> str:
+    """What one of the run's rounds is: "round", "epoch" (decentralized) or "server update"
+    (asynchronous algorithms, where ``rounds`` counts server model updates)."""
+    return plots.round_label([algorithm_kind(config)])
 
 
 def run_rows(runs: list[RunRecord], keys: list[str]) -> list[dict[str, Any]]:
@@ -330,13 +334,13 @@ def run_rows(runs: list[RunRecord], keys: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], spec: str = ".4f") -> str:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return "–"
     if len(vals) == 1:
-        return fmt(vals[0])
-    return f"{statistics.fmean(vals):.4f} ± {statistics.stdev(vals):.4f}"
+        return fmt(vals[0], spec)
+    return f"{statistics.fmean(vals):{spec}} ± {statistics.stdev(vals):{spec}}"
 
 
 def group_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
@@ -350,7 +354,13 @@ def group_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
         finals = [m.final().get("test_acc") for m in members]
         bests = [m.best().get("val_acc") for m in members]
         walls = [m.wall() for m in members]
+        hits = [((m.summary or {}).get("time_to_target") or {}).get("sim_s") for m in members]
+        targeted = sum("time_to_target" in (m.summary or {}) for m in members)
+        reached = [float(v) for v in hits if v is not None]
         rows.append({"label": label, "n": len(members),
+                     "ttt": (f"{_mean_std(reached, '.1f')} s ({len(reached)}/{targeted} "
+                             "reached)" if reached else
+                             (f"not reached (0/{targeted})" if targeted else "–")),
                      "finished": sum(m.summary is not None for m in members),
                      "test_acc": _mean_std([v for v in finals if v is not None]),
                      "best_val": _mean_std([v for v in bests if v is not None]),
@@ -375,6 +385,7 @@ def _figures(runs: list[RunRecord], out: Path, formats: tuple[str, ...]) -> list
     for r in runs:  # sweep points: one curve per point (mean over its seeds)
         grouped.setdefault(r.group or r.name, []).append(r.series)
     data = {label[r.name]: r.series for r in runs}
+    rounds = plots.round_label(algorithm_kind(r.config) for r in runs)
     figs: list[Figure] = []
 
     def add(fig: Any, ident: str, title: str, caption: str = "") -> None:
@@ -384,16 +395,18 @@ def _figures(runs: list[RunRecord], out: Path, formats: tuple[str, ...]) -> list
         figs.append(Figure(ident, title, plots.data_uri(fig), caption))
         plots.close(fig)
 
-    add(plots.curve_figure(grouped, "acc"), "accuracy-vs-round", "Accuracy vs round",
+    add(plots.curve_figure(grouped, "acc", rounds=rounds), "accuracy-vs-round",
+        f"Accuracy vs {rounds}",
         "train (dotted), validation (dashed), test (solid) accuracy of the evaluated model "
         "(decentralized: the mean over nodes); a sweep point is the mean over its seeds, "
         "its band the min–max")
-    add(plots.curve_figure(grouped, "loss"), "loss-vs-round", "Loss vs round")
+    add(plots.curve_figure(grouped, "loss", rounds=rounds), "loss-vs-round",
+        f"Loss vs {rounds}")
     add(plots.curve_figure(grouped, "acc", "sim", ("val", "test")), "accuracy-vs-simulated-time",
         "Accuracy vs simulated time", "virtual seconds on the run's clock (clock.*)")
     add(plots.curve_figure(grouped, "acc", "bytes", ("val", "test")), "accuracy-vs-bytes",
         "Accuracy vs communicated bytes", "cumulative model bytes sent up and down")
-    add(plots.spread_figure(data), "spread", "Spread over nodes and clients")
+    add(plots.spread_figure(data, rounds), "spread", "Spread over nodes and clients")
     finals = {label[r.name]: list(r.node_final.values()) for r in runs if r.node_final}
     add(plots.distribution_figure(finals, "final accuracy (peers: test; clients: validation)"),
         "final-per-node", "Final accuracy per node / client")
