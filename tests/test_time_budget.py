@@ -69,7 +69,10 @@ def test_sweep_csv_and_table_show_time_to_target(tmp_path: Path) -> None:
     fast, stuck = rows["0.1"], rows["0.0001"]
     assert float(fast["target_acc"]) == 0.5 and stuck["ttt_sim_s"] == ""
     assert float(fast["ttt_sim_s"]) > 0 and 1 <= int(fast["ttt_round"]) <= 4
-    assert fast["stop_reason"] == "rounds"
+    assert fast["stop_reason"] == "rounds" and fast["headline_metric"] == "test_acc"
+    assert float(fast["headline_acc"]) == float(fast["final_test_acc"])
+    assert f"target at {float(fast['ttt_sim_s']):.1f} sim s (round {fast['ttt_round']})" \
+        in res.output and "target not reached" in res.output
     assert "time to target" in res.output and "1/1" in res.output and "0/1" in res.output
     from fedweave.records.report import write_report
 

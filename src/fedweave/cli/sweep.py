@@ -59,6 +59,11 @@ def sweep_cmd(
             text = f"test acc {f.get('test_acc', float('nan')):.4f}"
             if "val_acc" in b:
                 text += f", best val {b['val_acc']:.4f} (round {b.get('round')})"
+            ttt = o.summary.get("time_to_target")
+            if isinstance(ttt, dict):
+                text += f", target at {ttt['sim_s']:.1f} sim s (round {ttt['update']})"
+            elif "time_to_target" in o.summary:
+                text += ", target not reached"
             text += f", {o.summary.get('wall_s', 0):.1f} s"
             text += " (finished before, skipped)" if o.status == "skipped" else ""
         else:

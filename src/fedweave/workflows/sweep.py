@@ -4,7 +4,9 @@ inside one sweep folder.
 ```
 <sweep>/
   sweep.json        base config, grid, seeds, overrides and the points (label, dir)
-  sweep.csv         one row per run: grid values, seed, status, final/best metrics, time to
+  sweep.csv         one row per run: grid values, seed, status, final/best metrics, the
+                    headline accuracy (headline_metric: test_acc, or clustered FedAvg's
+                    per-client clients_val_acc_mean), time to
                     target (ttt_sim_s, ttt_round: the simulated seconds and the round or
                     server update of the first evaluation reaching output.target_acc; empty
                     when not reached), why it stopped, times
@@ -45,7 +47,8 @@ from fedweave.records.rundir import atomic_write, prepare_output, slug
 from fedweave.training.threads import CORES_ENV, WAIT_ENV
 
 CSV_COLUMNS = ["point", "seed", "status", "rounds_done", "final_test_acc", "final_test_loss",
-               "best_round", "best_val_acc", "best_test_acc", "target_acc", "ttt_sim_s",
+               "best_round", "best_val_acc", "best_test_acc", "headline_metric",
+               "headline_acc", "target_acc", "ttt_sim_s",
                "ttt_round", "stop_reason", "wall_s", "sim_time_s", "bytes", "run_dir"]
 
 
@@ -320,6 +323,7 @@ def csv_rows(outcomes: list[Outcome], keys: list[str]) -> list[dict[str, Any]]:
         final, best = s.get("final", {}), s.get("best", {})
         status = "finished" if o.status == "skipped" else o.status
         ttt = s.get("time_to_target") or {}
+        head = s.get("headline") or {}
         row: dict[str, Any] = {"point": o.point.label, **{k: o.point.values[k] for k in keys},
                                "seed": o.point.seed if o.point.seed is not None else "",
                                "status": status, "rounds_done": s.get("rounds_done", ""),
@@ -328,6 +332,8 @@ def csv_rows(outcomes: list[Outcome], keys: list[str]) -> list[dict[str, Any]]:
                                "best_round": best.get("round", ""),
                                "best_val_acc": best.get("val_acc", ""),
                                "best_test_acc": best.get("test_acc", ""),
+                               "headline_metric": head.get("metric", ""),
+                               "headline_acc": head.get("value", ""),
                                "target_acc": s.get("target_acc", ""),
                                "ttt_sim_s": ttt.get("sim_s", ""),
                                "ttt_round": ttt.get("update", ttt.get("round", "")),
