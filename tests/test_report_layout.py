@@ -108,3 +108,16 @@ def test_live_bar_keeps_the_round_counter_at_80_columns() -> None:
     counters = [int(m.group(1)) for m in shown if m is not None]
     assert len(counters) == len(updates) and counters[-1] == 12
     assert set(counters) <= {3, 6, 9, 12} and counters == sorted(counters)
+
+
+def test_a_fresh_report_process_knows_each_runs_round_unit() -> None:
+    """``fedweave report`` loads no algorithm up front: a run's kind is found from its name."""
+    import os
+    import sys
+
+    code = ("from fedweave.records.report import round_unit as u; "
+            "print([u({'algorithm.name': n}) for n in ('dsgd', 'fedbuff', 'fedavg', 'nope')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+                         timeout=120)
+    assert out.stdout.strip() == "['epoch', 'server update', 'round', 'round']", out.stderr
