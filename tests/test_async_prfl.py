@@ -5,8 +5,10 @@ score the server model beside the seed's cached-average metric."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +39,7 @@ BASE = ["rounds=4", "data.nodes=10", "model.name=mlp", "model.hidden=[16]",
         "engine.name=loop", "train.local_steps=3", "train.batch_size=20",
         "algorithm.name=prfl", "clock.profile=prfl"]
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MLP = build_model(ModelConfig(name="mlp", hidden=[12, 8]), (1, 8, 8), 10)
 LAYOUT = ParamLayout.of(MLP)
 
@@ -212,3 +215,49 @@ def test_prfl_refuses_what_cannot_act() -> None:
         _prfl("algorithm.densities=[1,0.5]")
     with pytest.raises(UserError, match="val_fraction"):
         _prfl("data.val_fraction=0")
+
+
+def test_sync_prfl_merges_every_client_at_a_barrier_and_balances_by_job_duration() -> None:
+    """``algorithm.mode: sync`` (the seed's ``-ch syn``): each server update merges the 10
+    clients' jobs, all started from one version (τ = 0); every client is busy (downloading,
+    computing, uploading or waiting at the barrier) for the whole simulated time; balancing
+    lowers the densities of the clients whose jobs take longer than the fastest's."""
+    res = run(load_config(None, [*BASE, "rounds=3", "output.eval_every=1",
+                                 "algorithm.interval=3", "algorithm.mode=sync"]), write=False)
+    assert [h["merged"] for h in res.history] == [10.0] * 3
+    assert [h["staleness"] for h in res.history] == [0.0] * 3
+    s = res.summary
+    assert s["mode"] == "sync"
+    for t in s["client_time"].values():
+        assert t["jobs"] == 3
+        busy = t["download_s"] + t["compute_s"] + t["upload_s"] + t["wait_s"]
+        assert busy == pytest.approx(s["sim_time_s"])
+    waits = [t["wait_s"] for t in s["client_time"].values()]
+    assert min(waits) < 1e-9 < max(waits)      # the slowest client never waits
+    initial = [1, 1, 0.6, 0.6, 0.3, 0.3, 0.1, 0.1, 0.1, 0.1]
+    moved = [i for i, (a, b) in enumerate(zip(initial, s["final_densities"], strict=True))
+             if b < a - 1e-9]
+    assert 0 in moved                          # the dense client's jobs are the slowest
+    assert all(b >= 0.08 - 1e-12 for b in s["final_densities"])  # never below the floor
+
+
+def test_shipped_config_prunes_by_speed_then_recovers_to_dense(tmp_path: Path) -> None:
+    """configs/prfl-digits-densities.yaml: clients of different speeds, all dense at the
+    start. Balancing prunes the slow clients first (density ordered by speed after the first
+    interval), the densities fall to the floor, then recovery raises them back to dense."""
+    cfg = load_config(CONFIGS / "prfl-digits-densities.yaml",
+                      ["output.progress=false", f"output.dir={tmp_path}"])
+    res = run(cfg)
+    assert res.run_dir is not None
+    rows = list(csv.DictReader((res.run_dir / "nodes" / "densities.csv").open()))
+    rho = [[float(v) for k, v in r.items() if k.startswith("client")] for r in rows]
+    speeds = cfg.clock.speeds
+    assert speeds is not None and len(rho) == cfg.rounds // cfg.output.eval_every
+    first = rho[0]                              # after the first balancing
+    assert first == sorted(first, reverse=True) and first[0] == 1.0 > 0.5 > first[-1]
+    mean = [sum(r) / len(r) for r in rho]
+    low = mean.index(min(mean))
+    assert min(mean) < 0.2 and 0 < low < len(mean) - 1          # pruned close to the floor
+    assert mean[-1] == 1.0 and all(b >= a - 1e-12 for a, b in zip(mean[low:], mean[low + 1:],
+                                                                   strict=False))  # recovered
+    assert res.summary["final"]["test_acc"] > 0.85

@@ -117,6 +117,8 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "clock.server_down": ([], 1e4),
     "data.natural_blocks": ([], None),  # needs LEAF writers: test_async_runs
     "output.target_acc": ([], None),  # summary.json time_to_target: test_async_runs
+    "output.stop_at_target": (["output.target_acc=0.01"], True),  # ends after round 1
+    "output.max_sim_s": (["clock.profile=prfl"], 0.01),  # ends after round 1
     "launcher.name": ([], None),  # distributed: tested in test_distributed
     "engine.name": (["model.name=cnn"], "vectorized"),
     "engine.device": ([], None),  # no second device here
@@ -190,6 +192,7 @@ ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {
         "staleness_a": (STALE, 0.3),
         "staleness_b": ([*STALE, "algorithm.staleness=hinge"], 0),
         "residual_split": ([], False),
+        "mode": ([], "sync"),
     }.items()},
     **{f"heterofl.{key}": (["model.name=mlp", "model.hidden=[16]", *ctx], value)
        for key, (ctx, value) in {

@@ -10,6 +10,12 @@ here executes code from the run directory: safetensors and json only.
     fedweave export RUN_DIR [--round N | --best] [--node LABEL]... [--out model.safetensors]
     fedweave export RUN_DIR --per-client DIR     one CSV per client (or node) of the records
     fedweave.load_model(RUN_DIR, round=None, best=False, node=None) -> nn.Module
+
+Every exported model carries its input preprocessing (``fedweave.preprocessing``: the /255
+scale, the per-channel mean/std, the input shape, the class names): in the safetensors
+metadata under ``preprocessing`` (JSON; ``read_preprocessing(path)``) and as
+``load_model(...).preprocess``, so ``model(model.preprocess(raw_uint8_images))`` predicts as
+the run evaluated.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from fedweave.core.population import ParamLayout
 from fedweave.errors import UserError
 from fedweave.models import build_model
 from fedweave.plugins import load_config
+from fedweave.preprocessing import Preprocessing, preprocessing
 from fedweave.records.checkpoints import Checkpoints
 from fedweave.records.files import field, read_json
 
@@ -43,6 +50,7 @@ class Exported:
     state_dicts: dict[str, dict[str, torch.Tensor]]
     input_shape: tuple[int, ...]
     num_classes: int
+    preprocessing: Preprocessing
 
 
 def _model_facts(run_dir: Path, config: Config) -> dict[str, Any]:
@@ -50,16 +58,22 @@ def _model_facts(run_dir: Path, config: Config) -> dict[str, Any]:
     if facts.is_file():
         try:
             data = json.loads(facts.read_text())
-            return {"input_shape": tuple(int(s) for s in data["input_shape"]),
-                    "num_classes": int(data["num_classes"]),
-                    "labels": [str(x) for x in data.get("labels", [])]}
+            out = {"input_shape": tuple(int(s) for s in data["input_shape"]),
+                   "num_classes": int(data["num_classes"]),
+                   "labels": [str(x) for x in data.get("labels", [])]}
+            if data.get("preprocessing") is not None:
+                out["preprocessing"] = Preprocessing.from_json(data["preprocessing"])
+                return out
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{facts} is damaged; delete it to rebuild it from the data") \
                 from None
+    else:
+        out = {}
     from fedweave.data.federated import build_federated_data  # older runs: from the data
 
     data = build_federated_data(config.data, config.seed)
-    return {"input_shape": data.input_shape, "num_classes": data.num_classes, "labels": []}
+    return {"input_shape": data.input_shape, "num_classes": data.num_classes, "labels": [],
+            **out, "preprocessing": Preprocessing.from_json(preprocessing(data))}
 
 
 def _best_round(run_dir: Path, ckpts: Checkpoints) -> int:
@@ -135,7 +149,8 @@ def exported(run_dir: str | Path, round: int | None = None, best: bool = False,
         state = {k: v.clone() for k, v in layout.views(params[m]).items()}
         state.update({k: v[m].clone() for k, v in buffers.items()})
         out[label] = state
-    return Exported(config, round, out, tuple(facts["input_shape"]), facts["num_classes"])
+    return Exported(config, round, out, tuple(facts["input_shape"]), facts["num_classes"],
+                    facts["preprocessing"])
 
 
 def _module(ex: Exported, label: str) -> nn.Module:
@@ -149,16 +164,36 @@ def load_model(run_dir: str | Path, round: int | None = None, best: bool = False
                node: str | None = None) -> nn.Module:
     """The trained ``nn.Module`` of a run (eval mode): the global model, or ``node`` (a
     decentralized peer ``"3"``, a cluster ``"cluster1"``; default the first model) of the
-    newest checkpoint, of ``round``, or of the best round by validation accuracy."""
+    newest checkpoint, of ``round``, or of the best round by validation accuracy.
+
+    ``module.preprocess`` (a ``fedweave.preprocessing.Preprocessing``) maps raw inputs (uint8
+    images ``[N, C, H, W]`` or ``[N, H, W, C]``) to what the model was trained on:
+    ``module(module.preprocess(images)).argmax(1)`` are the predicted classes
+    (``module.preprocess.classes`` names them when the data set does)."""
     ex = exported(run_dir, round, best, [node] if node is not None else None)
-    return _module(ex, next(iter(ex.state_dicts)))
+    module = _module(ex, next(iter(ex.state_dicts)))
+    module.preprocess = ex.preprocessing  # type: ignore[assignment]
+    return module
+
+
+def read_preprocessing(path: str | Path) -> Preprocessing:
+    """The preprocessing stored in an exported safetensors file's metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "preprocessing" not in meta:
+        raise UserError(f"{path}: no preprocessing in its metadata (exported by an older "
+                        "fedweave; export the run again)")
+    return Preprocessing.from_json(json.loads(meta["preprocessing"]))
 
 
 def write_export(run_dir: str | Path, out: Path, round: int | None = None, best: bool = False,
                  nodes: list[str] | None = None) -> list[Path]:
     """Write each chosen model's state_dict as safetensors: ``out`` for one model,
     ``<stem>-<label><suffix>`` for several. The file's metadata names the run, round, model
-    config, input shape and classes."""
+    config, input shape and classes, and holds the input preprocessing (``preprocessing``:
+    JSON, ``read_preprocessing``)."""
     ex = exported(run_dir, round, best, nodes)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +205,8 @@ def write_export(run_dir: str | Path, out: Path, round: int | None = None, best:
                 "round": str(ex.round), "model_label": label,
                 "model": json.dumps(ex.config.model.model_dump(mode="json")),
                 "input_shape": json.dumps(list(ex.input_shape)),
-                "num_classes": str(ex.num_classes)}
+                "num_classes": str(ex.num_classes),
+                "preprocessing": json.dumps(ex.preprocessing.to_json())}
         save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=meta)
         paths.append(path)
     return paths

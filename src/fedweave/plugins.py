@@ -172,6 +172,19 @@ def import_plugins(names: Iterable[str]) -> None:
         import_plugin(name)
 
 
+def _load_choice(section: str, name: Any) -> None:
+    """Register the config class of ``<section>.name: name`` (an override that switches the
+    algorithm drops the old one's keys: ``config.load.apply_overrides``)."""
+    import fedweave.aggregators  # noqa: F401  (the aggregator config classes)
+    from fedweave.algorithms.base import ALGORITHMS
+    from fedweave.config import ALGORITHM_CONFIGS
+
+    if section == "algorithm":
+        name = ALGORITHM_CONFIGS.default if name is None else name
+        if not isinstance(name, str) or not ALGORITHMS.load(name):
+            load_builtins()
+
+
 def load_named(raw: dict[str, Any]) -> None:
     """Import the built-in modules that the unvalidated config ``raw`` names: its algorithm
     (whose module registers the algorithm's config class) and the aggregation rules (they
@@ -195,7 +208,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config records every plugin the run needs) and the built-in modules the config names. A
     listed plugin that the user did not name is refused (the trust rule in the module
     docstring)."""
-    raw = load_raw(path, overrides)
+    raw = load_raw(path, overrides, _load_choice)
     listed = raw.get("plugins") or []
     if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
         raise UserError("config error: plugins: must be a list of module names")

@@ -32,6 +32,7 @@ from fedweave.distributed import is_writer, under_torchrun
 from fedweave.errors import DivergenceError, UserError
 from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
+from fedweave.preprocessing import preprocessing
 from fedweave.records.environment import environment
 from fedweave.records.restore import CLIENT_ROWS_KEY, ROUND_METRICS, ClientRows, restore_records
 from fedweave.records.rundir import (
@@ -48,7 +49,8 @@ from fedweave.version import __version__
 
 #: config keys a resume may change (everything else would mix two experiments in one run)
 RESUMABLE_KEYS = ("rounds", "output.progress", "output.plots", "output.eval_every",
-                  "output.tensorboard", "output.mlflow", "notify")
+                  "output.tensorboard", "output.mlflow", "output.target_acc",
+                  "output.stop_at_target", "output.max_sim_s", "notify")
 
 
 @dataclass
@@ -176,6 +178,8 @@ class Runner:
         self.best: dict[str, float] = {}
         self.start_round = 0
         self.stopped_early = False
+        #: why the loop ended: rounds | target_acc | max_sim_s | a callback's stop_reason
+        self.stop_reason = "rounds"
         self.has_val = sum(len(v) for v in self.ctx.data.val_idx) > 0
         comm = self.ctx.comm
         self.environment = environment(source, comm.world if comm is not None else 1,
@@ -231,7 +235,8 @@ class Runner:
             "val": [len(v) for v in data.val_idx], "test": len(data.test_y)})
         self.run_dir.write_json("model.json", {
             "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-            "parameters": self.ctx.layout.total, "labels": labels})
+            "parameters": self.ctx.layout.total, "labels": labels,
+            "preprocessing": preprocessing(data)})
 
     def _record_round(self, r: int, res: RoundResult, wall: float) -> None:
         """Every round: traffic, learning rate and virtual duration in metrics.csv (node
@@ -395,7 +400,9 @@ class Runner:
                 self._record_round(r, res, time.perf_counter() - t0)
                 for cb in self.callbacks:
                     cb.on_round(self, r, res)
-                last = r == cfg.rounds - 1
+                budget = cfg.output.max_sim_s
+                over = budget is not None and self.totals["sim_time_s"] >= budget
+                last = r == cfg.rounds - 1 or over  # the budget's last round is evaluated
                 rows = None
                 evaluated: dict[int, dict[str, float]] = {}
                 if (r + 1) % cfg.output.eval_every == 0 or last:
@@ -412,10 +419,13 @@ class Runner:
                     self._check_finite(r, res, None)
                 self._append_clients(r, res, evaluated)
                 self.totals["wall_s"] = time.perf_counter() - t0
-                stop = any(cb.should_stop(self) for cb in self.callbacks)
+                stopper = next((cb for cb in self.callbacks if cb.should_stop(self)), None)
+                stop = stopper is not None or (over and r < cfg.rounds - 1)
                 self._checkpoint(r, last or stop)
                 if stop:
                     self.stopped_early = True
+                    self.stop_reason = (getattr(stopper, "stop_reason", type(stopper).__name__)
+                                        if stopper is not None else "max_sim_s")
                     break
         except BaseException as exc:
             for cb in self.callbacks:
@@ -452,7 +462,7 @@ class Runner:
         summary = {
             "final": final, "best": self.best, "rounds": self.config.rounds,
             "rounds_done": int(final.get("round", self.start_round)),
-            "stopped_early": self.stopped_early,
+            "stopped_early": self.stopped_early, "stop_reason": self.stop_reason,
             "wall_s": self.totals["wall_s"], "sim_time_s": self.totals["sim_time_s"],
             "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
             "algorithm": self.config.algorithm.name, "engine": self.ctx.engine.name,
@@ -460,6 +470,7 @@ class Runner:
             "version": __version__, "seed": self.config.seed, **self.algo.info(),
             "environment": self.environment,
         }
+        summary["headline"] = headline(self.algo, final)
         result = Result(self.run_dir.path if self.run_dir else None, summary, self.history,
                         self.algo)
         if self.run_dir is not None:
@@ -469,10 +480,11 @@ class Runner:
                     self._early_plots.join()
                     if self._plot_errors:
                         raise self._plot_errors[0]
-                from fedweave.records.plots import plot_curves
+                from fedweave.records.plots import plot_curves, round_label
 
                 plots = self.run_dir.plots_dir
-                plot_curves({self.config.name: self.run_dir.read_metrics()}, plots)
+                plot_curves({self.config.name: self.run_dir.read_metrics()}, plots,
+                            rounds=round_label([self.config.algorithm.kind]))
                 self.algo.write_artifacts(plots)
             self.timing["finish_s"] = time.perf_counter() - t_finish
             summary["timing"] = {**self.timing, "rounds_s": self.totals["wall_s"]}
@@ -480,6 +492,15 @@ class Runner:
         for cb in self.callbacks:
             cb.on_finish(self, result)
         return result
+
+
+def headline(algo: Algorithm, row: dict[str, Any]) -> dict[str, Any]:
+    """The accuracy a run is quoted by: ``{metric, value, label}`` (the algorithm's
+    ``headline`` when the row has it, else the test accuracy)."""
+    metric, label = algo.headline or ("test_acc", "test accuracy")
+    if metric not in row:
+        metric, label = "test_acc", "test accuracy"
+    return {"metric": metric, "value": row.get(metric), "label": label}
 
 
 def _progress_callback(progress: Callable[[int, int, dict[str, float]], None]) -> Callback:

@@ -30,6 +30,9 @@ class Algorithm(ABC):
 
     config_class: ClassVar[type[AlgorithmConfig]]
     per_node_models: ClassVar[bool] = False  # True: models() are the N nodes (decentralized)
+    #: the headline accuracy (summary.json ``headline``, the last line of ``fedweave run``,
+    #: the report): (key of the evaluated row, its label); None = the test accuracy
+    headline: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         self.ctx, self.config = ctx, config

@@ -37,7 +37,9 @@ def main_options(
         trust_listed_plugins()
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s",
-                                                   help="override: dotted.key=value")]
+                                                   help="override: dotted.key=value; a mapping "
+                                                        "merges into its section, key!=value "
+                                                        "replaces it whole")]
 ImportOpt = Annotated[list[str] | None, typer.Option(
     "--import", help="plugin module (dotted name or .py file) that registers models, datasets, "
                      "algorithms, ... (repeatable)")]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from fedweave.callbacks import Callback
 
@@ -32,9 +33,20 @@ def _split(row: dict[str, Any], split: str) -> str:
     return f"{split} loss {loss:.4f} acc {acc:.4f}"
 
 
-def round_line(row: dict[str, Any], total: int, per_round: float, eta: float) -> str:
+def headline_text(row: dict[str, Any], headline: tuple[str, str] | None) -> str:
+    """The algorithm's own headline accuracy (``Algorithm.headline``), when it is not the
+    test accuracy: "per-client accuracy (...) 0.5399"."""
+    if headline is None or row.get(headline[0]) is None:
+        return ""
+    return f"{headline[1]} {row[headline[0]]:.4f}"
+
+
+def round_line(row: dict[str, Any], total: int, per_round: float, eta: float,
+               headline: tuple[str, str] | None = None) -> str:
     """One evaluated round as one line (also the log format when not on a terminal)."""
     parts = [f"round {int(row['round'])}/{total}"]
+    head = headline_text(row, headline)
+    parts += [head] if head else []
     parts += [p for p in (_split(row, s) for s in ("train", "val", "test")) if p]
     if "test_acc_min" in row:
         parts.append(f"(nodes {row['test_acc_min']:.4f}–{row['test_acc_max']:.4f})")
@@ -66,9 +78,20 @@ class TerminalProgress(Callback):
                 else "run directory:"
             self.say(f"{verb} {runner.run_dir.path}")
         if self.live and self.show_rounds:
-            self.bar = Progress(TextColumn("round {task.completed}/{task.total}"), BarColumn(),
-                                TextColumn("{task.description}"), TimeElapsedColumn(),
-                                console=self.console, transient=False)
+            # the round counter keeps its width on any terminal (80 columns included); the
+            # description gives way (ellipsis) and the bar and elapsed time shrink or go
+            total = runner.config.rounds
+            narrow = self.console.width < 120
+            counter = Column(no_wrap=True, min_width=len(f"round {total}/{total}"))
+            columns: list[Any] = [
+                TextColumn("round {task.completed}/{task.total}", table_column=counter),
+                BarColumn(bar_width=8 if narrow else 40),
+                TextColumn("{task.description}", table_column=Column(
+                    ratio=1, no_wrap=True, overflow="ellipsis"))]
+            if not narrow:
+                columns.append(TimeElapsedColumn())
+            self.bar = Progress(*columns, console=self.console, transient=False,
+                                expand=narrow)
             self.bar.start()
             self.task = self.bar.add_task("starting", total=runner.config.rounds,
                                           completed=runner.start_round)
@@ -79,18 +102,25 @@ class TerminalProgress(Callback):
         total = runner.config.rounds
         per_round = (time.perf_counter() - self.t0) / max(r + 1 - self.first, 1)
         eta = per_round * (total - r - 1)
+        headline = getattr(runner.algo, "headline", None)
         if self.bar is None:
-            self.say(round_line(row, total, per_round, eta))
+            self.say(round_line(row, total, per_round, eta, headline))
             return
         best = runner.best
         key = best.get("selected_by", "val_acc")
+        narrow = self.console.width < 120
+        acc = "" if narrow else " acc"
+        sep = " " if narrow else "  "
         text = f"loss {row['train_loss']:.3f}"
+        if headline is not None and row.get(headline[0]) is not None:
+            text += f"{sep}per-client {row[headline[0]]:.3f}"
         if "val_acc" in row:
-            text += f"  val acc {row['val_acc']:.3f}"
-        text += f"  test acc {row['test_acc']:.3f}"
+            text += f"{sep}val{acc} {row['val_acc']:.3f}"
+        text += f"{sep}test{acc} {row['test_acc']:.3f}"
         if key in best:
-            text += f"  best {best[key]:.3f} (r{int(best['round'])})"
-        text += f"  {per_round:.2f} s/round  ETA {clock(eta)}"
+            text += f"{sep}best {best[key]:.3f} (r{int(best['round'])})"
+        text += (f" {per_round:.2f}s/r ETA {clock(eta)}" if narrow
+                 else f"  {per_round:.2f} s/round  ETA {clock(eta)}")
         self.bar.update(self.task, completed=r + 1, description=text)
 
     def _stop(self) -> None:

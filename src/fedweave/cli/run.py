@@ -169,6 +169,9 @@ def run_cmd(
         final = result.summary["final"]
         best = result.summary.get("best", {})
         line = f"test accuracy {final['test_acc']:.4f}  test loss {final['test_loss']:.4f}"
+        head = result.summary.get("headline", {})
+        if head.get("metric", "test_acc") != "test_acc" and head.get("value") is not None:
+            line = f"{head['label']} {head['value']:.4f}  models on the global test set: {line}"
         if best.get("selected_by") == "val_acc":
             line += (f"  (best by validation: round {int(best['round'])}, val "
                      f"{best['val_acc']:.4f}, test {best['test_acc']:.4f})")

@@ -59,6 +59,11 @@ def sweep_cmd(
             text = f"test acc {f.get('test_acc', float('nan')):.4f}"
             if "val_acc" in b:
                 text += f", best val {b['val_acc']:.4f} (round {b.get('round')})"
+            ttt = o.summary.get("time_to_target")
+            if isinstance(ttt, dict):
+                text += f", target at {ttt['sim_s']:.1f} sim s (round {ttt['update']})"
+            elif "time_to_target" in o.summary:
+                text += ", target not reached"
             text += f", {o.summary.get('wall_s', 0):.1f} s"
             text += " (finished before, skipped)" if o.status == "skipped" else ""
         else:
@@ -78,11 +83,19 @@ def sweep_cmd(
     rows = sw.csv_rows(outcomes, keys)
     path = sw.write_csv(folder, rows, keys)
     table = Table(title=f"sweep {folder}")
-    for col in ("point", "runs", "test acc", "best val acc", "test at best", "wall s"):
+    groups = sw.grouped(rows)
+    targeted = any(g["reached"][1] for g in groups)
+    columns = ["point", "runs", "test acc", "best val acc", "test at best", "wall s"]
+    if targeted:  # the number reference system 002 compares: time to the target accuracy
+        columns[2:2] = ["time to target (sim s)", "round at target", "reached"]
+    for col in columns:
         table.add_column(col)
-    for g in sw.grouped(rows):
-        table.add_row(g["point"], f"{g['finished']}/{g['runs']}", _pm(g["final_test_acc"]),
-                      _pm(g["best_val_acc"]), _pm(g["best_test_acc"]), _pm(g["wall_s"], ".1f"))
+    for g in groups:
+        ttt = [_pm(g["ttt_sim_s"], ".1f"), _pm(g["ttt_round"], ".1f"),
+               "{}/{}".format(*g["reached"])] if targeted else []
+        table.add_row(g["point"], f"{g['finished']}/{g['runs']}", *ttt,
+                      _pm(g["final_test_acc"]), _pm(g["best_val_acc"]),
+                      _pm(g["best_test_acc"]), _pm(g["wall_s"], ".1f"))
     Console(width=None if Console().is_terminal else 160).print(table)
     console.print(f"sweep.csv → {path}; report: fedweave report {folder}", highlight=False,
                   soft_wrap=True, markup=False)

@@ -4,7 +4,9 @@ validation with one line per problem, and dumping the resolved tree."""
 from __future__ import annotations
 
 import difflib
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,15 +128,74 @@ def _merge(into: dict[str, Any], value: dict[str, Any]) -> None:
             into[k] = v
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` strings to a nested dict (in place) and return it. A mapping
-    value is merged into the section (``--set 'data={nodes: 4}'`` keeps the file's other
-    data keys)."""
+log = logging.getLogger("fedweave")
+_WARNED: set[str] = set()
+#: pluggable sections chosen by their ``name`` key
+PLUGGABLE = {"algorithm": ALGORITHM_CONFIGS, "aggregator": AGGREGATOR_CONFIGS}
+
+
+def _name_of(section: str, node: Any) -> Any:
+    registry = PLUGGABLE[section]
+    return node.get("name", registry.default) if isinstance(node, dict) else registry.default
+
+
+#: ``load(section, name)`` imports what registers a choice's config class before it is looked
+#: up (``fedweave.plugins`` sets it: built-in algorithms register on first use)
+Loader = Callable[[str, Any], None]
+
+
+def _drop_foreign_keys(section: str, node: dict[str, Any], old: Any, keep: set[str],
+                       load: Loader | None) -> None:
+    """``<section>.name`` changed from ``old``: drop the keys of the old choice that the new
+    one does not have (``algorithm.k`` of clustered when switching to fedavg), except those
+    in ``keep`` (given in the same override), with one warning line naming them. Keys that
+    neither has stay, so a misspelt key is still refused."""
+    registry = PLUGGABLE[section]
+    if load is not None:
+        for name in (old, node.get("name")):
+            load(section, name)
+    classes: dict[Any, type[BaseModel]] = dict(registry.classes)
+    new_cls, old_cls = classes.get(node.get("name")), classes.get(old)
+    if new_cls is None or old_cls is None:
+        return
+    dropped = [k for k in list(node) if k not in keep and k in old_cls.model_fields
+               and k not in new_cls.model_fields]
+    for k in dropped:
+        del node[k]
+    kept = [k for k in node if k != "name" and k in old_cls.model_fields
+            and k in new_cls.model_fields]
+    if dropped:
+        msg = (f"config: {section}.name={node['name']} replaces {old}: dropped "
+               f"{', '.join(f'{section}.{k}' for k in dropped)} (keys of {old} only)")
+        if kept:
+            msg += (f"; kept {', '.join(f'{section}.{k}={node[k]}' for k in kept)} ("
+                    f"--set '{section}!={{name: {node['name']}}}' starts from its defaults)")
+        if msg not in _WARNED:
+            _WARNED.add(msg)
+            log.warning(msg)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], load: Loader | None = None
+                    ) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` strings to a nested dict (in place) and return it.
+
+    * A mapping value is merged into the section (``--set 'data={nodes: 4}'`` keeps the
+      file's other data keys); ``key!=value`` replaces it whole (``--set
+      'algorithm!={name: fedavg}'`` drops every key the file gave the algorithm).
+    * Changing a pluggable section's choice (``algorithm.name``, ``aggregator.name``, also
+      inside a mapping) drops the keys of the old choice that the new one does not have, with
+      a warning naming them; keys both have (``clients_per_round``) are kept. So a clustered
+      config runs as FedAvg with ``--set algorithm.name=fedavg``, and sweeps over
+      ``algorithm.name`` work.
+    """
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected dotted.key=value")
         key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
+        key = key.strip()
+        replace = key.endswith("!")
+        key = key.removesuffix("!").strip()
+        parts = key.split(".")
         if not all(parts):
             raise UserError(f"--set {item!r}: empty key")
         if len(parts) > MAX_DEPTH:
@@ -148,10 +209,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         value = _parse_value(raw)
         check_depth(value, f"--set {key}")
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+        section = parts[0] if parts[0] in PLUGGABLE and len(parts) <= 2 else ""
+        old = _name_of(section, data.get(section)) if section else None
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict) and not replace:
             _merge(node[parts[-1]], value)
         else:
             node[parts[-1]] = value
+        if section and not replace and isinstance(data.get(section), dict) \
+                and _name_of(section, data[section]) != old:
+            given = set(value) if len(parts) == 1 and isinstance(value, dict) else {parts[-1]}
+            _drop_foreign_keys(section, data[section], old, given, load)
     return data
 
 
@@ -220,11 +287,11 @@ def validate_config(data: dict[str, Any]) -> Config:
         raise UserError(format_validation_error(exc, data)) from None
 
 
-def load_raw(path: str | Path | None = None, overrides: list[str] | None = None
-             ) -> dict[str, Any]:
+def load_raw(path: str | Path | None = None, overrides: list[str] | None = None,
+             load: Loader | None = None) -> dict[str, Any]:
     """The unvalidated mapping of a config file (or ``{}``) with ``overrides`` applied."""
     data = read_raw(Path(path)) if path is not None else {}
-    return apply_overrides(data, list(overrides or []))
+    return apply_overrides(data, list(overrides or []), load)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -67,12 +67,27 @@ def _rules(cfg: Config) -> Iterable[tuple[str, str]]:
             if _set(t, key):
                 yield f"train.{key}", f"train.local_steps={t.local_steps} (it fixes the steps)"
     yield from _engine_output_rules(cfg)
+    yield from _unused_sections(cfg)
+    if getattr(a, "mode", None) == "sync" and _set(a, "window_s"):
+        yield "algorithm.window_s", "algorithm.mode=sync (the merge waits for every job)"
     opt = getattr(a, "server_optimizer", None)
     if opt is not None:
         for key, users in (("server_momentum", {"momentum"}), ("server_betas", {"adam", "yogi"}),
                            ("server_eps", {"adam", "yogi", "adagrad"})):
             if _set(a, key) and opt not in users:
                 yield f"algorithm.{key}", f"algorithm.server_optimizer={opt}"
+
+
+def _unused_sections(cfg: Config) -> Iterable[tuple[str, str]]:
+    """Keys written for a section the run does not use, at their default value (a changed
+    value is refused by the section's ``check``): ``topology.name: ring`` on a federated run.
+    A dumped config.yaml writes every key of every section and stays quiet."""
+    top, alg = cfg.topology, cfg.algorithm
+    given = top.model_fields_set
+    if alg.kind != "decentralized" and given and given != set(type(top).model_fields):
+        for key in sorted(given):
+            yield (f"topology.{key}", f"algorithm.name={alg.name} (topology applies to "
+                   f"decentralized algorithms; {alg.name} is {alg.kind})")
 
 
 def _engine_output_rules(cfg: Config) -> Iterable[tuple[str, str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from fedweave.config.base import Section
 
@@ -41,7 +41,23 @@ class OutputConfig(Section):
                                "to log params and metrics to (optional extra: fedweave[trackers])")
     target_acc: float | None = Field(
         None, gt=0, le=1, description="test accuracy (0..1) whose first evaluation reaching it "
-        "gives summary.json time_to_target: {sim_s, update} (null in the summary if never)")
+        "gives summary.json time_to_target: {sim_s, update} (null in the summary if never); "
+        "also a column of sweep.csv and of fedweave report")
+    stop_at_target: bool = Field(
+        False, description="end the run at the first evaluation whose test accuracy reaches "
+        "output.target_acc (summary.json stop_reason: target_acc)")
+    max_sim_s: float | None = Field(
+        None, gt=0, description="simulated-time budget: after the round or server update that "
+        "takes the virtual clock to this many seconds the run is evaluated and ends "
+        "(summary.json stop_reason: max_sim_s); null = no budget",
+        json_schema_extra={"unit": "s"})
+
+    @model_validator(mode="after")
+    def _target_given(self) -> OutputConfig:
+        if self.stop_at_target and self.target_acc is None:
+            raise ValueError("output.stop_at_target needs output.target_acc (the accuracy to "
+                             "stop at), e.g. --set output.target_acc=0.8")
+        return self
 
 
 class NotifyConfig(Section):

@@ -38,6 +38,8 @@ class FederatedData:
     #: corrupted training data (``fedweave.data.noise``): flipped indices, per-sample input noise
     label_noise: torch.Tensor | None = None
     input_noise: InputNoise | None = None
+    #: class names of the data set, when it has them (model.json, exported models)
+    classes: list[str] | None = None
     #: True where samples are drawn when needed (``fedweave.data.ondemand``): ``x``/``y`` are
     #: then empty placeholders and ``take`` is the only way to the samples
     on_demand: ClassVar[bool] = False
@@ -124,4 +126,5 @@ def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = N
         mean=ds.mean if cfg.normalize else None, std=ds.std if cfg.normalize else None,
         train_idx=prune_shards(train_idx, cfg.prune), val_idx=val_idx, augment=cfg.augment,
         seed=seed, label_noise=flipped if cfg.label_noise else None, input_noise=noise,
+        classes=list(ds.classes) if ds.classes else None,
     )

@@ -28,6 +28,8 @@ def _ledger(runner: RunView) -> Ledger:
 class PrivacyBudget(Callback):
     """Ends the run after round r when round r + 1 would spend more than ``target``."""
 
+    stop_reason = "target_epsilon"
+
     def __init__(self, target: float) -> None:
         self.target = target
 

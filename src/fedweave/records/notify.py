@@ -12,13 +12,15 @@ only. ``notify.events`` picks the messages: ``start``, ``every_k`` (every ``noti
 rounds), ``finish``, ``failure`` (also interruptions). Proxies come from the usual
 ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` variables (``socks5://`` needs PySocks,
 part of the extra), as reference system 004's SOCKS/HTTP proxy option did. A notifier that
-fails prints one warning line; it never fails the run.
+fails prints one warning line with the reason the service gave (URLs and token-like strings
+redacted); it never fails the run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,23 @@ def notify_urls(config: Config, environ: dict[str, str] | None = None) -> list[s
     return list(dict.fromkeys(urls))
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_TOKEN = re.compile(r"[A-Za-z0-9_:-]{20,}")
+
+
+def redact(text: str) -> str:
+    """One line without URLs or token-like strings (20+ letters, digits, ``_:-``)."""
+    text = _TOKEN.sub("***", _URL.sub("<url>", " ".join(text.split())))
+    return text[:240]
+
+
+def failure_reason(log_text: str) -> str:
+    """The reasons Apprise logged for an undelivered message (its warning and error lines,
+    redacted, each once), in one line."""
+    lines = [redact(line) for line in log_text.splitlines() if line.strip()]
+    return "; ".join(dict.fromkeys(lines))[:400] or "no reason given by the service"
+
+
 def _pct(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "–"
 
@@ -68,7 +87,9 @@ class Notifier(Callback):
         except ImportError:
             raise UserError(f"notifications ({ENV} or notify.urls_file) need apprise: pip "
                             "install 'fedweave[notify]'") from None
-        logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its lines may hold URLs
+        quiet = logging.getLogger("apprise")  # its lines may hold URLs: never printed as is
+        quiet.setLevel(logging.CRITICAL)
+        quiet.propagate = False
         self.apprise = apprise
         self.events = set(config.notify.events)
         self.every = config.notify.every
@@ -87,14 +108,18 @@ class Notifier(Callback):
         if not self.services:
             return False
         try:
-            ok = bool(self.targets.notify(title=title, body=body, notify_type=getattr(
-                self.apprise.NotifyType, kind.upper())))
+            with self.apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
+                ok = bool(self.targets.notify(title=title, body=body, notify_type=getattr(
+                    self.apprise.NotifyType, kind.upper())))
+            said = captured.getvalue()
         except Exception as exc:  # a notifier never fails the run
-            log.warning("notify: sending failed (%s)", type(exc).__name__)
+            log.warning("notify: sending failed (%s: %s)", type(exc).__name__,
+                        redact(str(exc)) or "no detail")
             return False
         if not ok:
-            log.warning("notify: a message to %s was not delivered",
-                        ", ".join(f"{s}://" for s in self.services))
+            log.warning("notify: a message to %s was not delivered (%s)",
+                        ", ".join(f"{s}://" for s in self.services),
+                        failure_reason(said))
         return ok
 
     def on_start(self, runner: RunView) -> None:

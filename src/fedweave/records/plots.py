@@ -117,6 +117,22 @@ def close(fig: Figure) -> None:
 
 XAXES = {"round": "round (decentralized: epoch)", "sim": "simulated time (s)",
          "bytes": "communicated bytes, up + down (MB)"}
+#: what one of ``rounds`` is, per algorithm kind (``AlgorithmConfig.kind``)
+ROUND_UNITS = {"async": "server update", "decentralized": "epoch"}
+
+
+def round_label(kinds: Iterable[str]) -> str:
+    """The x label of a round axis for runs of these algorithm kinds: "round", "server
+    update" (asynchronous algorithms count server updates), "epoch", or several joined."""
+    units = sorted({ROUND_UNITS.get(k, "round") for k in kinds}, key=lambda u: u != "round")
+    return " / ".join(units) or "round"
+
+
+def _integer_rounds(ax: Any) -> None:
+    """Rounds are whole: ticks at integers only (never 1.25)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _x(points: list[tuple[int, float, float]], axis: str, s: Series) -> list[float]:
@@ -142,10 +158,11 @@ def _mean_curve(members: list[Series], split: str, metric: str, x: str
 
 
 def curve_figure(groups: dict[str, list[Series]], metric: str, x: str = "round",
-                 splits: Sequence[str] = SPLITS) -> Figure | None:
+                 splits: Sequence[str] = SPLITS, rounds: str | None = None) -> Figure | None:
     """``metric`` (acc or loss) of the summary model against ``x`` (round, sim, bytes): one
     colour per run (or per sweep point: the mean over its seeds, band = min–max), one line
-    style per split; None when no run has such a curve."""
+    style per split, a marker on a curve of one evaluation; None when no run has such a
+    curve. ``rounds`` labels a round axis (``round_label``)."""
     single = len(groups) == 1
     fig, ax = plt.subplots(figsize=(7.5, 4.2) if single else (10.0, 4.4))
     colors: dict[str, str] = {}
@@ -157,6 +174,7 @@ def curve_figure(groups: dict[str, list[Series]], metric: str, x: str = "round",
                 continue
             color = f"C{j}" if single else f"C{i % 10}"
             ax.plot(xs, mean, STYLE[split], color=color, lw=1.8,
+                    marker="o" if len(xs) == 1 else None, ms=6,  # one point: still seen
                     label=SPLIT_NAME[split] if single else None)
             if len(members) > 1:
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.12, lw=0)
@@ -165,10 +183,13 @@ def curve_figure(groups: dict[str, list[Series]], metric: str, x: str = "round",
     if not colors:
         plt.close(fig)
         return None
-    ax.set_xlabel(XAXES[x])
+    xlabel = rounds if x == "round" and rounds else XAXES[x]
+    ax.set_xlabel(xlabel)
+    if x == "round":
+        _integer_rounds(ax)
     ax.set_ylabel(METRIC_NAME[metric])
     what = "accuracy" if metric == "acc" else "loss"
-    ax.set_title(f"{what} vs {XAXES[x].split(' (')[0]}")
+    ax.set_title(f"{what} vs {xlabel.split(' (')[0]}")
     ax.grid(alpha=0.3)
     if single:
         ax.legend(fontsize=8)
@@ -188,7 +209,7 @@ def curve_figure(groups: dict[str, list[Series]], metric: str, x: str = "round",
     return fig
 
 
-def spread_figure(runs: dict[str, Series]) -> Figure | None:
+def spread_figure(runs: dict[str, Series], rounds: str | None = None) -> Figure | None:
     """The spread over the evaluated models (decentralized peers: test accuracy) or over the
     clients (federated: the model's validation accuracy on each client): mean line, min–max
     band, one colour per run. None when no run has several models or clients."""
@@ -219,12 +240,14 @@ def spread_figure(runs: dict[str, Series]) -> Figure | None:
         else:
             continue
         ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
-        ax.plot(xs, mean, color=color, lw=1.8, label=f"{what} (mean, band = min–max)")
+        ax.plot(xs, mean, color=color, lw=1.8, marker="o" if len(xs) == 1 else None,
+                label=f"{what} (mean, band = min–max)")
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel(XAXES["round"])
+    ax.set_xlabel(rounds or XAXES["round"])
+    _integer_rounds(ax)
     ax.set_ylabel("accuracy")
     ax.set_title("spread over nodes / clients")
     ax.grid(alpha=0.3)
@@ -239,15 +262,23 @@ def distribution_figure(values: dict[str, list[float]], ylabel: str) -> Figure |
     values = {k: v for k, v in values.items() if len(v) > 1}
     if not values:
         return None
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(values) + 2), 4.0))
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(values) + 2), 4.6))
     names = list(values)
     ax.boxplot([values[n] for n in names], showfliers=False)
     for i, n in enumerate(names, start=1):
         k = len(values[n])
         jitter = [i + 0.25 * ((j * 0.618) % 1 - 0.5) for j in range(k)]
         ax.scatter(jitter, values[n], s=8, alpha=0.6, color=f"C{(i - 1) % 10}")
-    ax.set_xticks(range(1, len(names) + 1), [n[:28] for n in names], rotation=20,
-                  ha="right", fontsize=7)
+    # long run names wrap over lines of 16 characters and lean, so that neighbours never
+    # overlap (at most 4 lines; more is cut with "…")
+    labels = []
+    for n in names:
+        lines = textwrap.wrap(n, 16, break_on_hyphens=False) or [n]
+        labels.append("\n".join(lines[:3] + (["…"] if len(lines) > 3 else [])))
+    ax.set_xticks(range(1, len(names) + 1), labels, rotation=30, ha="right",
+                  rotation_mode="anchor", fontsize=7)
     ax.set_xlabel("run")
     ax.set_ylabel(ylabel)
     ax.set_title("final accuracy per node / client")
@@ -257,7 +288,7 @@ def distribution_figure(values: dict[str, list[float]], ylabel: str) -> Figure |
 
 
 def plot_curves(runs: dict[str, list[dict[str, str]]], out_dir: Path,
-                formats: Sequence[str] = ("png",)) -> list[Path]:
+                formats: Sequence[str] = ("png",), rounds: str | None = None) -> list[Path]:
     """accuracy.* and loss.* of one or more runs (train, validation and test in one axes)
     against rounds; accuracy_vs_time.* and accuracy_vs_bytes.* (validation and test against
     simulated seconds and bytes up + down) when the runs simulated time or sent bytes."""
@@ -269,7 +300,7 @@ def plot_curves(runs: dict[str, list[dict[str, str]]], out_dir: Path,
                                     ("acc", "bytes", ("val", "test"), "accuracy_vs_bytes")):
         if x != "round" and not any(_has_axis(s, x) for group in data.values() for s in group):
             continue
-        fig = curve_figure(data, metric, x, splits)
+        fig = curve_figure(data, metric, x, splits, rounds)
         if fig is None:
             continue
         paths += save(fig, out_dir / stem, formats)

@@ -269,7 +269,9 @@ def differing_keys(runs: list[RunRecord]) -> list[str]:
     return out
 
 
-def time_to_target(summary: dict[str, Any] | None) -> str:
+def time_to_target(summary: dict[str, Any] | None, unit: str = "round") -> str:
+    """"12.5 s, round 4": simulated seconds and the round (server update, epoch) at which the
+    run first reached ``output.target_acc``; "not reached"; "–" without a target."""
     if not summary or "time_to_target" not in summary:
         return "–"
     ttt = summary["time_to_target"]
@@ -280,44 +282,70 @@ def time_to_target(summary: dict[str, Any] | None) -> str:
         parts.append(f"{fmt(ttt['sim_s'], '.1f')} s")
     for key in ("update", "round"):
         if ttt.get(key) is not None:
-            parts.append(f"{key} {ttt[key]}")
+            parts.append(f"{unit} {ttt[key]}")
+            break
     return ", ".join(parts) or "not reached"
+
+
+def algorithm_kind(config: dict[str, Any]) -> str:
+    """federated, decentralized, async or centralized (of the run's algorithm.name; a
+    built-in algorithm's module is imported to know it, never a plugin)."""
+    from fedweave.algorithms.base import ALGORITHMS
+    from fedweave.config.algorithm import ALGORITHM_CONFIGS
+
+    name = str(config.get("algorithm.name"))
+    if name not in ALGORITHM_CONFIGS.classes and name in ALGORITHMS.modules:
+        ALGORITHMS.load(name)
+    cls = ALGORITHM_CONFIGS.classes.get(name)
+    return str(getattr(cls, "kind", "federated"))
+
+
+def round_unit(config: dict[str, Any]) -> str:
+    """What one of the run's rounds is: "round", "epoch" (decentralized) or "server update"
+    (asynchronous algorithms, where ``rounds`` counts server model updates)."""
+    return plots.round_label([algorithm_kind(config)])
 
 
 def run_rows(runs: list[RunRecord], keys: list[str]) -> list[dict[str, Any]]:
     rows = []
     for r in runs:
+        unit = round_unit(r.config)
         final, best = r.final(), r.best()
         best_text = "–"
         if best.get("round") is not None:
             by = "val" if best.get("selected_by", "val_acc") == "val_acc" else "test"
-            best_text = (f"{fmt(best.get(f'{by}_acc'))} (round {best['round']}; test "
+            best_text = (f"{fmt(best.get(f'{by}_acc'))} ({unit} {best['round']}; test "
                          f"{fmt(best.get('test_acc'))})")
+        head = (r.summary or {}).get("headline") or {}
+        acc, acc_label = final.get("test_acc"), ""
+        if head.get("metric", "test_acc") != "test_acc" and head.get("value") is not None:
+            acc = head["value"]  # e.g. clustered runs: each client's cluster model
+            acc_label = f"{head.get('label', head['metric'])}; test {fmt(final.get('test_acc'))}"
         rows.append({
-            "name": r.name, "group": r.group or "", "status": r.status,
+            "name": r.name, "group": r.group or "", "status": r.status, "acc_label": acc_label,
             "algorithm": r.config.get("algorithm.name", "–"),
             "dataset": r.config.get("data.dataset", "–"),
             "differing": [fmt(r.config.get(k), "") if not isinstance(r.config.get(k), float)
                      else f"{r.config[k]:g}" for k in keys],
-            "rounds": f"{r.done()}/{r.rounds}",
-            "test_acc": fmt(final.get("test_acc")),
+            "rounds": f"{r.done()}/{r.rounds}" + ("" if unit == "round" else f" {unit}s"),
+            "test_acc": fmt(acc),
             "spread": (f"{fmt(final['test_acc_min'])}–{fmt(final['test_acc_max'])}"
                        if "test_acc_min" in final else ""),
             "best": best_text, "bytes": human_bytes(r.bytes()),
             "sim": fmt(r.sim_time(), ".1f"), "wall": fmt(r.wall(), ".1f"),
-            "ttt": time_to_target(r.summary),
-            "test_acc_value": final.get("test_acc"),
+            "ttt": time_to_target(r.summary, unit),
+            "test_acc_value": acc,
         })
     return rows
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], spec: str = ".4f") -> str:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return "–"
     if len(vals) == 1:
-        return fmt(vals[0])
-    return f"{statistics.fmean(vals):.4f} ± {statistics.stdev(vals):.4f}"
+        return fmt(vals[0], spec)
+    return f"{statistics.fmean(vals):{spec}} ± {statistics.stdev(vals):{spec}}"
 
 
 def group_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
@@ -331,7 +359,13 @@ def group_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
         finals = [m.final().get("test_acc") for m in members]
         bests = [m.best().get("val_acc") for m in members]
         walls = [m.wall() for m in members]
+        hits = [((m.summary or {}).get("time_to_target") or {}).get("sim_s") for m in members]
+        targeted = sum("time_to_target" in (m.summary or {}) for m in members)
+        reached = [float(v) for v in hits if v is not None]
         rows.append({"label": label, "n": len(members),
+                     "ttt": (f"{_mean_std(reached, '.1f')} s ({len(reached)}/{targeted} "
+                             "reached)" if reached else
+                             (f"not reached (0/{targeted})" if targeted else "–")),
                      "finished": sum(m.summary is not None for m in members),
                      "test_acc": _mean_std([v for v in finals if v is not None]),
                      "best_val": _mean_std([v for v in bests if v is not None]),
@@ -356,6 +390,7 @@ def _figures(runs: list[RunRecord], out: Path, formats: tuple[str, ...]) -> list
     for r in runs:  # sweep points: one curve per point (mean over its seeds)
         grouped.setdefault(r.group or r.name, []).append(r.series)
     data = {label[r.name]: r.series for r in runs}
+    rounds = plots.round_label(algorithm_kind(r.config) for r in runs)
     figs: list[Figure] = []
 
     def add(fig: Any, ident: str, title: str, caption: str = "") -> None:
@@ -365,16 +400,18 @@ def _figures(runs: list[RunRecord], out: Path, formats: tuple[str, ...]) -> list
         figs.append(Figure(ident, title, plots.data_uri(fig), caption))
         plots.close(fig)
 
-    add(plots.curve_figure(grouped, "acc"), "accuracy-vs-round", "Accuracy vs round",
+    add(plots.curve_figure(grouped, "acc", rounds=rounds), "accuracy-vs-round",
+        f"Accuracy vs {rounds}",
         "train (dotted), validation (dashed), test (solid) accuracy of the evaluated model "
         "(decentralized: the mean over nodes); a sweep point is the mean over its seeds, "
         "its band the min–max")
-    add(plots.curve_figure(grouped, "loss"), "loss-vs-round", "Loss vs round")
+    add(plots.curve_figure(grouped, "loss", rounds=rounds), "loss-vs-round",
+        f"Loss vs {rounds}")
     add(plots.curve_figure(grouped, "acc", "sim", ("val", "test")), "accuracy-vs-simulated-time",
         "Accuracy vs simulated time", "virtual seconds on the run's clock (clock.*)")
     add(plots.curve_figure(grouped, "acc", "bytes", ("val", "test")), "accuracy-vs-bytes",
         "Accuracy vs communicated bytes", "cumulative model bytes sent up and down")
-    add(plots.spread_figure(data), "spread", "Spread over nodes and clients")
+    add(plots.spread_figure(data, rounds), "spread", "Spread over nodes and clients")
     finals = {label[r.name]: list(r.node_final.values()) for r in runs if r.node_final}
     add(plots.distribution_figure(finals, "final accuracy (peers: test; clients: validation)"),
         "final-per-node", "Final accuracy per node / client")

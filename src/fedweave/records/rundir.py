@@ -8,6 +8,8 @@ runs/<name>-<timestamp>/
   clients.csv     federated, long format, one append per round: round,client,train_loss,
                   train_acc,val_loss,val_acc of every cohort member and every client evaluated
                   (output.client_eval); its size grows with the cohort, never the population
+  clusters.csv    clustered FedAvg: round,client,cluster of every client clustered in a round
+                  (a client's cluster at round r is its last row at or before r)
   nodes/<id>.csv  per evaluated model: global, cluster<k>, decentralized peer i (reference
                   system 001's columns); ``fedweave export --per-client`` splits clients.csv
   partition.json  samples per node and class, validation samples per node
@@ -206,6 +208,7 @@ class RunDirectory:
         atomic_write(self.path / "config.yaml", dump_config(config))
         atomic_write(self.path / "metrics.csv", ",".join(METRIC_COLUMNS) + "\n")
         (self.path / "clients.csv").unlink(missing_ok=True)
+        (self.path / "clusters.csv").unlink(missing_ok=True)
         for old in self.nodes_dir.glob("*.csv"):
             old.unlink()
 
@@ -259,6 +262,8 @@ class RunDirectory:
                  *((p, NODE_COLUMNS) for p in self.nodes_dir.glob("*.csv"))]
         if (self.path / "clients.csv").exists():
             files.append((self.path / "clients.csv", CLIENT_COLUMNS))
+        if (self.path / "clusters.csv").exists():
+            files.append((self.path / "clusters.csv", ["round", "client", "cluster"]))
         for path, header in files:
             try:
                 with open(path, newline="") as f:

@@ -4,7 +4,12 @@ inside one sweep folder.
 ```
 <sweep>/
   sweep.json        base config, grid, seeds, overrides and the points (label, dir)
-  sweep.csv         one row per run: grid values, seed, status, final/best metrics, times
+  sweep.csv         one row per run: grid values, seed, status, final/best metrics, the
+                    headline accuracy (headline_metric: test_acc, or clustered FedAvg's
+                    per-client clients_val_acc_mean), time to
+                    target (ttt_sim_s, ttt_round: the simulated seconds and the round or
+                    server update of the first evaluation reaching output.target_acc; empty
+                    when not reached), why it stopped, times
   <point>-seed<s>/  a run directory per point and seed (fixed names, so a re-run finds it)
   logs/<dir>.log    each point's output when it ran as a subprocess (--jobs > 1)
 ```
@@ -42,8 +47,9 @@ from fedweave.records.rundir import atomic_write, prepare_output, slug
 from fedweave.training.threads import CORES_ENV, WAIT_ENV
 
 CSV_COLUMNS = ["point", "seed", "status", "rounds_done", "final_test_acc", "final_test_loss",
-               "best_round", "best_val_acc", "best_test_acc", "wall_s", "sim_time_s", "bytes",
-               "run_dir"]
+               "best_round", "best_val_acc", "best_test_acc", "headline_metric",
+               "headline_acc", "target_acc", "ttt_sim_s",
+               "ttt_round", "stop_reason", "wall_s", "sim_time_s", "bytes", "run_dir"]
 
 
 def split_values(text: str) -> list[str]:
@@ -83,7 +89,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
     """The last part of each dotted key, or more of it where that would be ambiguous."""
     out = {}
     for key in keys:
-        parts = key.split(".")
+        parts = key.removesuffix("!").split(".")  # algorithm!= (a whole section) → algorithm
         if len(parts) > 1 and parts[-1] == "name":  # algorithm.name → algorithm
             parts = parts[:-1]
         for n in range(1, len(parts) + 1):
@@ -316,6 +322,8 @@ def csv_rows(outcomes: list[Outcome], keys: list[str]) -> list[dict[str, Any]]:
         s = o.summary
         final, best = s.get("final", {}), s.get("best", {})
         status = "finished" if o.status == "skipped" else o.status
+        ttt = s.get("time_to_target") or {}
+        head = s.get("headline") or {}
         row: dict[str, Any] = {"point": o.point.label, **{k: o.point.values[k] for k in keys},
                                "seed": o.point.seed if o.point.seed is not None else "",
                                "status": status, "rounds_done": s.get("rounds_done", ""),
@@ -324,6 +332,12 @@ def csv_rows(outcomes: list[Outcome], keys: list[str]) -> list[dict[str, Any]]:
                                "best_round": best.get("round", ""),
                                "best_val_acc": best.get("val_acc", ""),
                                "best_test_acc": best.get("test_acc", ""),
+                               "headline_metric": head.get("metric", ""),
+                               "headline_acc": head.get("value", ""),
+                               "target_acc": s.get("target_acc", ""),
+                               "ttt_sim_s": ttt.get("sim_s", ""),
+                               "ttt_round": ttt.get("update", ttt.get("round", "")),
+                               "stop_reason": s.get("stop_reason", ""),
                                "wall_s": s.get("wall_s", ""),
                                "sim_time_s": s.get("sim_time_s", ""),
                                "bytes": (s.get("bytes_up", 0) + s.get("bytes_down", 0)
@@ -352,7 +366,9 @@ def mean_std(values: list[float]) -> tuple[float, float] | None:
 
 
 def grouped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per point: number of seeds finished and mean ± sample std of the metrics."""
+    """Per point: number of seeds finished and mean ± sample std of the metrics; time to
+    target over the seeds that reached it (``reached``: how many did, of those with a
+    target)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["point"], []).append(row)
@@ -360,7 +376,10 @@ def grouped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for label, members in groups.items():
         ok = [m for m in members if m["status"] == "finished" and m["final_test_acc"] != ""]
         entry: dict[str, Any] = {"point": label, "runs": len(members), "finished": len(ok)}
-        for key in ("final_test_acc", "best_val_acc", "best_test_acc", "wall_s"):
+        for key in ("final_test_acc", "best_val_acc", "best_test_acc", "wall_s", "ttt_sim_s",
+                    "ttt_round"):
             entry[key] = mean_std([float(m[key]) for m in ok if m[key] != ""])
+        targeted = [m for m in ok if m["target_acc"] != ""]
+        entry["reached"] = (sum(m["ttt_sim_s"] != "" for m in targeted), len(targeted))
         out.append(entry)
     return out

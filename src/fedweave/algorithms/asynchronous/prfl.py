@@ -61,7 +61,12 @@ class PRFLConfig(StalenessConfig):
                                    "compute)")
     window_s: float = Field(0.5, ge=0, description="seconds from the first arrival to the "
                             "merge of everything that arrived (0 = merge at each arrival "
-                            "instant)")
+                            "instant); mode async only")
+    mode: Literal["async", "sync"] = Field(
+        "async", description="async: merge window_s after the first arrival, clients start "
+        "again at once; sync (reference system 002's -ch syn): every client with a job starts "
+        "from the same server version and the merge waits for the last of them (a round lasts "
+        "until its slowest arrival), density balancing compares the clients' job durations")
 
 
 @register_algorithm("prfl", PRFLConfig)
@@ -83,6 +88,11 @@ class PRFL(AsyncAlgorithm):
       ``patience``): floor += density_step on the server model's validation accuracy, ρ_i +=
       density_step on client i's training loss; then the **masks are rebuilt**
       (``masks.nested_levels``).
+
+    ``mode: sync`` (the seed's ``-ch syn``) puts a barrier in place of the window: the merge
+    happens when every job of the round has arrived (all started from one version, so τ = 0
+    and p_i = 1/n), and t̄_i is the mean of client i's job durations (dispatch to arrival;
+    in a synchronous round every client's inter-arrival gap is the round's length).
     """
 
     config: PRFLConfig
@@ -217,11 +227,13 @@ class PRFL(AsyncAlgorithm):
         return out.grads[0] ** 2 * job.samples
 
     # ------------------------------------------------------------------ server
-    def on_arrival(self, job: Job) -> None:
+    def on_arrival(self, job: Job) -> list[Job] | None:
         i = job.node
         self.s_latest[i] = self.config.weight(self.tau(job))
         now = self.clock.now
-        self.gaps[i] = torch.cat([self.gaps[i, 1:], torch.tensor([now - self.last_arrival[i]])])
+        # sync: the round's jobs all started at the last update; the job's own duration
+        start = self.last_update if self.config.mode == "sync" else float(self.last_arrival[i])
+        self.gaps[i] = torch.cat([self.gaps[i, 1:], torch.tensor([now - start])])
         self.last_arrival[i] = now
         self.loss_sum[i] += job.loss
         self.loss_n[i] += 1
@@ -230,9 +242,14 @@ class PRFL(AsyncAlgorithm):
         self.cache[i] = job.row
         self.cache_mask[i] = job.mask if job.mask is not None else True
         self.cache_n[i] = job.samples
+        if self.config.mode == "sync":  # the barrier: merge when the round's last job arrives
+            if all(j.arrived for j in self.jobs.values()):
+                return self.on_merge(None)
+            return None
         if not self.window_open:
             self.window_open = True
             self.clock.at(now + self.config.window_s, "merge", -1)
+        return None
 
     def _masked_average(self, rows: torch.Tensor, masks: torch.Tensor, w: torch.Tensor
                         ) -> torch.Tensor:
@@ -244,7 +261,7 @@ class PRFL(AsyncAlgorithm):
             den.add_(masks[k].to(self.x.dtype), alpha=float(w[k]))
         return torch.where(den > 0, num / den.clamp(min=1e-30), self.x)
 
-    def on_merge(self, event: Event) -> list[Job]:
+    def on_merge(self, event: Event | None) -> list[Job]:
         self.window_open = False
         held = sorted((j for j in self.jobs.values() if j.arrived), key=lambda j: j.node)
         p = self.s_latest / self.s_latest.sum()
@@ -330,7 +347,7 @@ class PRFL(AsyncAlgorithm):
 
     def info(self) -> dict[str, object]:
         return {**super().info(), "merge": self.config.merge,
-                "residual_split": self.config.residual_split,
+                "residual_split": self.config.residual_split, "mode": self.config.mode,
                 "final_densities": self.rho.tolist(), "density_floor": self.floor}
 
     # ------------------------------------------------------------------ checkpoints

@@ -51,7 +51,12 @@ class ClusteredConfig(CohortConfig):
 
 @register_algorithm("clustered", ClusteredConfig)
 class Clustered(CohortAlgorithm):
+    """Cluster models on the global test set mix clients of other clusters, so a clustered
+    run's headline is each client's cluster model on the client's own validation split
+    (mean over clients; ``output.client_eval`` picks the clients)."""
+
     config: ClusteredConfig
+    headline = ("clients_val_acc_mean", "per-client accuracy (val, own cluster model)")
 
     def __init__(self, ctx: RunContext, config: AlgorithmConfig) -> None:
         super().__init__(ctx, config)
@@ -59,6 +64,12 @@ class Clustered(CohortAlgorithm):
         self.x = ctx.init_params.unsqueeze(0).repeat(k, 1)
         self.cluster_buffers = stack_buffers(ctx.init_buffers, k)
         self.assign = torch.zeros(ctx.data.nodes, dtype=torch.int64)
+        #: (clients, cluster of each) decided in the last round (``clusters.csv``)
+        self.members = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+
+    def round_clusters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clients clustered in the last round and the cluster each joined."""
+        return self.members
 
     def _cluster(self, models: torch.Tensor, r: int) -> np.ndarray:
         from sklearn.cluster import KMeans  # imported on use: keeps start-up light
@@ -74,6 +85,17 @@ class Clustered(CohortAlgorithm):
                     random_state=derive_seed(self.ctx.seed, "kmeans", r) % 2**32)
         return km.fit_predict(reduced)
 
+    def _match(self, labels: np.ndarray, before: torch.Tensor) -> torch.Tensor:
+        """New k-means labels → cluster ids: the Hungarian matching with the most members
+        shared with the previous assignment ``before``."""
+        from scipy.optimize import linear_sum_assignment
+
+        overlap = np.zeros((labels.max() + 1, self.config.k))
+        np.add.at(overlap, (labels, before.numpy()), 1)
+        rows, cols = linear_sum_assignment(-overlap)
+        mapping = dict(zip(rows.tolist(), cols.tolist(), strict=True))
+        return torch.tensor([mapping[int(label)] for label in labels], dtype=torch.int64)
+
     def round(self, r: int) -> RoundResult:
         ctx, cfg = self.ctx, self.config
         plan = self.plan(r)
@@ -84,14 +106,10 @@ class Clustered(CohortAlgorithm):
                                   ctx.lr(r))
         if len(cohort) == 0:
             return self.result(plan, local)
-        labels = self._cluster(local.params, r)
-        from scipy.optimize import linear_sum_assignment
-
-        overlap = np.zeros((labels.max() + 1, cfg.k))
-        np.add.at(overlap, (labels, before.numpy()), 1)
-        rows, cols = linear_sum_assignment(-overlap)
-        mapping = dict(zip(rows.tolist(), cols.tolist(), strict=True))
-        after = torch.tensor([mapping[int(label)] for label in labels], dtype=torch.int64)
+        if bool(torch.isfinite(local.params).all()):
+            after = self._match(self._cluster(local.params, r), before)
+        else:  # diverged: no clustering; the NaN reaches the cluster models and the runner's
+            after = before.clone()  # check stops the run with its one line
         x = self.x.clone()
         for c in after.unique().tolist():
             members = after == c
@@ -102,6 +120,7 @@ class Clustered(CohortAlgorithm):
                 self.cluster_buffers[name][c] = buf
         self.x = x
         self.assign[cohort] = after
+        self.members = (cohort.cpu().clone(), after)
         out = self.result(plan, local)
         out.extras["clusters_used"] = float(len(after.unique()))
         return out
