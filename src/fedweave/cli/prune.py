@@ -19,6 +19,9 @@ def prune_cmd(
     train_ratio: Annotated[float, typer.Option("--train-ratio",
                                                help="fraction of each node's data kept")] = 0.5,
     keep: Annotated[str, typer.Option("--keep", help="top (most helpful) or lowest")] = "top",
+    balance: Annotated[str, typer.Option(
+        "--balance", help="class: keep the ratio within each class of every node; none: the "
+                          "node's best scores whatever their class")] = "class",
     stage1: Annotated[Path | None, typer.Option(
         "--stage1", help="reuse this finished run as stage 1 instead of training CONFIG")] = None,
     set_: SetOpt = None,
@@ -55,7 +58,7 @@ def prune_cmd(
                 cfg = load_config(stage1 / "config.yaml", overrides, imports or [])
             else:
                 cfg = load_config(config, overrides, imports or [])
-            prune = PrunePipeline(cfg, scorer, train_ratio, keep, stage1)
+            prune = PrunePipeline(cfg, scorer, train_ratio, keep, stage1, balance)
             pipe = prune.create()
         results = pipe.run()
         summary = prune.finish(pipe, results)
