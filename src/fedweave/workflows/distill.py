@@ -50,6 +50,7 @@ from fedweave.algorithms.oneshot.synthetic import (
     write_index,
     write_set,
 )
+from fedweave.callbacks import Callback
 from fedweave.config import Config
 from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import build_federated_data
@@ -62,7 +63,7 @@ from fedweave.rng import derive_seed
 from fedweave.training.select import resolve_device
 from fedweave.training.threads import apply_threads, cores
 from fedweave.version import __version__
-from fedweave.workflows.stages import Pipeline, Stage, StageContext, train_stage
+from fedweave.workflows.stages import Pipeline, Stage, StageContext, StageListener, train_stage
 from fedweave.workflows.teachers import (
     TEACHERS_FILE,
     copy_teachers,
@@ -251,7 +252,7 @@ class Distillation:
             ids = list(range(start, min(total, start + group)))
             _, new = self.make_batches(inv, folder, ids)
             made += new
-            self.log(f"synthesize: {ids[-1] + 1}/{total} batches")
+            sc.step(ids[-1] + 1, total, "batches")
         summary = {"batches": total, "generated": made, "reused": total - made,
                    "images": total * self.cfg.synthesis.batch_size,
                    "settings": dataclasses.asdict(inv.s),
@@ -345,8 +346,8 @@ class Distillation:
                 run_dir.checkpoints.save(
                     epoch + 1, flatten({"student": student.state(), "best": best_state}),
                     {"best": best, "history": history, "wall_s": wall}, score=val[1])
-                self.log(f"{kind}: epoch {epoch + 1}/{cfg.epochs}  test acc {test[1]:.3f}  "
-                         f"val acc {val[1]:.3f}  pool {len(pool)}")
+                sc.step(epoch + 1, cfg.epochs, f"epochs  test acc {test[1]:.3f}  val acc "
+                        f"{val[1]:.3f}  pool {len(pool)}")
             summary = {"test_acc": best.get("test_acc"), "val_acc": best.get("val_acc"),
                        "epoch": best.get("epoch"), "selected_by": "val_acc",
                        "final": history[-1] if history else {}, "images": len(pool),
@@ -403,8 +404,12 @@ def _summary(root: Path, pipe: Pipeline, results: dict[str, dict[str, Any]],
 
 
 def distill(config: Config | None = None, *, resume: Path | None = None,
-            teachers_from: Path | None = None, log: Log | None = None) -> DistillResult:
-    """Run (or resume) a distill pipeline; returns its run directory and summary."""
+            teachers_from: Path | None = None, log: Log | None = None,
+            listener: StageListener | None = None, callbacks: list[Callback] | None = None
+            ) -> DistillResult:
+    """Run (or resume) a distill pipeline; returns its run directory and summary.
+    ``listener`` hears the stages' progress (``fedweave.workflows.stages``), ``callbacks``
+    ride along the teachers' training run."""
     from fedweave.plugins import load_config
 
     if resume is not None:
@@ -420,6 +425,9 @@ def distill(config: Config | None = None, *, resume: Path | None = None,
         assert config is not None
         run = Distillation(config, teachers_from, log)
         pipe = Pipeline.create(config, run.stages(), kind="distill")
+    if listener is not None:
+        pipe.listener = listener
+    pipe.callbacks = list(callbacks or [])
     results = pipe.run()
     summary = _summary(pipe.root, pipe, results, config)
     lock = DirectoryLock(pipe.root, "pipeline run directory").acquire()
