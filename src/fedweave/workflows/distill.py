@@ -16,6 +16,14 @@ the test set) → ``baseline-real`` / ``baseline-noise``. A killed pipeline resu
 stopped: finished batches are read back, never regenerated, and the student continues from its
 last epoch checkpoint, to the same numbers. ``teachers_from`` reuses the teachers of another
 distill run whose teacher settings (data, model, train, rounds, seed) are the same.
+
+``distill.synthesis.batches_from: RUN_DIR`` reuses another distill run's initial batches
+(reference system 003's ``initial.save_path`` flow: synthesise once, train several student
+variants): the synthesize stage copies that run's first ``initial_batches`` batch files
+(safetensors, byte for byte) instead of synthesising, after checking that its teachers were
+trained with this config's teacher settings; those teachers are reused too unless
+``teachers_from`` names others of the same settings. The student then trains exactly as on
+batches it had made itself (the adaptive batches of later epochs are made afresh).
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ from fedweave.workflows.teachers import (
     TEACHERS_FILE,
     copy_teachers,
     evaluate_teachers,
+    matching_teachers,
     read_teachers,
     teacher_config,
     teacher_fingerprint,
@@ -94,7 +103,11 @@ class Distillation:
                  log: Log | None = None) -> None:
         self.config, self.cfg = config, config.distill
         self.log: Log = log or (lambda _msg: None)
-        self.teachers_from = teachers_from
+        self.batches_from = config.distill.synthesis.batches_from
+        if self.batches_from is not None:
+            matching_teachers(Path(self.batches_from), teacher_fingerprint(config),
+                              "distill.synthesis.batches_from")
+        self.teachers_from = teachers_from if teachers_from is not None else self.batches_from
         if config.engine.name != "local":
             raise UserError("engine.name=distributed: fedweave distill runs in one process; "
                             "set engine.name=local")
@@ -240,7 +253,42 @@ class Distillation:
         return algo.best_models()
 
     # ------------------------------------------------------------------ stage: synthesize
+    def reuse_batches(self, sc: StageContext, src: Path) -> dict[str, Any]:
+        """Copy the first ``initial_batches`` batch files of the distill run ``src``."""
+        import shutil
+
+        total, key = self.cfg.synthesis.initial_batches, "distill.synthesis.batches_from"
+        folder, theirs = sc.dir / "batches", src / "synthesize" / "batches"
+        folder.mkdir(parents=True, exist_ok=True)
+        shape, images_count = tuple(self.data.input_shape), 0
+        for b in range(total):
+            found = read_batch(batch_path(theirs, b))
+            if found is None:
+                raise UserError(f"{key} {src}: {batch_path(theirs, b).name} is missing or "
+                                f"damaged ({b} of the {total} initial batches are there); lower "
+                                "distill.synthesis.initial_batches or finish that run")
+            images, labels = found
+            images_count += len(labels)
+            if tuple(images.shape[1:]) != shape or int(labels.max()) >= self.data.num_classes:
+                raise UserError(f"{key} {src}: its images are {tuple(images.shape[1:])} with "
+                                f"labels up to {int(labels.max())}; this data set needs "
+                                f"{shape} and {self.data.num_classes} classes")
+            if read_batch(batch_path(folder, b)) is None:
+                tmp = batch_path(folder, b).with_name(f".{batch_path(folder, b).name}.tmp")
+                shutil.copyfile(batch_path(theirs, b), tmp)
+                tmp.replace(batch_path(folder, b))
+            sc.step(b + 1, total, "batches reused")
+        index = theirs / "index.json"
+        settings = json.loads(index.read_text()).get("settings") if index.is_file() else None
+        summary = {"batches": total, "generated": 0, "reused": total,
+                   "images": images_count,
+                   "reused_from": str(src), "settings": settings}
+        write_index(folder, summary)
+        return summary
+
     def stage_synthesize(self, sc: StageContext) -> dict[str, Any]:
+        if self.batches_from is not None:
+            return self.reuse_batches(sc, Path(self.batches_from))
         apply_threads(self.threads)
         inv = self.inversion(sc.pipeline.root, adaptive=False)
         folder = sc.dir / "batches"
