@@ -91,6 +91,9 @@ def test_unbalanced_pruning_warns_naming_node_and_class(two_nodes, caplog) -> No
     lines = [r.getMessage() for r in caplog.records if "loses class" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert "node 0 loses class 2" in lines[0] and "node 1 loses class 0" in lines[0]
+    caplog.clear()  # once per process and scores file: stage 2 builds its data twice
+    prune_shards(shards, PruneConfig(scores=path, ratio=0.5, balance="none"), labels)
+    assert not [r for r in caplog.records if "loses class" in r.getMessage()]
 
 
 def test_ratio_one_keeps_every_sample_in_shard_order(two_nodes) -> None:

@@ -35,6 +35,8 @@ from fedweave.config import PruneConfig
 from fedweave.errors import UserError
 
 log = logging.getLogger("fedweave")
+#: warnings already given in this process (stage 2 and its summary build the data twice)
+_WARNED: set[tuple[str, str]] = set()
 
 
 def read_scores(path: Path) -> dict[int, tuple[int, float]]:
@@ -120,7 +122,8 @@ def prune_shards(train_idx: list[torch.Tensor], cfg: PruneConfig,
             gone = sorted(set(mine.tolist()) - set(mine[keep].tolist()))
             if gone:
                 lost.append(f"node {node} loses class {', '.join(map(str, gone))}")
-    if lost:
-        log.warning("data.prune: %s (keeping %g, balance %s)", "; ".join(lost), cfg.ratio,
-                    cfg.balance)
+    message = f"data.prune: {'; '.join(lost)} (keeping {cfg.ratio:g}, balance {cfg.balance})"
+    if lost and (str(cfg.scores), message) not in _WARNED:
+        _WARNED.add((str(cfg.scores), message))
+        log.warning(message)
     return out
