@@ -56,8 +56,19 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
+def versus(acc: list[float], base: list[float]) -> str:
+    """▲ / ▼ when the mean is above / below random's by more than the larger of the two
+    standard deviations, ≈ otherwise."""
+    if len(acc) < 2 or len(base) < 2:
+        return ""
+    gap = statistics.mean(acc) - statistics.mean(base)
+    margin = max(statistics.stdev(acc), statistics.stdev(base))
+    return " ▲" if gap > margin else " ▼" if gap < -margin else " ≈"
+
+
 def table(report: dict[str, Any]) -> str:
-    """Markdown: one row per (noise, scorer), one column per ratio, mean ± std over seeds."""
+    """Markdown: one row per (noise, scorer), one column per ratio, mean ± std over seeds,
+    each scorer's cell marked against random (``versus``)."""
     rows = report["rows"]
     ratios = report["ratios"]
     lines = ["| labels | kept by | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
@@ -72,7 +83,9 @@ def table(report: dict[str, Any]) -> str:
             for ratio in ratios:
                 acc = [r["test_acc"] for r in rows if r["noise"] == noise
                        and r["scorer"] == scorer and r["ratio"] == ratio]
-                cells.append(fmt(acc))
+                base = [r["test_acc"] for r in rows if r["noise"] == noise
+                        and r["scorer"] == "random" and r["ratio"] == ratio]
+                cells.append(fmt(acc) + ("" if scorer == "random" else versus(acc, base)))
             lines.append(f"| {label} | {scorer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
