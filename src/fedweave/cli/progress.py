@@ -145,8 +145,9 @@ class PipelineProgress(StageListener):
                        resumed: bool = False) -> None:
         self.root = root
         self.say(f"{'resuming' if resumed else 'run directory:'} {root}")
-        marks = [f"{s} (done)" if s in done else s for s in stages]
-        self.say("stages: " + " → ".join(marks))
+        if len(stages) > 1:
+            marks = [f"{s} (done)" if s in done else s for s in stages]
+            self.say("stages: " + " → ".join(marks))
 
     def stage_start(self, name: str, index: int, total: int, resume: bool) -> None:
         self.stage, self.index, self.total = name, index, total
