@@ -114,7 +114,7 @@ def test_cli_prune_and_influence(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = read_scores(root / "stage1" / "influence" / "forgetting" / "scores.csv")
     assert len(rows) == summary["samples_kept"]["total_of"]
-    assert all(float(r["score"]) >= 0 for r in rows)
+    assert all(float(r["score"]) <= 0 for r in rows)  # −(forgetting events)
     bad = cli("influence", str(root / "stage1"), "--scorer", "tracin", "--set", "rounds=9",
               cwd=tmp_path)
     assert bad.returncode == 2 and "influence.* keys only" in bad.stderr
