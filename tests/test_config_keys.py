@@ -54,6 +54,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "data.prune.scores": ([], None),  # a scores.csv of this partition: test_influence_pipeline
     "data.prune.ratio": ([], None),  # needs data.prune.scores: test_influence_pipeline
     "data.prune.keep": ([], None),  # needs data.prune.scores: test_influence_pipeline
+    "data.prune.balance": ([], None),  # needs data.prune.scores: test_prune_balance
     "model.name": ([], "mlp"),
     "model.norm": (["model.name=cnn"], "none"),
     "model.width": (["model.name=cnn"], 0.5),
@@ -379,7 +380,9 @@ def test_distill_keys_are_refused_outside_fedweave_distill() -> None:
 
 def test_the_walk_covers_every_key_and_the_skipped_ones_are_tested_elsewhere() -> None:
     keys = {k for k, _, _ in leaves(Config)}
-    assert {k for k in keys if k.startswith("distill.")} == set(DISTILL_CONTEXT)
+    # distill.synthesis.batches_from names another run: tests/test_distill_reuse.py
+    assert {k for k in keys if k.startswith("distill.")} == set(DISTILL_CONTEXT) | {
+        "distill.synthesis.batches_from"}
     assert set(CONTEXT) <= keys, set(CONTEXT) - keys  # no stale entries
     algo_keys = {k for cls in ALGORITHM_CONFIGS.classes.values() for k, _, _ in leaves(cls)}
     algo_keys |= {f"{name}.{k}" for name, cls in ALGORITHM_CONFIGS.classes.items()
@@ -388,7 +391,7 @@ def test_the_walk_covers_every_key_and_the_skipped_ones_are_tested_elsewhere() -
     skipped = {k for k, (_, v) in CONTEXT.items() if v is None}
     informational = {k for k, _, f in leaves(Config) if informational_field(f)}
     assert informational == {"output.progress", "data.synthetic.alpha"}
-    assert len(cases()) > 100 and len(skipped) <= 33  # each names the test that covers it
+    assert len(cases()) > 100 and len(skipped) <= 34  # each names the test that covers it
 
 
 def test_output_keys_act(tmp_path: Path) -> None:

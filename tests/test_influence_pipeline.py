@@ -23,9 +23,10 @@ DEC = ["algorithm.name=dsgd", "topology.name=ring", "model.name=mlp", "model.hid
        "engine.name=loop"]
 
 
-def prune(tmp: Path, scorer: str, ratio: float, keep: str = "top", *extra: str) -> Path:
+def prune(tmp: Path, scorer: str, ratio: float, keep: str = "top", *extra: str,
+          balance: str = "class") -> Path:
     cfg = load_config(None, [*DEC, f"output.dir={tmp}", *extra])
-    pipe_ = PrunePipeline(cfg, scorer, ratio, keep)
+    pipe_ = PrunePipeline(cfg, scorer, ratio, keep, balance=balance)
     pipe = pipe_.create()
     pipe_.finish(pipe, pipe.run())
     return pipe.root
@@ -50,8 +51,8 @@ def test_ratio_one_reproduces_stage1_bit_for_bit(tmp_path: Path) -> None:
     assert len(list((root / "stage1" / "checkpoints").glob("round-*.json"))) == 2
 
 
-def test_keep_lowest_keeps_exactly_the_lowest_scores(tmp_path: Path) -> None:
-    root = prune(tmp_path, "random", 0.3, "lowest")
+def test_keep_lowest_unbalanced_keeps_exactly_the_lowest_scores(tmp_path: Path) -> None:
+    root = prune(tmp_path, "random", 0.3, "lowest", balance="none")
     rows = read_scores(root / "stage1" / "influence" / "random" / "scores.csv")
     cfg = load_config(root / "stage2" / "config.yaml")
     kept = build_federated_data(cfg.data, cfg.seed).train_idx
@@ -113,7 +114,7 @@ def test_cli_prune_and_influence(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = read_scores(root / "stage1" / "influence" / "forgetting" / "scores.csv")
     assert len(rows) == summary["samples_kept"]["total_of"]
-    assert all(float(r["score"]) >= 0 for r in rows)
+    assert all(float(r["score"]) <= 0 for r in rows)  # −(forgetting events)
     bad = cli("influence", str(root / "stage1"), "--scorer", "tracin", "--set", "rounds=9",
               cwd=tmp_path)
     assert bad.returncode == 2 and "influence.* keys only" in bad.stderr

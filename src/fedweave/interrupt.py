@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,44 @@ class Interrupted(Exception):
     def exit_code(self) -> int:
         """128 + signal number, as shells report it (130 for SIGINT, 143 for SIGTERM)."""
         return 128 + self.signum
+
+
+class Signalled(Exception):
+    """SIGINT/SIGTERM outside a training run's rounds (scoring, synthesis): raised at once
+    where the main thread is (``stop_at_once``); the stage resumes from its own records."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_at_once() -> Iterator[None]:
+    """Within the block the first SIGINT/SIGTERM raises ``Signalled`` (a training stage's
+    ``StopOnSignal`` takes over during its rounds and stops after the round instead)."""
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise Signalled(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handle) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def signal_name(exc: BaseException) -> str:
+    """The signal behind ``Interrupted``, ``Signalled`` or ``KeyboardInterrupt``."""
+    if isinstance(exc, Interrupted | Signalled):
+        return signal.Signals(exc.signum).name
+    return "SIGINT"
 
 
 class StopOnSignal(Callback):

@@ -38,7 +38,12 @@ def distill_cmd(
         "--teachers", help="reuse the trained teachers of this distill run dir")] = None,
     imports: ImportOpt = None,
 ) -> None:
-    """One-shot FL by data-free distillation: teachers → synthesize → student (+ baselines)."""
+    """One-shot FL by data-free distillation: teachers → synthesize → student (+ baselines).
+
+    Prints the run directory first, then each stage (the teachers' rounds as in ``fedweave
+    run``, synthesis batches, student epochs). Ctrl-C or SIGTERM stops with the line that
+    resumes it (exit 130 / 143)."""
+    from fedweave.cli.progress import PipelineProgress, interruptible
     from fedweave.plugins import import_plugins
     from fedweave.workflows.distill import distill
 
@@ -51,7 +56,10 @@ def distill_cmd(
             if config is not None or set_:
                 raise UserError("--resume continues a run with its own config.yaml: give no "
                                 "CONFIG and no --set")
-            result = distill(resume=resume, log=log)
+            progress = PipelineProgress(console, "fedweave distill")
+            with interruptible(progress):
+                result = distill(resume=resume, log=log, listener=progress,
+                                 callbacks=progress.callbacks)
         else:
             if config is None:
                 raise UserError("fedweave distill needs a CONFIG (e.g. configs/oneshot-fmnist."
@@ -60,7 +68,11 @@ def distill_cmd(
             if out is not None:
                 overrides.append(f"output.dir={out}")
             cfg = _config(config, overrides, list(imports or []))
-            result = distill(cfg, teachers_from=teachers, log=log)
+            progress = PipelineProgress(console, "fedweave distill",
+                                        show_rounds=cfg.output.progress)
+            with interruptible(progress):
+                result = distill(cfg, teachers_from=teachers, log=log, listener=progress,
+                                 callbacks=progress.callbacks)
     except UserError as exc:
         fail(str(exc), 2)
         return

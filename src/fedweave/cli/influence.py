@@ -39,6 +39,7 @@ def influence_cmd(
     imports: ImportOpt = None,
 ) -> None:
     """Per-sample scores (higher = more helpful) → RUN_DIR/influence/<scorer>/scores.csv."""
+    from fedweave.cli.progress import PipelineProgress, interruptible
     from fedweave.influence import SCORERS
     from fedweave.workflows.prune import output_dir, score_run, write_scores
 
@@ -59,18 +60,23 @@ def influence_cmd(
             return
         if (target / "config.yaml").is_file():  # one scoring at a time into this folder
             lock = _lock_scores(folder)
-        if out is None:
-            path, meta = score_run(target, scorer, list(set_ or []), list(imports or []))
-        else:
-            from fedweave.config import config_to_dict
-            from fedweave.influence.base import ScoredRun
-            from fedweave.workflows.prune import score
+        progress = PipelineProgress(console, f"fedweave influence --scorer {scorer}")
+        progress.pipeline_start(target, ["score"], [])
+        progress.stage_start("score", 1, 1, False)
+        with interruptible(progress):
+            if out is None:
+                path, meta = score_run(target, scorer, list(set_ or []), list(imports or []))
+            else:
+                from fedweave.config import config_to_dict
+                from fedweave.influence.base import ScoredRun
+                from fedweave.workflows.prune import score
 
-            run = ScoredRun.open(target, list(set_ or []), list(imports or []))
-            scores, seconds = score(run, scorer)
-            meta = {"scorer": scorer, "seconds": seconds, "run": str(target),
-                    "influence": config_to_dict(run.config)["influence"]}
-            path = write_scores(folder, scores, meta)
+                run = ScoredRun.open(target, list(set_ or []), list(imports or []))
+                scores, seconds = score(run, scorer)
+                meta = {"scorer": scorer, "seconds": seconds, "run": str(target),
+                        "influence": config_to_dict(run.config)["influence"]}
+                path = write_scores(folder, scores, meta)
+        progress.stage_done("score", meta["seconds"])
     except UserError as exc:
         fail(str(exc), 2)
         return

@@ -1,10 +1,18 @@
 """What ``fedweave run`` prints while it runs: the run directory at the start, then per
 evaluated round either a live bar (on a terminal) or one plain, flushed line (through a pipe,
-``nohup``, Slurm: ``stderr`` is not a TTY), with seconds per round, ETA and simulated time."""
+``nohup``, Slurm: ``stderr`` is not a TTY), with seconds per round, ETA and simulated time.
+
+The multi-stage commands (``fedweave prune``, ``distill``, ``influence``) print the same way
+through ``PipelineProgress``: the run directory first, then per stage a start line, its rounds
+(the same bar or lines as ``run``) or its steps (batches, epochs: a bar on a terminal, one line
+per step off it) and an end line; on SIGINT/SIGTERM ``stopped`` names the stage and the command
+that resumes it."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
 from fedweave.callbacks import Callback
+from fedweave.workflows.stages import StageListener
 
 if TYPE_CHECKING:
     from fedweave.callbacks import RunResult, RunView
@@ -57,8 +66,9 @@ def round_line(row: dict[str, Any], total: int, per_round: float, eta: float,
 class TerminalProgress(Callback):
     """Prints the run directory, then the live bar or one line per evaluated round."""
 
-    def __init__(self, console: Console, show_rounds: bool = True) -> None:
-        self.console, self.show_rounds = console, show_rounds
+    def __init__(self, console: Console, show_rounds: bool = True,
+                 announce: bool = True) -> None:
+        self.console, self.show_rounds, self.announce = console, show_rounds, announce
         self.live = console.is_terminal
         self.bar: Progress | None = None
         self.task: Any = None
@@ -72,7 +82,7 @@ class TerminalProgress(Callback):
 
     def on_start(self, runner: RunView) -> None:
         self.t0, self.first = time.perf_counter(), runner.start_round
-        if runner.run_dir is not None:
+        if runner.run_dir is not None and self.announce:
             self.run_dir = runner.run_dir.path
             verb = f"resuming at round {runner.start_round}:" if runner.start_round \
                 else "run directory:"
@@ -133,3 +143,92 @@ class TerminalProgress(Callback):
 
     def on_failure(self, runner: RunView, exc: BaseException) -> None:
         self._stop()
+
+
+class PipelineProgress(StageListener):
+    """What a multi-stage command prints: the run directory first, each stage's start and end,
+    training stages' rounds through ``TerminalProgress`` and other stages' steps; ``callbacks``
+    are what every training stage gets (the round display and the stop on a signal)."""
+
+    def __init__(self, console: Console, command: str, show_rounds: bool = True) -> None:
+        from fedweave.interrupt import StopOnSignal
+
+        self.console, self.command = console, command
+        self.rounds = TerminalProgress(console, show_rounds=show_rounds, announce=False)
+        self.stop = StopOnSignal(lambda name: self.say(
+            f"{name}: stopping after this round (again to stop at once)"))
+        self.live = console.is_terminal
+        self.root: Path | None = None
+        self.stage: str | None = None
+        self.index = self.total = 0
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        return [self.rounds, self.stop]
+
+    def say(self, text: str) -> None:
+        self.rounds.say(text)
+
+    def pipeline_start(self, root: Path, stages: list[str], done: list[str],
+                       resumed: bool = False) -> None:
+        self.root = root
+        self.say(f"{'resuming' if resumed else 'run directory:'} {root}")
+        if len(stages) > 1:
+            marks = [f"{s} (done)" if s in done else s for s in stages]
+            self.say("stages: " + " → ".join(marks))
+
+    def stage_start(self, name: str, index: int, total: int, resume: bool) -> None:
+        self.stage, self.index, self.total = name, index, total
+        self.say(f"[{index}/{total}] {name}" + (" (resuming)" if resume else ""))
+
+    def stage_step(self, name: str, done: int, total: int, text: str = "") -> None:
+        if not self.live:
+            self.say(f"[{self.index}/{self.total}] {name} {done}/{total} {text}".rstrip())
+            return
+        if self.bar is None:
+            self.bar = Progress(TextColumn(f"{name} {{task.completed}}/{{task.total}}"),
+                                BarColumn(), TextColumn("{task.description}"),
+                                TimeElapsedColumn(), console=self.console, transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=total)
+        self.bar.update(self.task, completed=done, description=text)
+
+    def _stop_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def stage_done(self, name: str, seconds: float) -> None:
+        self._stop_bar()
+        self.say(f"[{self.index}/{self.total}] {name} done in {clock(seconds)}")
+        self.stage = None
+
+    def stopped(self, how: str) -> None:
+        """After a signal (``how``: e.g. "SIGINT"): which stage stopped, how to resume."""
+        self._stop_bar()
+        self.rounds._stop()
+        where = f" in stage {self.stage}" if self.stage else ""
+        if self.root is None:
+            self.say(f"interrupted ({how}) before the run directory was made")
+            return
+        self.say(f"interrupted ({how}){where} — resume with: {self.command} --resume "
+                 f"{self.root}")
+
+
+@contextmanager
+def interruptible(progress: PipelineProgress) -> Iterator[None]:
+    """Run a multi-stage command's work: on SIGINT/SIGTERM (after the round in a training
+    stage, at once elsewhere) print the stage and the resume line and exit 130 / 143."""
+    import typer
+
+    from fedweave.interrupt import Interrupted, Signalled, signal_name, stop_at_once
+
+    try:
+        with stop_at_once():
+            yield
+    except (Interrupted, Signalled, KeyboardInterrupt) as exc:
+        progress.stopped(signal_name(exc))
+        code = exc.exit_code if isinstance(exc, Interrupted | Signalled) else 130
+        raise typer.Exit(code) from None

@@ -19,6 +19,9 @@ def prune_cmd(
     train_ratio: Annotated[float, typer.Option("--train-ratio",
                                                help="fraction of each node's data kept")] = 0.5,
     keep: Annotated[str, typer.Option("--keep", help="top (most helpful) or lowest")] = "top",
+    balance: Annotated[str, typer.Option(
+        "--balance", help="class: keep the ratio within each class of every node; none: the "
+                          "node's best scores whatever their class")] = "class",
     stage1: Annotated[Path | None, typer.Option(
         "--stage1", help="reuse this finished run as stage 1 instead of training CONFIG")] = None,
     set_: SetOpt = None,
@@ -26,7 +29,12 @@ def prune_cmd(
     resume: Annotated[Path | None, typer.Option("--resume", help="continue a prune dir")] = None,
     imports: ImportOpt = None,
 ) -> None:
-    """Two-stage pruning: stage 1 on all data → scores → stage 2 on the kept samples."""
+    """Two-stage pruning: stage 1 on all data → scores → stage 2 on the kept samples.
+
+    Prints the run directory first, then each stage (training rounds as in ``fedweave run``).
+    Ctrl-C or SIGTERM stops (after the current round in a training stage) with the line that
+    resumes it (exit 130 / 143)."""
+    from fedweave.cli.progress import PipelineProgress, interruptible
     from fedweave.influence import SCORERS
     from fedweave.plugins import load_config
     from fedweave.workflows.prune import PrunePipeline
@@ -55,16 +63,22 @@ def prune_cmd(
                 cfg = load_config(stage1 / "config.yaml", overrides, imports or [])
             else:
                 cfg = load_config(config, overrides, imports or [])
-            prune = PrunePipeline(cfg, scorer, train_ratio, keep, stage1)
+            prune = PrunePipeline(cfg, scorer, train_ratio, keep, stage1, balance)
             pipe = prune.create()
-        results = pipe.run()
-        summary = prune.finish(pipe, results)
+        progress = PipelineProgress(console, "fedweave prune",
+                                    show_rounds=prune.config.output.progress or resume is not None)
+        pipe.listener, pipe.callbacks = progress, progress.callbacks
+        with interruptible(progress):
+            results = pipe.run()
+            summary = prune.finish(pipe, results)
     except UserError as exc:
         fail(str(exc), 2)
         return
     s1, s2 = summary["stage1"]["final"], summary["stage2"]["final"]
     kept = summary["samples_kept"]
     console.print(f"stage 1 test acc {s1.get('test_acc', float('nan')):.4f}  ·  stage 2 "
-                  f"({prune.scorer}, {prune.keep} {prune.ratio:g}: {kept.get('total')}/"
+                  f"({prune.scorer}, {prune.keep} {prune.ratio:g}, balance {prune.balance}: "
+                  f"{kept.get('total')}/"
                   f"{kept.get('total_of')} samples) test acc "
-                  f"{s2.get('test_acc', float('nan')):.4f}  →  {pipe.root}", highlight=False)
+                  f"{s2.get('test_acc', float('nan')):.4f}  →  {pipe.root}", highlight=False,
+                  soft_wrap=True, markup=False)

@@ -14,7 +14,8 @@ from fedweave.errors import UserError
 
 @app.command("report")
 def report_cmd(
-    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="run directories, sweep folders, fedweave prune / distill directories")],
     out: Annotated[Path, typer.Option(
         "--out", help="folder for plots + HTML (the run directories are only read)")
     ] = Path("report"),

@@ -32,8 +32,9 @@ class SyntheticConfig(Section):
 
 
 class PruneConfig(Section):
-    """Data pruning by per-sample scores (stage 2 of ``fedweave prune``): each node keeps the
-    ⌈ratio · n_i⌉ training samples with the highest (or lowest) score, in shard order."""
+    """Data pruning by per-sample scores (stage 2 of ``fedweave prune``): each node keeps
+    ⌈ratio · n_i⌉ training samples with the highest (or lowest) score, in shard order — by
+    default the ratio within each of its classes (``fedweave.data.prune``)."""
 
     scores: Path | None = Field(None, description="a scores.csv (node,index,score; higher = "
                                 "more helpful) covering every training sample; null = no pruning")
@@ -41,6 +42,10 @@ class PruneConfig(Section):
                          "kept (rounded up)")
     keep: Literal["top", "lowest"] = Field("top", description="keep the highest scores (the "
                                            "most helpful) or the lowest (reference system 000)")
+    balance: Literal["class", "none"] = Field(
+        "class", description="class: keep the ratio within each class of every node (largest-"
+        "remainder rounding); none: the node's best scores whatever their class (may remove a "
+        "class; warned)")
 
 
 class DataConfig(Section):

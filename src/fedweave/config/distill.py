@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -59,6 +60,11 @@ class SynthesisConfig(Section):
                           "each iteration averages the loss of this many teachers drawn without "
                           "replacement, CE weighted by each teacher's class frequencies; 0 = "
                           "teachers cycled, one batch each, loss masked to the teacher's classes")
+    batches_from: Path | None = Field(
+        None, description="a finished distill run directory whose initial batches "
+        "(synthesize/batches/*.safetensors) are copied instead of synthesised — a second "
+        "student variant on the same synthetic data; its teachers must have been trained with "
+        "this config's teacher settings (they are reused too unless --teachers names others)")
 
     def resolved(self) -> dict[str, float]:
         """lr, iterations, tv, l2, bn, competition: the keys set here over the preset's."""

@@ -124,7 +124,7 @@ def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = N
         x=ds.train_x, y=y, test_x=ds.test_x, test_y=ds.test_y,
         num_classes=ds.num_classes,
         mean=ds.mean if cfg.normalize else None, std=ds.std if cfg.normalize else None,
-        train_idx=prune_shards(train_idx, cfg.prune), val_idx=val_idx, augment=cfg.augment,
+        train_idx=prune_shards(train_idx, cfg.prune, y), val_idx=val_idx, augment=cfg.augment,
         seed=seed, label_noise=flipped if cfg.label_noise else None, input_noise=noise,
         classes=list(ds.classes) if ds.classes else None,
     )

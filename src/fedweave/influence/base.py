@@ -1,9 +1,13 @@
 """Influence scorers: the protocol, the registry and what a scorer reads from a finished run.
 
-One sign convention everywhere: **higher = more helpful** — removing the sample would raise
-the validation loss (for the difficulty scores EL2N and forgetting, higher = harder, which
-their papers keep). Scores are per training sample, keyed by node and *global* training index
-(``scores.csv``: ``node,index,score``); DICE also scores every (node, step) batch.
+One orientation for every scorer: **higher = more helpful to keep**. For the influence scores
+(if_ekfac, if_exact, tracin, dice, loo) removing a high-scoring sample would raise the
+validation loss; the difficulty scores are negated into it (EL2N: −error norm, forgetting:
+−forgetting events, −∞ when never learned), so a mislabeled sample ranks least helpful under
+every scorer and ``data.prune.keep: top`` keeps what the scores recommend (the difficulty
+papers' "keep the hardest" is ``keep: lowest``). Scores are per training sample, keyed by
+node and *global* training index (``scores.csv``: ``node,index,score``); DICE also scores
+every (node, step) batch.
 
 The validation loss is over a whole split, never one batch (``influence.validation``):
 ``global`` is the union of every node's validation split, ``node`` the scored sample's own

@@ -4,10 +4,13 @@
 
 early in training (θ_e after ``influence.el2n.epochs`` rounds, default ⌈rounds/10⌉), averaged
 over ``influence.el2n.runs`` independent short runs of the same config: the same partition and
-corruption, another initialisation and batch order from (seed, "el2n", run). The paper keeps
-the highest scores (the hard samples; half of CIFAR-10 prunes without loss), so higher = kept
-here too. Hard includes mislabeled: with label noise the highest EL2N scores are the flipped
-samples, and ``--keep lowest`` drops them.
+corruption, another initialisation and batch order from (seed, "el2n", run).
+
+``scores.csv`` holds **score = −EL2N**, fedweave's one orientation (higher = more helpful to
+keep): a sample the early models already fit (small error) ranks above a hard one, and a
+mislabeled sample — the largest errors under label noise — ranks least helpful, as every
+influence scorer ranks it. The paper's own recipe keeps the *hardest* samples (the highest
+EL2N; half of CIFAR-10 prunes without loss on clean labels): that is ``--keep lowest`` here.
 """
 
 from __future__ import annotations
@@ -60,4 +63,5 @@ class EL2N(Scorer):
             params, buffers = short_run(run, k, "el2n", epochs)
             for j, e in enumerate(error_norms(run, params, buffers)):
                 totals[j] += e / opts.runs
-        return Scores.per_node(run.data, totals, {"runs": opts.runs, "epochs": epochs})
+        return Scores.per_node(run.data, [-t for t in totals],
+                               {"runs": opts.runs, "epochs": epochs, "score": "-EL2N"})

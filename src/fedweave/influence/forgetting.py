@@ -2,10 +2,15 @@
 Deep Neural Network Learning"): the number of forgetting events of each training sample —
 transitions from correctly to incorrectly classified between consecutive kept checkpoints
 (``output.keep: all``: every round), under its node's model (decentralized) or the global
-model — and ∞ for a sample never classified correctly. The paper keeps the most forgotten
-(unforgettable samples can be dropped), so higher = kept. Toneva et al. record the prediction
+model — and ∞ for a sample never classified correctly. Toneva et al. record the prediction
 each time the sample is in a minibatch; checkpoints give the epoch-level version, which works
 for federated runs too.
+
+``scores.csv`` holds **score = −events** (−∞ for a sample never learned), fedweave's one
+orientation (higher = more helpful to keep): an unforgettable sample ranks first, and the
+mislabeled samples — forgotten often or never learned — rank least helpful, as every influence
+scorer ranks them. The paper's own recipe drops the *unforgettable* samples and keeps the most
+forgotten: that is ``--keep lowest`` here.
 """
 
 from __future__ import annotations
@@ -42,4 +47,5 @@ class Forgetting(Scorer):
                 before[j] = correct
         for j in range(n):
             events[j][~learned[j]] = float("inf")
-        return Scores.per_node(run.data, events, {"checkpoints": rounds})
+        return Scores.per_node(run.data, [-e for e in events],
+                               {"checkpoints": rounds, "score": "-forgetting events"})

@@ -48,10 +48,12 @@ class RunRecord:
     topology: dict[str, Any] | None = None
     node_final: dict[str, float] = field(default_factory=dict)
     group: str | None = None
+    #: the name shown for a stage of a pipeline (``<pipeline>/<stage>``)
+    alias: str | None = None
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.alias or self.path.name
 
     @property
     def rounds(self) -> int:
@@ -198,9 +200,31 @@ def load_run(path: Path) -> RunRecord:
     return record
 
 
+def pipeline_stages(path: Path) -> list[RunRecord]:
+    """The stages with records of a ``fedweave prune`` or ``distill`` directory (its
+    ``pipeline.json``), in stage order, named ``<directory>/<stage>``."""
+    state = _read_json(path / "pipeline.json")
+    order = list(state.get("stages", {})) if isinstance(state, dict) and isinstance(
+        state.get("stages"), dict) else []
+    found = sorted((p for p in path.iterdir() if (p / "metrics.csv").is_file()),
+                   key=lambda p: (order.index(p.name) if p.name in order else len(order),
+                                  p.name))
+    if not found:
+        kind = state.get("kind", "pipeline") if isinstance(state, dict) else "pipeline"
+        raise UserError(f"{path}: a {kind} directory with no stage that has records yet; "
+                        "report it once a training stage has run")
+    out = []
+    for stage in found:
+        record = load_run(stage)
+        record.alias = f"{path.name}/{stage.name}"
+        out.append(record)
+    return out
+
+
 def collect(paths: Iterable[Path]) -> tuple[list[RunRecord], list[dict[str, Any]]]:
-    """The runs named by ``paths`` (run dirs, sweep folders, folders of runs) and the sweeps
-    among them (their ``sweep.json``)."""
+    """The runs named by ``paths`` (run dirs, sweep folders, folders of runs, ``fedweave
+    prune`` / ``distill`` directories: their stages) and the sweeps among them (their
+    ``sweep.json``)."""
     runs: list[RunRecord] = []
     sweeps: list[dict[str, Any]] = []
     for path in paths:
@@ -215,6 +239,9 @@ def collect(paths: Iterable[Path]) -> tuple[list[RunRecord], list[dict[str, Any]
                     record = load_run(run_path)
                     record.group = str(point.get("label"))
                     runs.append(record)
+            continue
+        if (path / "pipeline.json").is_file():
+            runs += pipeline_stages(path)
             continue
         if (path / "config.yaml").is_file():
             runs.append(load_run(path))

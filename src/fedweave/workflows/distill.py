@@ -16,6 +16,14 @@ the test set) → ``baseline-real`` / ``baseline-noise``. A killed pipeline resu
 stopped: finished batches are read back, never regenerated, and the student continues from its
 last epoch checkpoint, to the same numbers. ``teachers_from`` reuses the teachers of another
 distill run whose teacher settings (data, model, train, rounds, seed) are the same.
+
+``distill.synthesis.batches_from: RUN_DIR`` reuses another distill run's initial batches
+(reference system 003's ``initial.save_path`` flow: synthesise once, train several student
+variants): the synthesize stage copies that run's first ``initial_batches`` batch files
+(safetensors, byte for byte) instead of synthesising, after checking that its teachers were
+trained with this config's teacher settings; those teachers are reused too unless
+``teachers_from`` names others of the same settings. The student then trains exactly as on
+batches it had made itself (the adaptive batches of later epochs are made afresh).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from fedweave.algorithms.oneshot.synthetic import (
     write_index,
     write_set,
 )
+from fedweave.callbacks import Callback
 from fedweave.config import Config
 from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import build_federated_data
@@ -62,11 +71,12 @@ from fedweave.rng import derive_seed
 from fedweave.training.select import resolve_device
 from fedweave.training.threads import apply_threads, cores
 from fedweave.version import __version__
-from fedweave.workflows.stages import Pipeline, Stage, StageContext, train_stage
+from fedweave.workflows.stages import Pipeline, Stage, StageContext, StageListener, train_stage
 from fedweave.workflows.teachers import (
     TEACHERS_FILE,
     copy_teachers,
     evaluate_teachers,
+    matching_teachers,
     read_teachers,
     teacher_config,
     teacher_fingerprint,
@@ -93,7 +103,11 @@ class Distillation:
                  log: Log | None = None) -> None:
         self.config, self.cfg = config, config.distill
         self.log: Log = log or (lambda _msg: None)
-        self.teachers_from = teachers_from
+        self.batches_from = config.distill.synthesis.batches_from
+        if self.batches_from is not None:
+            matching_teachers(Path(self.batches_from), teacher_fingerprint(config),
+                              "distill.synthesis.batches_from")
+        self.teachers_from = teachers_from if teachers_from is not None else self.batches_from
         if config.launcher.name != "single":
             raise UserError("launcher.name=distributed: fedweave distill runs in one process; "
                             "set launcher.name=single")
@@ -239,7 +253,42 @@ class Distillation:
         return algo.best_models()
 
     # ------------------------------------------------------------------ stage: synthesize
+    def reuse_batches(self, sc: StageContext, src: Path) -> dict[str, Any]:
+        """Copy the first ``initial_batches`` batch files of the distill run ``src``."""
+        import shutil
+
+        total, key = self.cfg.synthesis.initial_batches, "distill.synthesis.batches_from"
+        folder, theirs = sc.dir / "batches", src / "synthesize" / "batches"
+        folder.mkdir(parents=True, exist_ok=True)
+        shape, images_count = tuple(self.data.input_shape), 0
+        for b in range(total):
+            found = read_batch(batch_path(theirs, b))
+            if found is None:
+                raise UserError(f"{key} {src}: {batch_path(theirs, b).name} is missing or "
+                                f"damaged ({b} of the {total} initial batches are there); lower "
+                                "distill.synthesis.initial_batches or finish that run")
+            images, labels = found
+            images_count += len(labels)
+            if tuple(images.shape[1:]) != shape or int(labels.max()) >= self.data.num_classes:
+                raise UserError(f"{key} {src}: its images are {tuple(images.shape[1:])} with "
+                                f"labels up to {int(labels.max())}; this data set needs "
+                                f"{shape} and {self.data.num_classes} classes")
+            if read_batch(batch_path(folder, b)) is None:
+                tmp = batch_path(folder, b).with_name(f".{batch_path(folder, b).name}.tmp")
+                shutil.copyfile(batch_path(theirs, b), tmp)
+                tmp.replace(batch_path(folder, b))
+            sc.step(b + 1, total, "batches reused")
+        index = theirs / "index.json"
+        settings = json.loads(index.read_text()).get("settings") if index.is_file() else None
+        summary = {"batches": total, "generated": 0, "reused": total,
+                   "images": images_count,
+                   "reused_from": str(src), "settings": settings}
+        write_index(folder, summary)
+        return summary
+
     def stage_synthesize(self, sc: StageContext) -> dict[str, Any]:
+        if self.batches_from is not None:
+            return self.reuse_batches(sc, Path(self.batches_from))
         apply_threads(self.threads)
         inv = self.inversion(sc.pipeline.root, adaptive=False)
         folder = sc.dir / "batches"
@@ -251,7 +300,7 @@ class Distillation:
             ids = list(range(start, min(total, start + group)))
             _, new = self.make_batches(inv, folder, ids)
             made += new
-            self.log(f"synthesize: {ids[-1] + 1}/{total} batches")
+            sc.step(ids[-1] + 1, total, "batches")
         summary = {"batches": total, "generated": made, "reused": total - made,
                    "images": total * self.cfg.synthesis.batch_size,
                    "settings": dataclasses.asdict(inv.s),
@@ -345,8 +394,8 @@ class Distillation:
                 run_dir.checkpoints.save(
                     epoch + 1, flatten({"student": student.state(), "best": best_state}),
                     {"best": best, "history": history, "wall_s": wall}, score=val[1])
-                self.log(f"{kind}: epoch {epoch + 1}/{cfg.epochs}  test acc {test[1]:.3f}  "
-                         f"val acc {val[1]:.3f}  pool {len(pool)}")
+                sc.step(epoch + 1, cfg.epochs, f"epochs  test acc {test[1]:.3f}  val acc "
+                        f"{val[1]:.3f}  pool {len(pool)}")
             summary = {"test_acc": best.get("test_acc"), "val_acc": best.get("val_acc"),
                        "epoch": best.get("epoch"), "selected_by": "val_acc",
                        "final": history[-1] if history else {}, "images": len(pool),
@@ -403,8 +452,12 @@ def _summary(root: Path, pipe: Pipeline, results: dict[str, dict[str, Any]],
 
 
 def distill(config: Config | None = None, *, resume: Path | None = None,
-            teachers_from: Path | None = None, log: Log | None = None) -> DistillResult:
-    """Run (or resume) a distill pipeline; returns its run directory and summary."""
+            teachers_from: Path | None = None, log: Log | None = None,
+            listener: StageListener | None = None, callbacks: list[Callback] | None = None
+            ) -> DistillResult:
+    """Run (or resume) a distill pipeline; returns its run directory and summary.
+    ``listener`` hears the stages' progress (``fedweave.workflows.stages``), ``callbacks``
+    ride along the teachers' training run."""
     from fedweave.plugins import load_config
 
     if resume is not None:
@@ -420,6 +473,9 @@ def distill(config: Config | None = None, *, resume: Path | None = None,
         assert config is not None
         run = Distillation(config, teachers_from, log)
         pipe = Pipeline.create(config, run.stages(), kind="distill")
+    if listener is not None:
+        pipe.listener = listener
+    pipe.callbacks = list(callbacks or [])
     results = pipe.run()
     summary = _summary(pipe.root, pipe, results, config)
     lock = DirectoryLock(pipe.root, "pipeline run directory").acquire()

@@ -11,7 +11,9 @@ one row per node and step), ``meta.json`` (options, seconds, checkpoints used) a
    stays scorable later; with ``--scorer dice`` the DICE hook rides along (a resumed stage 1
    is scored by replay instead);
 2. ``score``: ``stage1/influence/<scorer>/scores.csv``;
-3. ``stage2``: the same config with ``data.prune`` = those scores, the ratio and the side kept,
+3. ``stage2``: the same config with ``data.prune`` = those scores, the ratio, the side kept
+   and the balance (``class``: the ratio within each class of every node, the default;
+   ``none``: the node's best scores whatever their class, warned when a class disappears),
    everything else identical (seeds, shuffling: a ratio of 1 reproduces stage 1 bit for bit);
 4. ``compare``: ``comparison.png`` (both stages' loss and accuracy curves).
 
@@ -98,9 +100,11 @@ def stage1_config(config: Config) -> Config:
     return validate_config(data)
 
 
-def stage2_config(config: Config, scores: Path, ratio: float, keep: str) -> Config:
+def stage2_config(config: Config, scores: Path, ratio: float, keep: str,
+                  balance: str = "class") -> Config:
     data = config_to_dict(config)
-    data["data"]["prune"] = {"scores": str(scores.resolve()), "ratio": ratio, "keep": keep}
+    data["data"]["prune"] = {"scores": str(scores.resolve()), "ratio": ratio, "keep": keep,
+                             "balance": balance}
     return validate_config(data)
 
 
@@ -108,16 +112,18 @@ class PrunePipeline:
     """The stages of ``fedweave prune`` for one config, scorer, ratio and side kept."""
 
     def __init__(self, config: Config, scorer: str, ratio: float, keep: str,
-                 stage1: Path | None = None) -> None:
+                 stage1: Path | None = None, balance: str = "class") -> None:
         SCORERS.get(scorer)
         if not 0 < ratio <= 1:
             raise UserError(f"--train-ratio {ratio}: must lie in (0, 1]")
+        if balance not in ("class", "none"):
+            raise UserError(f"--balance {balance}: choose class or none")
         self.config, self.scorer, self.ratio, self.keep = config, scorer, ratio, keep
-        self.stage1 = stage1
+        self.stage1, self.balance = stage1, balance
 
     def options(self) -> dict[str, Any]:
         return {"scorer": self.scorer, "train_ratio": self.ratio, "keep": self.keep,
-                "stage1": str(self.stage1) if self.stage1 else None}
+                "balance": self.balance, "stage1": str(self.stage1) if self.stage1 else None}
 
     def stages(self) -> list[Stage]:
         return [Stage("stage1", self.run_stage1), Stage("score", self.run_score),
@@ -156,7 +162,8 @@ class PrunePipeline:
 
     def run_stage2(self, sc: StageContext) -> dict[str, Any]:
         scores = Path(sc.results["score"]["scores"])
-        result = train_stage(sc, stage2_config(self.config, scores, self.ratio, self.keep))
+        result = train_stage(sc, stage2_config(self.config, scores, self.ratio, self.keep,
+                                               self.balance))
         return result.summary
 
     def run_compare(self, sc: StageContext) -> dict[str, Any]:
@@ -189,9 +196,12 @@ class PrunePipeline:
         scorer, keep = field(opts, "scorer", str, opts_file, fix), field(opts, "keep", str,
                                                                           opts_file, fix)
         ratio = field(opts, "train_ratio", float, opts_file, fix)
-        if keep not in ("top", "lowest") or not 0 < ratio <= 1:
-            raise UserError(f"{opts_file}: damaged (keep {keep!r}, train_ratio {ratio}); {fix}")
-        self = cls(config, scorer, ratio, keep, stage1)
+        balance = opts.get("balance", "none")  # directories written before balancing: none
+        if keep not in ("top", "lowest") or not 0 < ratio <= 1 or balance not in ("class",
+                                                                                 "none"):
+            raise UserError(f"{opts_file}: damaged (keep {keep!r}, train_ratio {ratio}, "
+                            f"balance {balance!r}); {fix}")
+        self = cls(config, scorer, ratio, keep, stage1, balance)
         return self, Pipeline.open(root, self.stages())
 
     def finish(self, pipe: Pipeline, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -200,6 +210,7 @@ class PrunePipeline:
         state = field(read_json(root / "pipeline.json"), "stages", dict, root / "pipeline.json")
         kept = self._kept(root)
         summary = {"scorer": self.scorer, "train_ratio": self.ratio, "keep": self.keep,
+                   "balance": self.balance,
                    "stage1": {"final": results["stage1"].get("final", {})},
                    "stage2": {"final": results["stage2"].get("final", {})},
                    "samples_kept": kept,

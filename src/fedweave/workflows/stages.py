@@ -12,6 +12,11 @@ Stages run in order; a finished stage is never run again, the stage that was run
 pipeline was killed resumes from its own checkpoint (``StageContext.resume``), later stages
 start fresh. The root folder is locked for the pipeline's lifetime. Examples: train → score →
 prune → retrain (data influence), teachers → synthesize → student (one-shot distillation).
+
+What a command shows while the stages run goes through ``Pipeline.listener`` (a
+``StageListener``: the pipeline's folder first, each stage's start, steps and end; the CLI's
+``fedweave.cli.progress.PipelineProgress`` prints them) and ``Pipeline.callbacks`` (run
+callbacks given to every training stage: the round bar or lines, the stop on SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
@@ -36,6 +41,24 @@ from fedweave.runner import Result, Runner, resume_config
 STATE_FILE = "pipeline.json"
 
 
+class StageListener:
+    """Hears a pipeline's progress; every method does nothing by default."""
+
+    def pipeline_start(self, root: Path, stages: list[str], done: list[str],
+                       resumed: bool = False) -> None:
+        """Before the first stage: the folder, every stage's name, those already done and
+        whether an earlier invocation started this pipeline."""
+
+    def stage_start(self, name: str, index: int, total: int, resume: bool) -> None:
+        """Stage ``index`` (1-based) of ``total`` begins (``resume``: it was interrupted)."""
+
+    def stage_step(self, name: str, done: int, total: int, text: str = "") -> None:
+        """``done`` of the stage's ``total`` steps (batches, epochs, ...) are finished."""
+
+    def stage_done(self, name: str, seconds: float) -> None:
+        """The stage finished in ``seconds``."""
+
+
 @dataclass
 class StageContext:
     """What a stage function gets: its folder, whether it is resuming, earlier summaries."""
@@ -45,6 +68,10 @@ class StageContext:
     dir: Path
     resume: bool
     results: dict[str, dict[str, Any]]
+
+    def step(self, done: int, total: int, text: str = "") -> None:
+        """Report ``done`` of ``total`` steps of this stage to the pipeline's listener."""
+        self.pipeline.listener.stage_step(self.name, done, total, text)
 
 
 @dataclass
@@ -61,6 +88,10 @@ class Pipeline:
     stages: Sequence[Stage]
     config: Config | None = None
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: what the stages report to (a command's progress display)
+    listener: StageListener = field(default_factory=StageListener)
+    #: run callbacks every training stage gets (progress, stop on a signal)
+    callbacks: list[Callback] = field(default_factory=list)
 
     @classmethod
     def create(cls, config: Config, stages: Sequence[Stage], kind: str = "pipeline"
@@ -97,19 +128,25 @@ class Pipeline:
         try:
             results = {name: s["summary"] for name, s in self.status.items()
                        if s.get("status") == "done"}
-            for stage in self.stages:
+            self.listener.pipeline_start(self.root, [s.name for s in self.stages],
+                                         [s.name for s in self.stages if s.name in results],
+                                         bool(self.status))
+            for index, stage in enumerate(self.stages, 1):
                 if stage.name in results:
                     continue
                 resume = self.status.get(stage.name, {}).get("status") == "running"
                 self.status[stage.name] = {"status": "running", "started": time.time()}
                 self._write()
+                self.listener.stage_start(stage.name, index, len(self.stages), resume)
                 t0 = time.perf_counter()
                 summary = stage.run(StageContext(self, stage.name, self.root / stage.name,
                                                  resume, results))
                 results[stage.name] = summary
+                seconds = time.perf_counter() - t0
                 self.status[stage.name] = {"status": "done", "summary": summary,
-                                           "wall_s": time.perf_counter() - t0}
+                                           "wall_s": seconds}
                 self._write()
+                self.listener.stage_done(stage.name, seconds)
             atomic_write(self.root / "summary.json", json.dumps(
                 {"stages": results, "wall_s": {n: s.get("wall_s") for n, s in
                                                self.status.items()}}, indent=2, default=str))
@@ -120,9 +157,11 @@ class Pipeline:
 
 def train_stage(sc: StageContext, config: Config, data: FederatedData | None = None,
                 callbacks: Iterable[Callback] = ()) -> Result:
-    """Run (or resume) one training run in the stage's folder."""
+    """Run (or resume) one training run in the stage's folder (with the pipeline's run
+    callbacks: progress, stop on a signal)."""
     from fedweave.records.rundir import RunDirectory
 
+    callbacks = [*callbacks, *sc.pipeline.callbacks]
     if sc.resume and (sc.dir / "config.yaml").is_file():
         run_dir = RunDirectory.open(sc.dir)
         try:

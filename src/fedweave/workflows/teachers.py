@@ -69,24 +69,32 @@ def read_teachers(path: Path, template: nn.Module, device: torch.device) -> Teac
     return Teachers(template, params, buffers, t["mask"].bool(), freq)
 
 
-def copy_teachers(src: Path, folder: Path, fingerprint: dict[str, Any]) -> Path:
-    """Copy the teachers of the distill run ``src`` into ``folder`` if they were trained with
-    the same settings (``fingerprint``); returns the file copied."""
+def matching_teachers(src: Path, fingerprint: dict[str, Any], option: str = "--teachers"
+                      ) -> Path:
+    """The teachers file of the distill run ``src`` if they were trained with the settings
+    ``fingerprint``; ``UserError`` naming ``option`` otherwise."""
     for candidate in (src / "teachers" / TEACHERS_FILE, src / TEACHERS_FILE):
         if candidate.is_file():
             break
     else:
-        raise UserError(f"--teachers {src}: no trained teachers there (expected "
+        raise UserError(f"{option} {src}: no trained teachers there (expected "
                         f"{src}/teachers/{TEACHERS_FILE}, from a finished teachers stage)")
     try:
         with safe_open(str(candidate), "pt") as f:
             theirs = json.loads((f.metadata() or {})["fingerprint"])
     except (SafetensorError, OSError, ValueError, KeyError):
-        raise UserError(f"--teachers {src}: {candidate} is damaged") from None
+        raise UserError(f"{option} {src}: {candidate} is damaged") from None
     if theirs != fingerprint:
         key = first_difference(theirs, fingerprint)
-        raise UserError(f"--teachers {src}: those teachers were trained with another {key} "
+        raise UserError(f"{option} {src}: those teachers were trained with another {key} "
                         "than this config; use the same teacher settings or train new ones")
+    return candidate
+
+
+def copy_teachers(src: Path, folder: Path, fingerprint: dict[str, Any]) -> Path:
+    """Copy the teachers of the distill run ``src`` into ``folder`` if they were trained with
+    the same settings (``fingerprint``); returns the file copied."""
+    candidate = matching_teachers(src, fingerprint)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(candidate, folder / TEACHERS_FILE)
     return candidate
