@@ -36,6 +36,7 @@ from pydantic import Field
 from fedweave.aggregators import build_aggregator
 from fedweave.algorithms.base import Algorithm, RoundResult
 from fedweave.algorithms.decentralized.exchange import Exchange
+from fedweave.algorithms.decentralized.lookahead import GradientCache
 from fedweave.algorithms.decentralized.timing import Timing
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
@@ -43,11 +44,12 @@ from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
 from fedweave.robust.attacks import attack_record
 from fedweave.robust.peers import NeighbourRule, down_nodes
+from fedweave.sim.scheduler import EPS
 from fedweave.topology import plot_graph, spectral_gap
 from fedweave.training.batches import batch_schedule, batch_width
 from fedweave.training.objectives import L2, Objective
 from fedweave.training.optim import FunctionalOptimizer
-from fedweave.training.protocol import Batches
+from fedweave.training.protocol import Batches, StepOutput
 
 
 class DecentralizedConfig(AlgorithmConfig):
@@ -143,6 +145,8 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         self.objective = Objective(terms=(L2(l2),) if l2 else ())
         self._batches: dict[int, Batches] = {}
         self._gathered: tuple[torch.Tensor, Buffers] | None = None
+        #: asynchronous clock: gradients of later steps with the same key (``lookahead.py``)
+        self.ahead = GradientCache()
         self.init_state()
         self._init_outbox()
 
@@ -209,14 +213,13 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         lr = torch.zeros(self.rows, 1, dtype=dtype, device=dev)
         active = torch.zeros(self.rows, dtype=torch.bool, device=dev)
         stepping = torch.zeros(self.n, dtype=torch.bool)
+        stepping_all = torch.stack([m for m, _, _ in groups]).any(0) if self.async_ else None
         for mask, epoch, t in groups:
             stepping |= mask
             held = mask[lo:hi].to(dev)
             if not bool(held.any()):
                 continue
-            bt = self.batches(epoch)
-            out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
-                                    held, (epoch, t), self.nodes, self.objective.data)
+            out = self._group_grads(held, epoch, t, stepping_all)
             everyone = len(groups) == 1 and bool(held.all())
             if everyone:
                 g = out.grads
@@ -259,6 +262,56 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
             for observer in self.observers:
                 observer(self, info)
         return longest
+
+
+    def _group_grads(self, held: torch.Tensor, epoch: int, t: int,
+                     stepping: torch.Tensor | None) -> StepOutput:
+        """The engine's gradients of the ``held`` rows for step key (epoch, t); on the
+        asynchronous clock also of the companions that take the same step later in the round,
+        kept until their own event (``lookahead.py``; the same numbers, fewer engine calls)."""
+        bt = self.batches(epoch)
+        key = (epoch, t)
+        look = self._companions(key, stepping) if stepping is not None else []
+        cached = self.ahead.usable(held, key, self.x) if self.ahead.rows else []
+        if not look and not cached:
+            self.ahead.calls += 1
+            return self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                     held, key, self.nodes, self.objective.data)
+        need = held.clone()
+        need[cached] = False
+        out = None
+        if bool(need.any()):
+            compute = need.clone()
+            compute[look] = True
+            out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                    compute, key, self.nodes, self.objective.data)
+            self.ahead.calls += 1
+            if look:
+                self.ahead.keep(look, key, self.x, out)
+                if out.buffers:  # the companions' buffers are written at their own step
+                    kept = {k: v.clone() for k, v in out.buffers.items()}
+                    for k, v in kept.items():
+                        v[look] = self.buffers[k][look]
+                    out.buffers = kept
+        out, _ = self.ahead.take(cached, out, self.x, self.buffers)
+        return out
+
+
+    def _companions(self, key: tuple[int, int], stepping: torch.Tensor) -> list[int]:
+        """Held rows not stepping now whose next step has ``key`` and comes before this
+        round's end (asynchronous clock only)."""
+        end = self._look_end
+        if end is None or not self.ahead.enabled:
+            return []
+        lo, hi = self.part.lo, self.part.hi
+        k = self.steps_done[lo:hi]
+        same = (k // self.S == key[0]) & (k % self.S == key[1]) & ~stepping[lo:hi]
+        out = []
+        for row in torch.nonzero(same).flatten().tolist():
+            if row not in self.ahead.rows and \
+                    self._step_time(lo + row, int(k[row])) <= end * (1 + EPS):
+                out.append(row)
+        return out
 
 
     def round(self, r: int) -> RoundResult:
