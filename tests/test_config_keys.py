@@ -92,6 +92,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "clock.swap_timeout": ([*DEC, "clock.bandwidth_up=1e3"], 1.0),
     "clock.train_fraction": ([*DEC, "clock.asynchronous=true"], 0.5),
     "clock.phase": ([*DEC, "clock.asynchronous=true", "clock.train_fraction=0.5"], "random"),
+    "clock.latency_jitter": ([*DEC, "clock.asynchronous=true", "clock.latency_s=0.01"], 0.2),
     "clock.deadline_s": (["clock.speeds=[1,1,1,0.05]"], 1.0),
     "clock.message_corruption": ([], 0.5),
     "clock.corrupt_nodes": (["clock.message_corruption=0.7"], [0]),

@@ -4,6 +4,8 @@ whose links all stay down."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -55,3 +57,37 @@ def test_peers_that_drift_apart_step_one_row_per_engine_call():
     assert stepping_together(peers("clock.speed_sigma=0.2"), 3) == 1
     assert stepping_together(peers(), 3) == 3  # equal clocks step together
     assert stepping_together(peers("clock.asynchronous=false", "clock.speed_sigma=0.2"), 3) == 3
+
+
+def arrivals(algo, slot: int = 0, sends: int = 40, gap: float = 0.01) -> list[float]:
+    """Arrival times of ``sends`` messages on one slot, sent ``gap`` seconds apart (the
+    sender's step counter advancing with each)."""
+    out = []
+    steps = torch.zeros(algo.n, dtype=torch.int64)
+    for k in range(sends):
+        steps[:] = k
+        out.append(float(algo.transport.arrival(torch.tensor([slot]), steps, k * gap)[0]))
+    return out
+
+
+def test_latency_jitter_is_seeded_and_reorders_arrivals():
+    jitter = peers("clock.latency_s=0.05", "clock.latency_jitter=0.1")
+    first = arrivals(Runner(jitter, None).algo)
+    assert first == arrivals(Runner(jitter, None).algo)  # the same draws every time
+    assert any(b < a for a, b in itertools.pairwise(first))  # overtaking
+    assert all(0.05 <= t - k * 0.01 <= 0.15 + 1e-9 for k, t in enumerate(first))
+    plain = arrivals(Runner(peers("clock.latency_s=0.05"), None).algo)
+    assert all(b > a for a, b in itertools.pairwise(plain))  # FIFO without jitter
+    other_seed = arrivals(Runner(peers("clock.latency_s=0.05", "clock.latency_jitter=0.1",
+                                       "seed=1"), None).algo)
+    assert other_seed != first
+    # the run itself moves: messages land at other steps
+    a, _ = two_rounds(jitter)
+    b, _ = two_rounds(peers("clock.latency_s=0.05"))
+    assert not torch.equal(a.x, b.x)
+
+
+def test_latency_jitter_needs_asynchronous_peers():
+    from fedweave.errors import UserError
+    with pytest.raises(UserError, match="latency_jitter"):
+        peers("clock.asynchronous=false", "clock.latency_jitter=0.1")

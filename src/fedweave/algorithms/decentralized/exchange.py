@@ -205,7 +205,7 @@ class Exchange(PeerGraph):
                          {k: v[ok.to(v.device)] for k, v in msg.items()})
             self._rejected(dest[~ok])
             return
-        self.transport.post(dest.tolist(), msg, now + self.transport.transfer(src))
+        self.transport.post(dest.tolist(), msg, self.transport.arrival(src, self.steps_done, now))
         self._deliver(now)
 
 
