@@ -91,3 +91,19 @@ def test_latency_jitter_needs_asynchronous_peers():
     from fedweave.errors import UserError
     with pytest.raises(UserError, match="latency_jitter"):
         peers("clock.asynchronous=false", "clock.latency_jitter=0.1")
+
+
+def test_a_node_whose_links_all_time_out_is_warned_about_once(tmp_path, caplog):
+    trace = tmp_path / "trace.csv"
+    trace.write_text("node,seconds_per_sample,bandwidth_up,bandwidth_down\n"
+                     "0,0.001,1e9,1e9\n1,0.001,1e9,1e9\n2,0.001,1e3,1e3\n3,0.001,1e9,1e9\n")
+    cfg = peers("data.nodes=4", f"clock.trace={trace}", "clock.swap_timeout=1.0",
+                "model.dropout=0")
+    algo = Runner(cfg, None).algo
+    with caplog.at_level("WARNING", logger="fedweave"):
+        for r in range(3):
+            algo.round(r)
+    lines = [rec.getMessage() for rec in caplog.records if "trains alone" in rec.getMessage()]
+    assert lines == ["node 2 trains alone from round 1: every link timed out "
+                     "(clock.swap_timeout=1 s is shorter than its exchanges take)"]
+    assert algo.alone == {2}

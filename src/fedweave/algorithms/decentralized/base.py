@@ -25,6 +25,7 @@ processes, so checkpoints do not depend on the number of processes.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
+from fedweave.distributed import is_writer
 from fedweave.robust.attacks import attack_record
 from fedweave.robust.peers import NeighbourRule, down_nodes
 from fedweave.sim.scheduler import EPS
@@ -101,6 +103,7 @@ class StepInfo:
 
 
 StepObserver = Callable[["DecentralizedAlgorithm", StepInfo], None]
+log = logging.getLogger("fedweave")
 
 
 
@@ -147,6 +150,8 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         self._gathered: tuple[torch.Tensor, Buffers] | None = None
         #: asynchronous clock: gradients of later steps with the same key (``lookahead.py``)
         self.ahead = GradientCache()
+        #: nodes whose every link has timed out (warned about once, ``_warn_alone``)
+        self.alone: set[int] = set()
         self.init_state()
         self._init_outbox()
 
@@ -329,6 +334,8 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         self.exchanges_lost = 0
         dropped_before = self.edges_dropped
         sim = self._round_async(r, stats) if self.async_ else self._round_sync(r, stats)
+        if self.edges_dropped > dropped_before:
+            self._warn_alone(r)
         stats = self.part.gather_nodes(stats)
         seen = stats["seen"].clamp(min=1)
         loss, acc = stats["loss"] / seen, stats["correct"] / seen
@@ -351,6 +358,28 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
             train_loss=float((loss * weights).sum()), train_acc=float((acc * weights).sum()),
             bytes_up=self.bytes_up, bytes_down=self.bytes_down, sim_time=sim,
             node_train={"loss": loss.cpu(), "acc": acc.cpu()}, extras=extras)
+
+
+    def _warn_alone(self, r: int) -> None:
+        """One warning line per node whose every link has timed out (``clock.swap_timeout``):
+        from this round on it trains alone. Said once per node, by the writing process."""
+        degree = torch.zeros(self.n, dtype=torch.int64)
+        degree.index_add_(0, self.slot_own, self.alive[self.slot_edge].to(torch.int64))
+        had = torch.zeros(self.n, dtype=torch.int64)
+        had.index_add_(0, self.slot_own, torch.ones_like(self.slot_own))
+        alone = [i for i in torch.nonzero((degree == 0) & (had > 0)).flatten().tolist()
+                 if i not in self.alone]
+        if not alone:
+            return
+        self.alone.update(alone)
+        if not is_writer():
+            return
+        labels = self.model_labels()
+        timeout = self.ctx.config.clock.swap_timeout
+        for i in alone:
+            log.warning("node %s trains alone from round %d: every link timed out "
+                        "(clock.swap_timeout=%g s is shorter than its exchanges take)",
+                        labels[i], r + 1, timeout)
 
 
     # ------------------------------------------------------------------ API
