@@ -155,7 +155,7 @@ ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {
     "pca_dim": (["data.nodes=8", "algorithm.k=3", "data.partition=dirichlet"], 4),
     "exchange_period": (["topology.name=ring", "data.nodes=5"], 2),
     "offsets": (["topology.name=edges", f"topology.file={NODE_LIST}", "data.nodes=8",
-                 "algorithm.exchange_period=8"], "file"),
+                 "algorithm.exchange_period=8"], "colouring"),
     "exchange": (["algorithm.exchange_period=2"], "two_way"),
     "epoch_swap": (["algorithm.exchange_period=3", "algorithm.exchange=two_way"], True),
     "piw": (["algorithm.exchange_period=2"], 2.0),

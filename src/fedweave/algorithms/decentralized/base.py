@@ -47,7 +47,7 @@ from fedweave.distributed import is_writer
 from fedweave.robust.attacks import attack_record
 from fedweave.robust.peers import NeighbourRule, down_nodes
 from fedweave.sim.scheduler import EPS
-from fedweave.topology import plot_graph, spectral_gap
+from fedweave.topology import node_names, plot_graph, spectral_gap
 from fedweave.training.batches import batch_schedule, batch_width
 from fedweave.training.objectives import L2, Objective
 from fedweave.training.optim import FunctionalOptimizer
@@ -69,11 +69,12 @@ class PeriodicConfig(DecentralizedConfig):
     exchange_period: int = Field(
         1, ge=1, description="K: each edge exchanges once every K steps, at its offset"
     )
-    offsets: Literal["auto", "file"] = Field(
-        "auto", description="offsets of the exchanges within the period K: auto = one per edge, "
-        "a proper edge colouring (exchange_schedule); file = one per directed edge i→j from "
-        "topology.file (reference system 001's node_list.json: node i starts the exchange "
-        "with j after its step t when t mod K = offset)")
+    offsets: Literal["auto", "file", "colouring"] = Field(
+        "auto", description="offsets of the exchanges within the period K: file = one per "
+        "directed edge i→j from topology.file (reference system 001's node_list.json: node i "
+        "starts the exchange with j after its step t when t mod K = offset; its round must be "
+        "K); colouring = one per edge, a proper edge colouring (exchange_schedule), ignoring "
+        "the file's; auto = file when topology.file gives offsets, else colouring")
 
 
 class SwapConfig(PeriodicConfig):
@@ -128,6 +129,9 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         cfg = ctx.config
         self.n = ctx.data.nodes
         self._init_graph(ctx)
+        names = node_names(cfg.topology)
+        self.labels = names if names is not None and len(names) == self.n else \
+            [str(i) for i in range(self.n)]
         self.x = ctx.init_params.unsqueeze(0).repeat(self.rows, 1)
         self.buffers: Buffers = stack_buffers(ctx.init_buffers, self.rows)
         self.steps_done = torch.zeros(self.n, dtype=torch.int64)
@@ -401,7 +405,9 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         return x, buffers, self.model_labels()
 
     def model_labels(self) -> list[str]:
-        return [str(i) for i in range(self.n)]
+        """The nodes' names in reference system 001's node list (``topology.file``), else
+        their indices."""
+        return list(self.labels)
 
     def finite(self) -> bool:
         """Every held row finite, on every process (a collective when they are split)."""
