@@ -315,14 +315,14 @@ def directed_offsets(cfg: TopologyConfig, edges: torch.Tensor, period: int) -> t
     e = (i, j), i < j) read from ``topology.file`` (``load_seed_offsets``); −1 where the file
     gives node i no offset towards j (i never starts that exchange). The file's ``round``
     must equal ``period`` (``algorithm.exchange_period``)."""
-    if not _is_node_list(cfg):
+    if not _is_node_list(cfg) or cfg.file is None:
         raise UserError("algorithm.offsets=file reads the offsets from topology.file: set "
                         "topology.name=edges and topology.file to a node_list.json of reference "
                         "system 001 (e.g. configs/topologies/node_list.n8.random.round8.json)")
     k, offsets = load_seed_offsets(cfg.file, cfg.hosts)
     if not offsets:
         raise UserError(f"topology.file={cfg.file} gives no per-edge offsets (its 'edges' are "
-                        "lists); use algorithm.offsets=auto")
+                        "lists); use algorithm.offsets=colouring")
     if k is not None and k != period:
         raise UserError(f"topology.file={cfg.file} has round {k} but algorithm.exchange_period="
                         f"{period}: set algorithm.exchange_period={k}")
