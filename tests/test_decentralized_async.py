@@ -107,3 +107,23 @@ def test_a_node_whose_links_all_time_out_is_warned_about_once(tmp_path, caplog):
     assert lines == ["node 2 trains alone from round 1: every link timed out "
                      "(clock.swap_timeout=1 s is shorter than its exchanges take)"]
     assert algo.alone == {2}
+
+
+@pytest.mark.parametrize(("nodes", "chunk"), [(8, 1), (7, 3)])
+def test_fused_engine_computes_only_the_chunks_of_stepping_nodes_with_the_same_numbers(
+        nodes, chunk):
+    cfg = peers(f"data.nodes={nodes}", "model.dropout=0", "engine.backend=fused",
+                f"engine.chunk={chunk}")
+    algo = Runner(cfg, None).algo
+    bt = algo.batches(0)
+    x = algo.x + 0.1 * torch.randn(algo.x.shape, generator=torch.Generator().manual_seed(0))
+    args = (algo.buffers, bt.idx[:, 0], bt.weight[:, 0])
+    full = algo.engine.grads(x, *args, torch.ones(nodes, dtype=torch.bool), (0, 0), algo.nodes)
+    for rows in ([0], [nodes - 1], [1, 2]):
+        act = torch.zeros(nodes, dtype=torch.bool)
+        act[rows] = True
+        part = algo.engine.grads(x, *args, act, (0, 0), algo.nodes)
+        assert torch.equal(part.grads[act], full.grads[act])
+        assert bool((part.grads[~act] == 0).all())
+        assert torch.equal(part.loss[act], full.loss[act])
+        assert torch.equal(part.correct[act], full.correct[act])
