@@ -81,7 +81,8 @@ class RunContext:
         self.threads: dict[str, Any] = {}
         #: rows per batched kernel call (``training.chunks``): a function of the config and the
         #: device only, so every process computes identical rows
-        self.chunk = chunk_width(config.engine.chunk, typical_cohort(config, data.nodes), device)
+        self.chunk = chunk_width(config.engine.chunk, stepping_together(config, data.nodes),
+                                 device)
         self.shapes: dict[str, ModelShape] = {}
         self._built = engine  # the main shape's engine, built by the calibration
         self.main = self.shape("main", config.model, model)
@@ -225,6 +226,19 @@ def typical_cohort(config: Config, nodes: int) -> int:
     return max(1, round((fraction if fraction is not None else 1.0) * nodes))
 
 
+def stepping_together(config: Config, nodes: int) -> int:
+    """Models one gradient call trains: ``typical_cohort``, except for asynchronous peers
+    whose clocks drift apart (``clock.phase: random``, unequal speeds or a trace), which step
+    one by one: 1. It sets the engine's chunk and what the engine decision times, so a node
+    stepping alone computes one row, not a chunk of eight."""
+    clock = config.clock
+    if config.algorithm.kind == "decentralized" and clock.asynchronous and (
+            clock.phase == "random" or clock.speed_sigma > 0 or clock.trace is not None
+            or len(set(clock.speeds or [1.0])) > 1):
+        return 1
+    return typical_cohort(config, nodes)
+
+
 def _agree(comm: Comm | None, backend: str, record: dict[str, Any]
            ) -> tuple[str, dict[str, Any]]:
     """Every rank adopts rank 0's backend (one engine everywhere keeps the ranks' float
@@ -264,12 +278,13 @@ def build_context(config: Config, data: FederatedData | None = None,
     pool = cores() if threads == 1 and not config.engine.threads and device.type == "cpu" \
         else 1
     set_workers(pool)  # the idle cores take independent pieces of a step (training.workers)
-    cohort = typical_cohort(config, data.nodes)
+    cohort = stepping_together(config, data.nodes)
     built: dict[str, GradientEngine] = {}  # the engines a calibration built: one is reused
     chosen, record = choose_backend(config.engine, probe, ParamLayout.of(probe), data,
                                     config.seed, cohort, config.train.batch_size,
                                     forced=backend, built=built,
-                                    chunk=chunk_width(config.engine.chunk, cohort, device))
+                                    chunk=chunk_width(config.engine.chunk, cohort, device),
+                                    stacked=typical_cohort(config, data.nodes))
     chosen, record = _agree(comm, chosen, record)
     ctx = RunContext(config, data, device, comm, chosen, record, probe, built.get(chosen))
     ctx.threads = {"threads": threads, "rule": why, "workers": pool}

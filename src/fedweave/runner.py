@@ -34,6 +34,7 @@ from fedweave.evaluation import client_validation, spread
 from fedweave.plugins import load_config
 from fedweave.preprocessing import preprocessing
 from fedweave.records.environment import environment
+from fedweave.records.ranklog import RankLog, share_path
 from fedweave.records.restore import CLIENT_ROWS_KEY, ROUND_METRICS, ClientRows, restore_records
 from fedweave.records.rundir import (
     CLIENT_COLUMNS,
@@ -391,6 +392,7 @@ class Runner:
         for cb in self.callbacks:
             cb.on_start(self)
         t0 = time.perf_counter() - self.totals["wall_s"]
+        rank_log = self._rank_log()
         try:
             for r in range(self.start_round, cfg.rounds):
                 res = self.algo.round(r)
@@ -411,6 +413,8 @@ class Runner:
                     rows = evaluate(self.algo, res, clients)
                     self._check_finite(r, res, rows)
                     summary, evaluated = self._record(r, res, rows, wall, clients)
+                    if rank_log is not None:
+                        rank_log.write(r, rows, self.totals["sim_time_s"], wall)
                     self.history.append(summary)
                     self._update_best(summary)
                     for cb in self.callbacks:
@@ -454,6 +458,23 @@ class Runner:
         thread = threading.Thread(target=draw, name="fedweave-plots", daemon=True)
         thread.start()
         return thread
+
+    def _rank_log(self) -> RankLog | None:
+        """Ranks running separately: each appends to ``nodes/rank<r>.log`` of rank 0's run
+        directory (``records.ranklog``); a collective, so every rank calls it."""
+        comm = self.ctx.comm
+        if comm is None or comm.world == 1:
+            return None
+        path = share_path(comm, self.run_dir.path if self.run_dir is not None else None)
+        if path is None:
+            return None
+        labels = self.algo.model_labels()
+        part = getattr(self.algo, "part", None)
+        if part is not None and part.split:
+            held, info = labels[part.lo:part.hi], "point-to-point: the nodes this rank trains"
+        else:
+            held, info = labels, "every rank holds every model"
+        return RankLog(path, comm, held, info)
 
     def finish(self) -> Result:
         t_finish = time.perf_counter()

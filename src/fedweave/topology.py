@@ -9,6 +9,7 @@ signature ``(cfg, n, rng) -> nx.Graph``. Randomness comes only from
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +226,7 @@ class _NodeList:
     directed: dict[tuple[int, int], int | None]
     rounds: list[int | None]
     hosts: list[str] | None
+    names: list[str]
 
 
 def _node_list(node_list: Path, hosts: Path | None) -> _NodeList:
@@ -260,7 +262,37 @@ def _node_list(node_list: Path, hosts: Path | None) -> _NodeList:
         if isinstance(entry.get("round"), int):
             rounds[index[name]] = entry["round"]
     host_list = [addrs[name] for name in names] if len(addrs) == len(names) else None
-    return _NodeList(directed, rounds, host_list)
+    return _NodeList(directed, rounds, host_list, names)
+
+
+def _is_node_list(cfg: TopologyConfig) -> bool:
+    return cfg.name == "edges" and cfg.file is not None and cfg.file.is_file() and \
+        isinstance(_read_json(cfg.file, "topology.file"), dict)
+
+
+def node_names(cfg: TopologyConfig) -> list[str] | None:
+    """The node names of reference system 001's ``node_list.json`` in node order (the hosts
+    file's order when ``topology.hosts`` is given), or None for other graphs. They label the
+    nodes' records (``nodes/<name>.csv``, ``metrics.csv``), so they must be usable as file
+    names and differ from the reserved labels ``mean`` and ``global``."""
+    if not _is_node_list(cfg):
+        return None
+    assert cfg.file is not None
+    names = _node_list(cfg.file, cfg.hosts).names
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name in ("mean", "global"):
+            raise UserError(f"topology.file={cfg.file}: node name {name!r} cannot name the "
+                            "node's records (nodes/<name>.csv); use letters, digits, '.', '_' "
+                            "and '-', and not 'mean' or 'global'")
+    return names
+
+
+def file_schedule(cfg: TopologyConfig) -> bool:
+    """Whether ``topology.file`` is a node list that gives per-edge exchange offsets."""
+    if not _is_node_list(cfg):
+        return False
+    assert cfg.file is not None
+    return bool(load_seed_offsets(cfg.file, cfg.hosts)[1])
 
 
 def load_seed_offsets(node_list: Path, hosts: Path | None = None
@@ -283,15 +315,14 @@ def directed_offsets(cfg: TopologyConfig, edges: torch.Tensor, period: int) -> t
     e = (i, j), i < j) read from ``topology.file`` (``load_seed_offsets``); −1 where the file
     gives node i no offset towards j (i never starts that exchange). The file's ``round``
     must equal ``period`` (``algorithm.exchange_period``)."""
-    if cfg.name != "edges" or cfg.file is None or not cfg.file.is_file() or not \
-            isinstance(_read_json(cfg.file, "topology.file"), dict):
+    if not _is_node_list(cfg) or cfg.file is None:
         raise UserError("algorithm.offsets=file reads the offsets from topology.file: set "
                         "topology.name=edges and topology.file to a node_list.json of reference "
                         "system 001 (e.g. configs/topologies/node_list.n8.random.round8.json)")
     k, offsets = load_seed_offsets(cfg.file, cfg.hosts)
     if not offsets:
         raise UserError(f"topology.file={cfg.file} gives no per-edge offsets (its 'edges' are "
-                        "lists); use algorithm.offsets=auto")
+                        "lists); use algorithm.offsets=colouring")
     if k is not None and k != period:
         raise UserError(f"topology.file={cfg.file} has round {k} but algorithm.exchange_period="
                         f"{period}: set algorithm.exchange_period={k}")

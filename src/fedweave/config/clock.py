@@ -31,6 +31,10 @@ class ClockConfig(Section):
                                   json_schema_extra={"unit": "bytes/s"})
     latency_s: float = Field(0.0, ge=0, description="latency added to every transfer",
                              json_schema_extra={"unit": "s"})
+    latency_jitter: float = Field(
+        0.0, ge=0, description="asynchronous peers: each message's latency gets an extra "
+        "U(0, latency_jitter) seconds, drawn per (seed, sender's step, sender, receiver), so "
+        "messages arrive out of order", json_schema_extra={"unit": "s"})
     client_dropout: float = Field(0.0, ge=0, lt=1, description="probability a cohort member "
                                   "drops out of a round (federated)")
     link_drop: float = Field(0.0, ge=0, lt=1, description="probability an exchange is lost")
@@ -113,11 +117,11 @@ class ClockConfig(Section):
             if kind != "decentralized" and key in changed(self):
                 raise ValueError(f"clock.{key} is a fault of peer exchanges; algorithm.name="
                                  f"{alg.name} is {kind}")
-        for key in ("train_fraction", "phase"):
+        for key in ("train_fraction", "phase", "latency_jitter"):
             if key in changed(self) and (kind != "decentralized"
                                          or not self.asynchronous):
                 raise ValueError(
-                    f"clock.{key} shapes the train/idle periods of asynchronous peers; it "
+                    f"clock.{key} shapes the clocks of asynchronous peers; it "
                     f"needs a decentralized algorithm and clock.asynchronous=true "
                     f"(algorithm.name={alg.name}, asynchronous={self.asynchronous})")
         if self.client_dropout and kind != "federated":

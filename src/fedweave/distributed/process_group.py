@@ -56,6 +56,7 @@ class Comm:
         self.rank, self.world, self.timeout_s, self.device = rank, world, timeout_s, device
         self.round = 0            # rounds completed before the current one (0-based index)
         self.seq = 0              # collectives entered so far
+        self.wait_s = 0.0         # wall seconds spent in collectives and exchanges
         self._inflight: tuple[float, str] | None = None
         self._failing = threading.Lock()
         self._store: Any = None
@@ -159,6 +160,7 @@ class Comm:
         except Exception as exc:  # any backend error means a lost peer
             self.fail(what, exc)
         finally:
+            self.wait_s += time.monotonic() - self._inflight[0] if self._inflight else 0.0
             self._inflight = None
         return out
 
@@ -189,6 +191,7 @@ class Comm:
         except Exception as exc:  # a neighbour rank died or closed its connection
             self.fail(what, exc)
         finally:
+            self.wait_s += time.monotonic() - self._inflight[0] if self._inflight else 0.0
             self._inflight = None
         return received
 

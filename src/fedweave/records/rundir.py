@@ -10,8 +10,13 @@ runs/<name>-<timestamp>/
                   (output.client_eval); its size grows with the cohort, never the population
   clusters.csv    clustered FedAvg: round,client,cluster of every client clustered in a round
                   (a client's cluster at round r is its last row at or before r)
-  nodes/<id>.csv  per evaluated model: global, cluster<k>, decentralized peer i (reference
-                  system 001's columns); ``fedweave export --per-client`` splits clients.csv
+  nodes/<id>.csv  per evaluated model: global, cluster<k>, decentralized peer i or its name
+                  in a node_list.json (reference system 001's columns); ``fedweave export
+                  --per-client`` splits clients.csv
+  nodes/rank<r>.log  ranks run separately (--procs, torchrun): each rank's own log, like
+                  reference system 001's node0.txt: the nodes it holds, then per evaluated
+                  round a CSV row per held node with sim_time, wall_s and comm_wait_s
+                  (``records.ranklog``)
   partition.json  samples per node and class, validation samples per node
   model.json      input shape, classes, parameters and labels of the evaluated models
   checkpoints/    verified safetensors + json, retention by output.keep

@@ -206,6 +206,15 @@ def link_dropped(cfg: ClockConfig, seed: int, step: int, i: int, j: int) -> bool
     return _uniform(seed, "link", step, min(i, j), max(i, j)) < cfg.link_drop
 
 
+def latency_jitter(cfg: ClockConfig, seed: int, step: int, i: int, j: int) -> float:
+    """Extra seconds of the message i → j sent at i's ``step``: U(0, cfg.latency_jitter),
+    drawn from (seed, "latency-jitter", step, i, j), so each direction of a link has its own
+    delay and later messages may overtake earlier ones."""
+    if not cfg.latency_jitter:
+        return 0.0
+    return cfg.latency_jitter * _uniform(seed, "latency-jitter", step, i, j)
+
+
 def exchange_late(
     cfg: ClockConfig, profile: NodeProfile, step: int, i: int, j: int, nbytes: float
 ) -> bool:

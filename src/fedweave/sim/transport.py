@@ -1,11 +1,12 @@
 """Messages between peers on the virtual clock: transfer times, faults, the in-flight queue.
 
 A message travels on a directed slot (from ``slot_own[s]`` to ``slot_nbr[s]``) and takes
-``latency_s + bytes / min(up_sender, down_receiver)`` seconds. Faults are seeded draws
-(``sim.clock``): an exchange lost with probability ``clock.link_drop`` is never delivered (the
-receiver keeps its stale copy); an edge whose swap exceeds ``clock.swap_timeout`` is *late*
-(the algorithm drops it). Asynchronous messages wait in the queue until their arrival time and
-are delivered in (arrival, send) order, in *waves* of distinct slots (a slot that receives
+``latency_s + bytes / min(up_sender, down_receiver)`` seconds, plus on the asynchronous clock a
+seeded U(0, ``clock.latency_jitter``) per message (``sim.clock.latency_jitter``). Faults are
+seeded draws (``sim.clock``): an exchange lost with probability ``clock.link_drop`` is never
+delivered (the receiver keeps its stale copy); an edge whose swap exceeds ``clock.swap_timeout``
+is *late* (the algorithm drops it). Asynchronous messages wait in the queue until their arrival
+time and are delivered in (arrival, send) order, in *waves* of distinct slots (a slot that receives
 twice is updated twice, in order). The queue is part of the checkpoint, in a canonical
 (arrival, slot) order that does not depend on how many processes hold the slots.
 """
@@ -19,7 +20,13 @@ import torch
 
 from fedweave.config import ClockConfig
 from fedweave.core.state import State
-from fedweave.sim.clock import NodeProfile, exchange_late, link_dropped, transfer_time
+from fedweave.sim.clock import (
+    NodeProfile,
+    exchange_late,
+    latency_jitter,
+    link_dropped,
+    transfer_time,
+)
 from fedweave.sim.scheduler import EPS
 
 Messages = dict[str, torch.Tensor]
@@ -54,6 +61,18 @@ class Transport:
         own, nbr = self.slot_own[slots], self.slot_nbr[slots]
         bw = torch.minimum(self.profile.bandwidth_up[own], self.profile.bandwidth_down[nbr])
         return transfer_time(self.msg_bytes, bw, self.clock.latency_s)
+
+    def arrival(self, slots: torch.Tensor, steps: torch.Tensor, now: float) -> torch.Tensor:
+        """When the messages sent at ``now`` on the global ``slots`` arrive: ``transfer`` plus
+        each message's ``clock.latency_jitter`` draw, keyed by its sender's step ``steps[own]``
+        (``steps``: [N]) and its two ends."""
+        arrive = now + self.transfer(slots)
+        if self.clock.latency_jitter:
+            own, nbr = self.slot_own[slots].tolist(), self.slot_nbr[slots].tolist()
+            arrive = arrive + torch.tensor(
+                [latency_jitter(self.clock, self.seed, int(steps[i]), i, j)
+                 for i, j in zip(own, nbr, strict=True)], dtype=arrive.dtype)
+        return arrive
 
     def longest(self, slots: torch.Tensor) -> float:
         """The slowest of the messages on ``slots`` (0 without latency and bytes)."""

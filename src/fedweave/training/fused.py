@@ -187,6 +187,13 @@ class FusedEngine(PerSample):
         if loss is not None and not isinstance(loss, type(CROSS_ENTROPY)):
             return self._generic().grads(params, buffers, idx, weight, active, key, nodes, loss)
         k = params.shape[0]
+        if params.device.type == "cpu" and not bool(active.all()):
+            # on a CPU skip the chunks without an active row (a peer stepping alone computes
+            # its own chunk, not every node's): the kept chunks keep their rows together
+            live = [sl for sl in chunks(k, self.chunk) if bool(active[sl].any())]
+            if len(live) < -(-k // self.chunk):
+                return self._chunks_only(live, params, buffers, idx, weight, active, key,
+                                         nodes)
         k_pad = -(-k // self.chunk) * self.chunk
         if k_pad == k:  # read the rows in place: strided views are fine for the products
             ws = [params[:, s].view(k, *shape) for s, shape, _ in self.layers]
@@ -212,6 +219,21 @@ class FusedEngine(PerSample):
             grads.mul_(act[:, None])
         return StepOutput(grads, loss_k[:k] * act, correct[:k] * act, weight.sum(1).to(
             params.dtype), buffers)
+
+    def _chunks_only(self, live: list[slice], params: torch.Tensor, buffers: Buffers,
+                     idx: torch.Tensor, weight: torch.Tensor, active: torch.Tensor,
+                     key: tuple[int, ...], nodes: torch.Tensor) -> StepOutput:
+        """``grads`` of the rows of the ``live`` chunks only; zeros elsewhere."""
+        count = weight.sum(1).to(params.dtype)
+        grads = torch.zeros_like(params)
+        loss = torch.zeros(params.shape[0], dtype=params.dtype, device=params.device)
+        correct = torch.zeros_like(loss)
+        if live:
+            rows = torch.cat([torch.arange(sl.start, sl.stop) for sl in live]).to(params.device)
+            out = self.grads(params[rows], buffers, idx[rows], weight[rows], active[rows], key,
+                             nodes[rows])
+            grads[rows], loss[rows], correct[rows] = out.grads, out.loss, out.correct
+        return StepOutput(grads, loss, correct, count, buffers)
 
     @torch.no_grad()
     def evaluate_sums(self, params: torch.Tensor, buffers: Buffers, x: torch.Tensor,

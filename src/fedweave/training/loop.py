@@ -13,7 +13,7 @@ from torch import nn
 from fedweave.core.population import Buffers, ParamLayout, load_flat
 from fedweave.data.federated import FederatedData
 from fedweave.models import has_dropout
-from fedweave.rng import derive_seed
+from fedweave.rng import derive_seed, seed_dropout
 from fedweave.training.objectives import CROSS_ENTROPY, DataLoss
 from fedweave.training.persample import PerSample
 from fedweave.training.protocol import StepOutput
@@ -77,7 +77,7 @@ class LoopEngine(PerSample):
                 rows = idx[k][real]
                 xb, yb = self.data.gather(rows, augment_key=(*key, node))
                 if self.has_dropout:
-                    torch.manual_seed(derive_seed(self.seed, "dropout", *key, node))
+                    seed_dropout(derive_seed(self.seed, "dropout", *key, node), params.device)
                 logits = model(xb)
                 batch_loss = data_loss.mean(logits, yb, rows)
                 g = torch.autograd.grad(batch_loss, plist)

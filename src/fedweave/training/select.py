@@ -203,13 +203,14 @@ def check_cohort(layout: ParamLayout, cohort: int, device: torch.device) -> None
 def choose_backend(cfg: EngineConfig, model: nn.Module, layout: ParamLayout,
                    data: FederatedData, seed: int, cohort_size: int, batch_size: int,
                    forced: str | None = None, chunk: int = 8,
-                   built: dict[str, GradientEngine] | None = None
-                   ) -> tuple[str, dict[str, Any]]:
+                   built: dict[str, GradientEngine] | None = None,
+                   stacked: int | None = None) -> tuple[str, dict[str, Any]]:
     """(backend, record) for ``cfg.name``: as asked, the loop for BatchNorm models,
     ``forced`` (a resumed run's recorded choice), or measured (``auto``, ``calibrate``, which
     leaves the engines it built in ``built``).
-    First, a cohort whose stacked training state cannot fit is refused (``check_cohort``)."""
-    check_cohort(layout, cohort_size, next(model.parameters()).device)
+    First, a cohort whose stacked training state cannot fit is refused (``check_cohort``;
+    ``stacked`` rows, default ``cohort_size``)."""
+    check_cohort(layout, stacked or cohort_size, next(model.parameters()).device)
     if forced is not None:
         return forced, {"chosen": forced, "rule": "the backend recorded by the resumed run"}
     backend = cfg.name

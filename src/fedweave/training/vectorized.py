@@ -35,7 +35,7 @@ from torch.func import functional_call, grad, vmap
 from fedweave.core.population import Buffers, ParamLayout
 from fedweave.data.federated import FederatedData
 from fedweave.models import has_dropout
-from fedweave.rng import derive_seed
+from fedweave.rng import derive_seed, seed_dropout
 from fedweave.training.chunks import chunks, pad_rows
 from fedweave.training.objectives import CROSS_ENTROPY, DataLoss
 from fedweave.training.persample import PerSample
@@ -130,7 +130,8 @@ class VectorizedEngine(PerSample):
             b_c = {name: pad_rows(b[sl], c) for name, b in buffers.items()}
             xb, yb = self._gather(idx_c, w_c, key, nodes_c)
             if self.has_dropout:  # per chunk, keyed by its first node: any process, any stack
-                torch.manual_seed(derive_seed(self.seed, "dropout", *key, int(nodes_c[0])))
+                seed_dropout(derive_seed(self.seed, "dropout", *key, int(nodes_c[0])),
+                             params.device)
             g, (loss_k, correct) = grad_fn(self.layout.views(pad_rows(params[sl], c)), b_c,
                                            xb, yb, idx_c, w_c.to(params.dtype))
             a = act.to(params.dtype)

@@ -25,6 +25,7 @@ processes, so checkpoints do not depend on the number of processes.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,18 +37,21 @@ from pydantic import Field
 from fedweave.aggregators import build_aggregator
 from fedweave.algorithms.base import Algorithm, RoundResult
 from fedweave.algorithms.decentralized.exchange import Exchange
+from fedweave.algorithms.decentralized.lookahead import GradientCache
 from fedweave.algorithms.decentralized.timing import Timing
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
+from fedweave.distributed import is_writer
 from fedweave.robust.attacks import attack_record
 from fedweave.robust.peers import NeighbourRule, down_nodes
-from fedweave.topology import plot_graph, spectral_gap
+from fedweave.sim.scheduler import EPS
+from fedweave.topology import node_names, plot_graph, spectral_gap
 from fedweave.training.batches import batch_schedule, batch_width
 from fedweave.training.objectives import L2, Objective
 from fedweave.training.optim import FunctionalOptimizer
-from fedweave.training.protocol import Batches
+from fedweave.training.protocol import Batches, StepOutput
 
 
 class DecentralizedConfig(AlgorithmConfig):
@@ -65,11 +69,12 @@ class PeriodicConfig(DecentralizedConfig):
     exchange_period: int = Field(
         1, ge=1, description="K: each edge exchanges once every K steps, at its offset"
     )
-    offsets: Literal["auto", "file"] = Field(
-        "auto", description="offsets of the exchanges within the period K: auto = one per edge, "
-        "a proper edge colouring (exchange_schedule); file = one per directed edge i→j from "
-        "topology.file (reference system 001's node_list.json: node i starts the exchange "
-        "with j after its step t when t mod K = offset)")
+    offsets: Literal["auto", "file", "colouring"] = Field(
+        "auto", description="offsets of the exchanges within the period K: file = one per "
+        "directed edge i→j from topology.file (reference system 001's node_list.json: node i "
+        "starts the exchange with j after its step t when t mod K = offset; its round must be "
+        "K); colouring = one per edge, a proper edge colouring (exchange_schedule), ignoring "
+        "the file's; auto = file when topology.file gives offsets, else colouring")
 
 
 class SwapConfig(PeriodicConfig):
@@ -99,6 +104,7 @@ class StepInfo:
 
 
 StepObserver = Callable[["DecentralizedAlgorithm", StepInfo], None]
+log = logging.getLogger("fedweave")
 
 
 
@@ -123,6 +129,9 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         cfg = ctx.config
         self.n = ctx.data.nodes
         self._init_graph(ctx)
+        names = node_names(cfg.topology)
+        self.labels = names if names is not None and len(names) == self.n else \
+            [str(i) for i in range(self.n)]
         self.x = ctx.init_params.unsqueeze(0).repeat(self.rows, 1)
         self.buffers: Buffers = stack_buffers(ctx.init_buffers, self.rows)
         self.steps_done = torch.zeros(self.n, dtype=torch.int64)
@@ -143,6 +152,10 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         self.objective = Objective(terms=(L2(l2),) if l2 else ())
         self._batches: dict[int, Batches] = {}
         self._gathered: tuple[torch.Tensor, Buffers] | None = None
+        #: asynchronous clock: gradients of later steps with the same key (``lookahead.py``)
+        self.ahead = GradientCache()
+        #: nodes whose every link has timed out (warned about once, ``_warn_alone``)
+        self.alone: set[int] = set()
         self.init_state()
         self._init_outbox()
 
@@ -209,14 +222,13 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         lr = torch.zeros(self.rows, 1, dtype=dtype, device=dev)
         active = torch.zeros(self.rows, dtype=torch.bool, device=dev)
         stepping = torch.zeros(self.n, dtype=torch.bool)
+        stepping_all = torch.stack([m for m, _, _ in groups]).any(0) if self.async_ else None
         for mask, epoch, t in groups:
             stepping |= mask
             held = mask[lo:hi].to(dev)
             if not bool(held.any()):
                 continue
-            bt = self.batches(epoch)
-            out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
-                                    held, (epoch, t), self.nodes, self.objective.data)
+            out = self._group_grads(held, epoch, t, stepping_all)
             everyone = len(groups) == 1 and bool(held.all())
             if everyone:
                 g = out.grads
@@ -261,6 +273,56 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         return longest
 
 
+    def _group_grads(self, held: torch.Tensor, epoch: int, t: int,
+                     stepping: torch.Tensor | None) -> StepOutput:
+        """The engine's gradients of the ``held`` rows for step key (epoch, t); on the
+        asynchronous clock also of the companions that take the same step later in the round,
+        kept until their own event (``lookahead.py``; the same numbers, fewer engine calls)."""
+        bt = self.batches(epoch)
+        key = (epoch, t)
+        look = self._companions(key, stepping) if stepping is not None else []
+        cached = self.ahead.usable(held, key, self.x) if self.ahead.rows else []
+        if not look and not cached:
+            self.ahead.calls += 1
+            return self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                     held, key, self.nodes, self.objective.data)
+        need = held.clone()
+        need[cached] = False
+        out = None
+        if bool(need.any()):
+            compute = need.clone()
+            compute[look] = True
+            out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                    compute, key, self.nodes, self.objective.data)
+            self.ahead.calls += 1
+            if look:
+                self.ahead.keep(look, key, self.x, out)
+                if out.buffers:  # the companions' buffers are written at their own step
+                    kept = {k: v.clone() for k, v in out.buffers.items()}
+                    for k, v in kept.items():
+                        v[look] = self.buffers[k][look]
+                    out.buffers = kept
+        out, _ = self.ahead.take(cached, out, self.x, self.buffers)
+        return out
+
+
+    def _companions(self, key: tuple[int, int], stepping: torch.Tensor) -> list[int]:
+        """Held rows not stepping now whose next step has ``key`` and comes before this
+        round's end (asynchronous clock only)."""
+        end = self._look_end
+        if end is None or not self.ahead.enabled:
+            return []
+        lo, hi = self.part.lo, self.part.hi
+        k = self.steps_done[lo:hi]
+        same = (k // self.S == key[0]) & (k % self.S == key[1]) & ~stepping[lo:hi]
+        out = []
+        for row in torch.nonzero(same).flatten().tolist():
+            if row not in self.ahead.rows and \
+                    self._step_time(lo + row, int(k[row])) <= end * (1 + EPS):
+                out.append(row)
+        return out
+
+
     def round(self, r: int) -> RoundResult:
         self.part.start_round(r)
         self._gathered = None
@@ -276,6 +338,8 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         self.exchanges_lost = 0
         dropped_before = self.edges_dropped
         sim = self._round_async(r, stats) if self.async_ else self._round_sync(r, stats)
+        if self.edges_dropped > dropped_before:
+            self._warn_alone(r)
         stats = self.part.gather_nodes(stats)
         seen = stats["seen"].clamp(min=1)
         loss, acc = stats["loss"] / seen, stats["correct"] / seen
@@ -300,6 +364,28 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
             node_train={"loss": loss.cpu(), "acc": acc.cpu()}, extras=extras)
 
 
+    def _warn_alone(self, r: int) -> None:
+        """One warning line per node whose every link has timed out (``clock.swap_timeout``):
+        from this round on it trains alone. Said once per node, by the writing process."""
+        degree = torch.zeros(self.n, dtype=torch.int64)
+        degree.index_add_(0, self.slot_own, self.alive[self.slot_edge].to(torch.int64))
+        had = torch.zeros(self.n, dtype=torch.int64)
+        had.index_add_(0, self.slot_own, torch.ones_like(self.slot_own))
+        alone = [i for i in torch.nonzero((degree == 0) & (had > 0)).flatten().tolist()
+                 if i not in self.alone]
+        if not alone:
+            return
+        self.alone.update(alone)
+        if not is_writer():
+            return
+        labels = self.model_labels()
+        timeout = self.ctx.config.clock.swap_timeout
+        for i in alone:
+            log.warning("node %s trains alone from round %d: every link timed out "
+                        "(clock.swap_timeout=%g s is shorter than its exchanges take)",
+                        labels[i], r + 1, timeout)
+
+
     # ------------------------------------------------------------------ API
 
     def _all_models(self) -> tuple[torch.Tensor, Buffers]:
@@ -319,7 +405,9 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         return x, buffers, self.model_labels()
 
     def model_labels(self) -> list[str]:
-        return [str(i) for i in range(self.n)]
+        """The nodes' names in reference system 001's node list (``topology.file``), else
+        their indices."""
+        return list(self.labels)
 
     def finite(self) -> bool:
         """Every held row finite, on every process (a collective when they are split)."""

@@ -2,8 +2,9 @@
 faults, byte counts and payload corruption.
 
 A slot is due at its owner's global step k when ``k mod K == offset[s]`` (K =
-``algorithm.exchange_period``; offsets per undirected edge from ``exchange_schedule`` or, with
-``algorithm.offsets: file``, per directed slot from reference system 001's node list). A due
+``algorithm.exchange_period``; offsets per directed slot from reference system 001's node list
+when ``topology.file`` gives them (``algorithm.offsets``: auto or file), else per undirected
+edge from ``exchange_schedule``, a proper edge colouring (``colouring``, or auto)). A due
 slot sends ``message`` to the other end, which gets it through ``receive`` after the transfer
 time (``fedweave.sim.transport``).
 
@@ -40,7 +41,7 @@ from fedweave.algorithms.decentralized.graph import PeerGraph
 from fedweave.errors import UserError
 from fedweave.robust.peers import PeerFaults
 from fedweave.sim.transport import Transport
-from fedweave.topology import directed_offsets, exchange_schedule
+from fedweave.topology import directed_offsets, exchange_schedule, file_schedule
 
 if TYPE_CHECKING:
     from fedweave.context import RunContext
@@ -64,7 +65,8 @@ class Exchange(PeerGraph):
         cfg = ctx.config
         #: K of ``exchange_period`` (1 for algorithms that schedule exchanges their own way)
         self.period = int(getattr(self.config, "exchange_period", 1))
-        if getattr(self.config, "offsets", "auto") == "file":
+        offsets = getattr(self.config, "offsets", None)
+        if offsets == "file" or (offsets == "auto" and file_schedule(cfg.topology)):
             self.offset = directed_offsets(cfg.topology, self.edges, self.period)
         else:
             self.offset = self.schedule_offsets().repeat(2)
@@ -205,7 +207,7 @@ class Exchange(PeerGraph):
                          {k: v[ok.to(v.device)] for k, v in msg.items()})
             self._rejected(dest[~ok])
             return
-        self.transport.post(dest.tolist(), msg, now + self.transport.transfer(src))
+        self.transport.post(dest.tolist(), msg, self.transport.arrival(src, self.steps_done, now))
         self._deliver(now)
 
 

@@ -29,6 +29,7 @@ from fedweave.sim.scheduler import EPS, Scheduler
 from fedweave.training.batches import local_steps
 
 if TYPE_CHECKING:
+    from fedweave.algorithms.decentralized.lookahead import GradientCache
     from fedweave.context import RunContext
     from fedweave.sim.clock import NodeProfile
 
@@ -44,6 +45,8 @@ class Timing:
     profile: NodeProfile
     steps_done: torch.Tensor
     epoch_swap: bool
+
+    ahead: GradientCache
 
     if TYPE_CHECKING:  # provided by the algorithm and by Exchange
         def _step(self, groups: list[tuple[torch.Tensor, int, int]], now: float,
@@ -65,6 +68,8 @@ class Timing:
         self.idle = cfg.clock.train_fraction < 1 or cfg.clock.phase != "zero"
         self.epoch_period = self.S * self.tau / cfg.clock.train_fraction
         self.phase = epoch_phases(cfg.clock, cfg.seed, self.epoch_period)
+        #: the current asynchronous round's end (gradients may be computed ahead until then)
+        self._look_end: float | None = None
 
     def _round_sync(self, r: int, stats: dict[str, torch.Tensor]) -> float:
         """Every node steps S times in lock step; a step lasts the slowest node's compute
@@ -117,6 +122,8 @@ class Timing:
         ends at virtual time (r+1)·max_i T_i (T_i = S·τ_i without idle periods)."""
         end = self._round_end(r)
         start = self.clock.now
+        self._look_end = end
+        self.ahead.clear()
         if not self.clock.pending("step"):
             for i in range(self.n):
                 self._next_step(i)
@@ -145,6 +152,8 @@ class Timing:
                 for event in ended:
                     self.clock.at(self._epoch_end(event.node, event.tag + 1), "epoch_end",
                                   event.node, tag=event.tag + 1)
+        self._look_end = None
+        self.ahead.clear()  # every kept gradient was used by its step in this round
         self.clock.now = end
         return end - start
 
