@@ -130,6 +130,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "output.keep_every": ([], None),  # checked below
     "output.eval_every": (["rounds=3"], 2),
     "output.plots": ([], None),  # files in plots/: test_runner
+    "output.finetune_steps": (["data.client_test_fraction=0.3"], 2),
     "output.client_eval": ([], None),  # whose validation is recorded: test_records_cohort
     "output.tensorboard": ([], None),  # event files read back: test_results
     "output.mlflow": ([], None),  # an MLflow file store read back: test_results
@@ -232,7 +233,8 @@ def fingerprint(overrides: list[str]) -> tuple[Any, ...]:
     s = res.summary
     p, _, _ = res.algorithm.models()  # type: ignore[union-attr]
     return (s["final"].get("test_loss"), s["final"].get("train_loss"), s["sim_time_s"],
-            s["bytes_up"], s["bytes_down"], len(res.history), float(p.double().sum()))
+            s["bytes_up"], s["bytes_down"], len(res.history), float(p.double().sum()),
+            s["final"].get("personal_test_acc"))
 
 
 def informational_field(field: Any) -> bool:
