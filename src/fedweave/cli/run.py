@@ -169,6 +169,9 @@ def run_cmd(
         final = result.summary["final"]
         best = result.summary.get("best", {})
         line = f"test accuracy {final['test_acc']:.4f}  test loss {final['test_loss']:.4f}"
+        if "personal_test_acc" in final:
+            line += (f"  personal test accuracy {final['personal_test_acc']:.4f} (clients "
+                     f"{final['personal_test_acc_min']:.4f}–{final['personal_test_acc_max']:.4f})")
         if best.get("selected_by") == "val_acc":
             line += (f"  (best by validation: round {int(best['round'])}, val "
                      f"{best['val_acc']:.4f}, test {best['test_acc']:.4f})")
