@@ -98,3 +98,17 @@ def test_local_training_is_evaluated_per_client():
             *ctx.data.take(t))[1][0]) / len(t))
     assert float(hits[0]) / len(ctx.data.test_idx[2]) == accs[2]
     assert abs(out["acc_max"] - max(accs)) < 1e-9
+
+
+def test_sweep_rows_and_points_carry_the_personal_test():
+    from fedweave.workflows.sweep import Outcome, Point, csv_rows, grouped
+
+    config = small_config()
+    outcomes = [Outcome(Point("algorithm=ditto", {"algorithm.name": "ditto"}, seed, [],
+                              f"d{seed}", config), "finished",
+                        {"final": {"test_acc": 0.5, "personal_test_acc": acc}})
+                for seed, acc in ((0, 0.8), (1, 0.6))]
+    rows = csv_rows(outcomes, ["algorithm.name"])
+    assert [r["final_personal_test_acc"] for r in rows] == [0.8, 0.6]
+    mean, std = grouped(rows)[0]["final_personal_test_acc"]
+    assert abs(mean - 0.7) < 1e-12 and abs(std - 0.1414213562) < 1e-9

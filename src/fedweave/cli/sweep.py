@@ -78,10 +78,14 @@ def sweep_cmd(
     rows = sw.csv_rows(outcomes, keys)
     path = sw.write_csv(folder, rows, keys)
     table = Table(title=f"sweep {folder}")
-    for col in ("point", "runs", "test acc", "best val acc", "test at best", "wall s"):
+    groups = sw.grouped(rows)
+    personal = any(g["final_personal_test_acc"] is not None for g in groups)
+    for col in ("point", "runs", "test acc", *(("personal test acc",) if personal else ()),
+                "best val acc", "test at best", "wall s"):
         table.add_column(col)
-    for g in sw.grouped(rows):
+    for g in groups:
         table.add_row(g["point"], f"{g['finished']}/{g['runs']}", _pm(g["final_test_acc"]),
+                      *((_pm(g["final_personal_test_acc"]),) if personal else ()),
                       _pm(g["best_val_acc"]), _pm(g["best_test_acc"]), _pm(g["wall_s"], ".1f"))
     Console(width=None if Console().is_terminal else 160).print(table)
     console.print(f"sweep.csv → {path}; report: fedweave report {folder}", highlight=False,

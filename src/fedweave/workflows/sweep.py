@@ -42,8 +42,8 @@ from fedweave.records.rundir import atomic_write, prepare_output, slug
 from fedweave.training.threads import CORES_ENV, WAIT_ENV
 
 CSV_COLUMNS = ["point", "seed", "status", "rounds_done", "final_test_acc", "final_test_loss",
-               "best_round", "best_val_acc", "best_test_acc", "wall_s", "sim_time_s", "bytes",
-               "run_dir"]
+               "final_personal_test_acc", "best_round", "best_val_acc", "best_test_acc", "wall_s",
+               "sim_time_s", "bytes", "run_dir"]
 
 
 def split_values(text: str) -> list[str]:
@@ -321,6 +321,7 @@ def csv_rows(outcomes: list[Outcome], keys: list[str]) -> list[dict[str, Any]]:
                                "status": status, "rounds_done": s.get("rounds_done", ""),
                                "final_test_acc": final.get("test_acc", ""),
                                "final_test_loss": final.get("test_loss", ""),
+                               "final_personal_test_acc": final.get("personal_test_acc", ""),
                                "best_round": best.get("round", ""),
                                "best_val_acc": best.get("val_acc", ""),
                                "best_test_acc": best.get("test_acc", ""),
@@ -360,7 +361,8 @@ def grouped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for label, members in groups.items():
         ok = [m for m in members if m["status"] == "finished" and m["final_test_acc"] != ""]
         entry: dict[str, Any] = {"point": label, "runs": len(members), "finished": len(ok)}
-        for key in ("final_test_acc", "best_val_acc", "best_test_acc", "wall_s"):
+        for key in ("final_test_acc", "final_personal_test_acc", "best_val_acc",
+                    "best_test_acc", "wall_s"):
             entry[key] = mean_std([float(m[key]) for m in ok if m[key] != ""])
         out.append(entry)
     return out
