@@ -8,6 +8,7 @@ import torch
 
 from fedweave.context import build_context
 from fedweave.evaluation import personal_test
+from fedweave.records.restore import metric_rows
 from fedweave.runner import build_algorithm, run
 from tests.conftest import small_config
 
@@ -79,6 +80,10 @@ def test_summary_and_metrics_carry_the_personal_test(tmp_out):
     assert {r["metric"] for r in rows} == {"acc", "acc_min", "acc_max", "acc_std", "loss"}
     last = {r["metric"]: float(r["value"]) for r in rows if r["round"] == "3"}
     assert last["acc"] == final["personal_test_acc"]
+    # the rows a damaged metrics.csv is rebuilt with (records.restore) are the same
+    rebuilt = [r for r in metric_rows(res.history, [], "global") if r[2] == "personal_test"]
+    assert [(str(r[0]), r[3], float(r[4])) for r in rebuilt] == \
+        [(r["round"], r["metric"], float(r["value"])) for r in rows]
 
 
 def test_local_training_is_evaluated_per_client():
