@@ -11,7 +11,7 @@ from pydantic import Field
 from fedweave.algorithms.base import RoundResult, register_algorithm
 from fedweave.algorithms.federated.base import FederatedAlgorithm
 from fedweave.algorithms.federated.personal import PersonalConfig, Steps
-from fedweave.core.population import Buffers, stack_buffers
+from fedweave.core.population import Buffers, mean_buffers, stack_buffers
 from fedweave.evaluation import finetune
 from fedweave.training.optim import FunctionalOptimizer
 
@@ -78,6 +78,5 @@ class PerFedAvg(FederatedAlgorithm):
         local = d1.result(w, buffers)
         if len(clients):
             self.server.step(x - self.aggregate(w, local.num_samples, x))
-            self.buffers = {k: v.mean(0) if v.is_floating_point() else v.max(0).values
-                            for k, v in buffers.items()}
+            self.buffers = mean_buffers(buffers, local.num_samples)
         return self.result(plan, local)
