@@ -207,3 +207,25 @@ def test_unsupported_settings_are_refused_in_one_line(extra, match):
 def test_whole_personal_models_refuse_batchnorm():
     with pytest.raises(UserError, match=r"model\.norm=group"):
         algo_after(cfg("ditto", *CNN, "model.norm=batch"), 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fedper", "ditto"])
+def test_two_processes_end_with_the_single_process_numbers(tmp_path, name):
+    import subprocess
+    import sys
+
+    finals = []
+    for procs in (1, 2):
+        out = tmp_path / f"p{procs}"
+        args = [sys.executable, "-m", "fedweave", "run", "--procs", str(procs),
+                "--set", f"algorithm.name={name}", "--set", "rounds=2", "--set", "data.nodes=6",
+                "--set", "algorithm.clients_per_round=4", "--set", "model.name=mlp",
+                "--set", "data.client_test_fraction=0.2", "--set", "engine.backend=loop",
+                "--set", f"output.dir={out}", "--set", "output.plots=false",
+                "--set", "output.progress=false"]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        summary = json.loads(next(out.glob("*/summary.json")).read_text())
+        finals.append({k: v for k, v in summary["final"].items() if k != "wall_time"})
+    assert finals[0] == finals[1] and "personal_test_acc" in finals[0]
