@@ -134,6 +134,7 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "output.keep_every": ([], None),  # checked below
     "output.eval_every": (["rounds=3"], 2),
     "output.plots": ([], None),  # files in plots/: test_runner
+    "output.finetune_steps": (["data.client_test_fraction=0.3"], 2),
     "output.client_eval": ([], None),  # whose validation is recorded: test_records_cohort
     "output.tensorboard": ([], None),  # event files read back: test_results
     "output.mlflow": ([], None),  # an MLflow file store read back: test_results
@@ -144,7 +145,19 @@ CONTEXT: dict[str, tuple[list[str], Any]] = {
     "algorithm": ([], None),  # every registered algorithm's keys: ALGO_CONTEXT
 }
 
+#: the personalised methods need a model with a body and a head (fedbn: normalisation
+#: layers) and a personal test split (their per-client models show only there)
+PERSONAL = ["model.name=mlp", "model.hidden=[8]", "data.client_test_fraction=0.3"]
+ALGO_BASE: dict[str, list[str]] = {
+    **{name: PERSONAL for name in ("fedper", "fedrep", "lg_fedavg", "ditto", "pfedme",
+                                   "per_fedavg", "apfl")},
+    "fedbn": ["model.name=cnn", "model.width=0.125", "data.client_test_fraction=0.3"],
+}
+
 ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {
+    "head": ([], '"1."'),  # the mlp's first hidden layer
+    "apfl.alpha_lr": ([], 0.5),
+    "per_fedavg.delta": (["algorithm.variant=hf"], 0.1),
     "clients_per_round": (["data.nodes=6"], 2),
     "clustered.clients_per_round": (["data.nodes=6"], 4),  # k = 3 clusters need ≥ 3 per round
     "fraction": (["data.nodes=6"], 0.5),
@@ -239,7 +252,8 @@ def fingerprint(overrides: list[str]) -> tuple[Any, ...]:
     s = res.summary
     p, _, _ = res.algorithm.models()  # type: ignore[union-attr]
     return (s["final"].get("test_loss"), s["final"].get("train_loss"), s["sim_time_s"],
-            s["bytes_up"], s["bytes_down"], len(res.history), float(p.double().sum()))
+            s["bytes_up"], s["bytes_down"], len(res.history), float(p.double().sum()),
+            s["final"].get("personal_test_acc"))
 
 
 def informational_field(field: Any) -> bool:
@@ -272,7 +286,8 @@ def cases() -> list[tuple[str, list[str], list[str]]]:
             ctx, value = ALGO_CONTEXT.get(f"{name}.{key}", ALGO_CONTEXT.get(key, ([], "auto")))
             if value == "auto":
                 value = alternative(ann, field.get_default(call_default_factory=True))
-            base = BASE + (["topology.name=ring"] if dec else []) + [f"algorithm.name={name}"]
+            base = BASE + (["topology.name=ring"] if dec else []) + [f"algorithm.name={name}"] \
+                + ALGO_BASE.get(name, [])
             out.append((f"{name}.{key}", base + ctx,
                         base + ctx + [f"algorithm.{key}={fmt(value)}"]))
     return out

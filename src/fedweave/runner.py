@@ -30,7 +30,7 @@ from fedweave.core.state import flatten, unflatten
 from fedweave.data.federated import FederatedData
 from fedweave.distributed import is_writer, under_torchrun
 from fedweave.errors import DivergenceError, UserError
-from fedweave.evaluation import client_validation, spread
+from fedweave.evaluation import client_validation, personal_test, spread
 from fedweave.plugins import load_config
 from fedweave.preprocessing import preprocessing
 from fedweave.records.environment import environment
@@ -284,6 +284,21 @@ class Runner:
             per["client"][has].tolist(), per["loss"][has].tolist(), per["acc"][has].tolist(),
             strict=True)}
 
+    def _record_personal(self, r: int, summary: dict[str, float],
+                         metric_rows: list[tuple[Any, ...]], wall: float) -> None:
+        """The personalised test (``data.client_test_fraction``; ``fedweave.evaluation.
+        personal_test``): ``personal_test_acc`` (sample-weighted), ``_min``/``_max``/``_std``
+        and ``personal_test_loss`` in the summary row, and in metrics.csv (node ``clients``,
+        split ``personal_test``)."""
+        per = personal_test(self.algo, self.config.output.finetune_steps,
+                            key=self.config.rounds + r)
+        if per is None:
+            return
+        sim = self.totals["sim_time_s"]
+        for metric, value in per.items():
+            summary[f"personal_test_{metric}"] = value
+            metric_rows.append((r + 1, "clients", "personal_test", metric, value, sim, wall))
+
     def _append_clients(self, r: int, res: RoundResult,
                         evaluated: dict[int, dict[str, float]]) -> None:
         """One append to clients.csv per round: each cohort member's training loss and
@@ -317,6 +332,7 @@ class Runner:
         self.last_rows = rows  # per evaluated model, for trackers
         client_rows: list[tuple[Any, ...]] = []
         evaluated = self._record_clients(r, res, summary, client_rows, wall, clients)
+        self._record_personal(r, summary, client_rows, wall)
         if self.run_dir is not None:
             sim = self.totals["sim_time_s"]
             metric_rows: list[tuple[Any, ...]] = []

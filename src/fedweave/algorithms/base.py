@@ -64,6 +64,25 @@ class Algorithm(ABC):
         _, _, labels = self.models()
         return torch.zeros(self.ctx.data.nodes, dtype=torch.int64) if len(labels) == 1 else None
 
+    def personal_models(self, clients: torch.Tensor) -> tuple[torch.Tensor, Buffers] | None:
+        """The model each of ``clients`` uses on its own test split (``fedweave.evaluation.
+        personal_test``): ``params[k, P]`` and stacked buffers. Default: its row of
+        ``models()`` (node i's model for per-node runs, else ``client_models()``'s pick: the
+        global model); None when no model belongs to a client. Personalised methods return
+        their per-client models, materialising only ``clients``."""
+        if self.config.kind == "centralized":
+            return None
+        if self.per_node_models:
+            rows = clients.long()
+        else:
+            index = self.client_models()
+            if index is None:
+                return None
+            rows = index.cpu()[clients.cpu().long()]
+        params, buffers, _ = self.models()
+        rows = rows.to(params.device)
+        return params[rows], {k: v[rows.to(v.device)] for k, v in buffers.items()}
+
     def write_artifacts(self, plots_dir: Path) -> None:  # noqa: B027 (optional hook)
         """Extra files for a new run directory (e.g. the communication graph)."""
 

@@ -169,6 +169,9 @@ def run_cmd(
         final = result.summary["final"]
         best = result.summary.get("best", {})
         line = f"test accuracy {final['test_acc']:.4f}  test loss {final['test_loss']:.4f}"
+        if "personal_test_acc" in final:
+            line += (f"  personal test accuracy {final['personal_test_acc']:.4f} (clients "
+                     f"{final['personal_test_acc_min']:.4f}–{final['personal_test_acc_max']:.4f})")
         head = result.summary.get("headline", {})
         if head.get("metric", "test_acc") != "test_acc" and head.get("value") is not None:
             line = f"{head['label']} {head['value']:.4f}  models on the global test set: {line}"

@@ -85,7 +85,9 @@ def sweep_cmd(
     table = Table(title=f"sweep {folder}")
     groups = sw.grouped(rows)
     targeted = any(g["reached"][1] for g in groups)
-    columns = ["point", "runs", "test acc", "best val acc", "test at best", "wall s"]
+    personal = any(g["final_personal_test_acc"] is not None for g in groups)
+    columns = ["point", "runs", "test acc", *(("personal test acc",) if personal else ()),
+               "best val acc", "test at best", "wall s"]
     if targeted:  # the number reference system 002 compares: time to the target accuracy
         columns[2:2] = ["time to target (sim s)", "round at target", "reached"]
     for col in columns:
@@ -94,8 +96,9 @@ def sweep_cmd(
         ttt = [_pm(g["ttt_sim_s"], ".1f"), _pm(g["ttt_round"], ".1f"),
                "{}/{}".format(*g["reached"])] if targeted else []
         table.add_row(g["point"], f"{g['finished']}/{g['runs']}", *ttt,
-                      _pm(g["final_test_acc"]), _pm(g["best_val_acc"]),
-                      _pm(g["best_test_acc"]), _pm(g["wall_s"], ".1f"))
+                      _pm(g["final_test_acc"]),
+                      *((_pm(g["final_personal_test_acc"]),) if personal else ()),
+                      _pm(g["best_val_acc"]), _pm(g["best_test_acc"]), _pm(g["wall_s"], ".1f"))
     Console(width=None if Console().is_terminal else 160).print(table)
     console.print(f"sweep.csv → {path}; report: fedweave report {folder}", highlight=False,
                   soft_wrap=True, markup=False)

@@ -102,6 +102,11 @@ class DataConfig(Section):
                         "sorted by label and split contiguously (1 = iid, 0 = disjoint labels)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of each node's samples "
                                 "held out as its validation split (model selection: best)")
+    client_test_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of each node's partition held out as its own test "
+        "split (drawn like the validation split, from (seed, \"client-test\", node), before it): "
+        "the personalised test accuracy of every client's own model (summary.json "
+        "final.personal_test_acc with _min/_max/_std); 0 = no personal test split")
     val_from_train: bool = Field(
         False, description="validation = the node's whole training shard (reference system "
         "001)"

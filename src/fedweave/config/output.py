@@ -32,6 +32,11 @@ class OutputConfig(Section):
         "all = every client every evaluation (cost grows with the population: 100,000 "
         "clients are 100,000 evaluations); never = no per-client rows (val_* pools every "
         "client's split)")
+    finetune_steps: int = Field(
+        0, ge=0, description="with data.client_test_fraction: local SGD steps (train.lr, "
+        "train.batch_size) each client takes on its own training shard from its model before "
+        "the personalised test (FedAvg + fine-tuning, as FL-bench and PFLlib evaluate); 0 = "
+        "none", json_schema_extra={"unit": "steps"})
     plots: bool = Field(True, description="draw plots/*.png at the end of the run")
     progress: bool = Field(True, description="progress bar / log lines on the terminal "
                            "(informational)", json_schema_extra={"informational": True})

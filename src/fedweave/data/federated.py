@@ -35,6 +35,8 @@ class FederatedData:
     val_idx: list[torch.Tensor]
     augment: bool = False
     seed: int = 0
+    #: each node's own test split (``data.client_test_fraction``; empty: none)
+    test_idx: list[torch.Tensor] = field(default_factory=list)
     #: corrupted training data (``fedweave.data.noise``): flipped indices, per-sample input noise
     label_noise: torch.Tensor | None = None
     input_noise: InputNoise | None = None
@@ -117,6 +119,10 @@ def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = N
     (a federated run's large synthetic population: ``fedweave.data.ondemand.build_data``)."""
     ds = dataset if dataset is not None else load_dataset(cfg, seed)
     shards = partition(ds.train_y, cfg, seed, ds.train_groups)
+    test_idx: list[torch.Tensor] = []
+    if cfg.client_test_fraction:  # the personal test split first: it ignores val_fraction
+        shards, test_idx = split_validation(shards, cfg.client_test_fraction, seed,
+                                            purpose="client-test")
     train_idx, val_idx = split_validation(shards, cfg.val_fraction, seed, cfg.val_from_train)
     y, flipped = flip_labels(ds.train_y, train_idx, cfg, ds.num_classes, seed)
     noise = input_noise(len(ds.train_y), tuple(ds.train_x.shape[1:]), train_idx, cfg, seed)
@@ -124,7 +130,8 @@ def build_federated_data(cfg: DataConfig, seed: int, dataset: Dataset | None = N
         x=ds.train_x, y=y, test_x=ds.test_x, test_y=ds.test_y,
         num_classes=ds.num_classes,
         mean=ds.mean if cfg.normalize else None, std=ds.std if cfg.normalize else None,
-        train_idx=prune_shards(train_idx, cfg.prune, y), val_idx=val_idx, augment=cfg.augment,
+        train_idx=prune_shards(train_idx, cfg.prune, y), val_idx=val_idx, test_idx=test_idx,
+        augment=cfg.augment,
         seed=seed, label_noise=flipped if cfg.label_noise else None, input_noise=noise,
         classes=list(ds.classes) if ds.classes else None,
     )

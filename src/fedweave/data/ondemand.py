@@ -180,8 +180,8 @@ def eager_bytes(devices: SyntheticDevices, cfg: DataConfig) -> int:
 def on_demand_data(cfg: DataConfig, seed: int, cohort: int | None) -> FederatedData | None:
     """The population of ``cfg`` drawn on demand, or None where the eager dataset is small or
     something needs all of it."""
-    if not on_demand_possible(cfg, cohort):
-        return None
+    if not on_demand_possible(cfg, cohort) or cfg.client_test_fraction:
+        return None  # a personal test split needs every shard drawn
     assert cohort is not None
     devices = SyntheticDevices(cfg, seed)
     if eager_bytes(devices, cfg) <= ON_DEMAND_BYTES:

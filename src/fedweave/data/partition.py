@@ -166,11 +166,13 @@ def natural(y: np.ndarray, cfg: DataConfig, rng: np.random.Generator,
 
 
 def split_validation(shards: list[torch.Tensor], fraction: float, seed: int,
-                     from_train: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                     from_train: bool = False, purpose: str = "validation"
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per node: hold out ``fraction`` of its shard as validation (at least one sample stays
     for training): the shard positions ``perm[:n_val]`` of a permutation drawn from
     ``(seed, "validation", node)``, n_val = min(round(fraction·n), n − 1); both parts sorted.
     With ``from_train`` (reference system 001) validation is the whole training shard.
+    ``purpose`` names the stream (``"client-test"``: each node's personal test split).
 
     One pass over all nodes: the per-node streams only mark positions in one flat array,
     the parts are cut out of it and sorted per node in bulk (views of two flat tensors), so
@@ -184,7 +186,7 @@ def split_validation(shards: list[torch.Tensor], fraction: float, seed: int,
                      dtype=np.int64)
     is_val = np.zeros(len(flat), dtype=bool)
     for node in np.flatnonzero(n_val):
-        perm = numpy_rng(seed, "validation", int(node)).permutation(int(counts[node]))
+        perm = numpy_rng(seed, purpose, int(node)).permutation(int(counts[node]))
         is_val[starts[node] + perm[: n_val[node]]] = True
     owner = np.repeat(np.arange(len(shards), dtype=np.int64), counts)
 

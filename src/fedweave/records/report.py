@@ -358,6 +358,11 @@ def run_rows(runs: list[RunRecord], keys: list[str]) -> list[dict[str, Any]]:
             "test_acc": fmt(acc),
             "spread": (f"{fmt(final['test_acc_min'])}–{fmt(final['test_acc_max'])}"
                        if "test_acc_min" in final else ""),
+            "personal": (f"{fmt(final['personal_test_acc'])} (clients "
+                         f"{fmt(final['personal_test_acc_min'])}–"
+                         f"{fmt(final['personal_test_acc_max'])}, std "
+                         f"{fmt(final['personal_test_acc_std'])})"
+                         if "personal_test_acc" in final else ""),
             "best": best_text, "bytes": human_bytes(r.bytes()),
             "sim": fmt(r.sim_time(), ".1f"), "wall": fmt(r.wall(), ".1f"),
             "ttt": time_to_target(r.summary, unit),
@@ -384,6 +389,7 @@ def group_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     rows = []
     for label, members in groups.items():
         finals = [m.final().get("test_acc") for m in members]
+        personal = [m.final().get("personal_test_acc") for m in members]
         bests = [m.best().get("val_acc") for m in members]
         walls = [m.wall() for m in members]
         hits = [((m.summary or {}).get("time_to_target") or {}).get("sim_s") for m in members]
@@ -395,6 +401,7 @@ def group_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
                              (f"not reached (0/{targeted})" if targeted else "–")),
                      "finished": sum(m.summary is not None for m in members),
                      "test_acc": _mean_std([v for v in finals if v is not None]),
+                     "personal": _mean_std([v for v in personal if v is not None]),
                      "best_val": _mean_std([v for v in bests if v is not None]),
                      "wall": _mean_std([v for v in walls if v is not None])})
     return rows

@@ -129,9 +129,12 @@ def metric_rows(history: list[dict[str, Any]], round_log: list[list[Any]], label
                 split, metric = key.split("_", 1)
                 rows.append([r, label, split, metric, h[key], sim, wall])
         rows.extend([r, "all", "stats", k, v, sim, wall] for k, v in h.items()
-                    if k not in _NOT_EXTRAS and not k.startswith("clients_val_"))
+                    if k not in _NOT_EXTRAS and not k.startswith(("clients_val_",
+                                                                  "personal_test_")))
         rows.extend([r, "clients", "val", k[len("clients_val_"):], v, sim, wall]
                     for k, v in h.items() if k.startswith("clients_val_"))
+        rows.extend([r, "clients", "personal_test", k[len("personal_test_"):], v, sim, wall]
+                    for k, v in h.items() if k.startswith("personal_test_"))
     return rows
 
 

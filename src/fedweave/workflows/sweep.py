@@ -47,8 +47,8 @@ from fedweave.records.rundir import atomic_write, prepare_output, slug
 from fedweave.training.threads import CORES_ENV, WAIT_ENV
 
 CSV_COLUMNS = ["point", "seed", "status", "rounds_done", "final_test_acc", "final_test_loss",
-               "best_round", "best_val_acc", "best_test_acc", "headline_metric",
-               "headline_acc", "target_acc", "ttt_sim_s",
+               "final_personal_test_acc", "best_round", "best_val_acc", "best_test_acc",
+               "headline_metric", "headline_acc", "target_acc", "ttt_sim_s",
                "ttt_round", "stop_reason", "wall_s", "sim_time_s", "bytes", "run_dir"]
 
 
@@ -329,6 +329,7 @@ def csv_rows(outcomes: list[Outcome], keys: list[str]) -> list[dict[str, Any]]:
                                "status": status, "rounds_done": s.get("rounds_done", ""),
                                "final_test_acc": final.get("test_acc", ""),
                                "final_test_loss": final.get("test_loss", ""),
+                               "final_personal_test_acc": final.get("personal_test_acc", ""),
                                "best_round": best.get("round", ""),
                                "best_val_acc": best.get("val_acc", ""),
                                "best_test_acc": best.get("test_acc", ""),
@@ -376,8 +377,8 @@ def grouped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for label, members in groups.items():
         ok = [m for m in members if m["status"] == "finished" and m["final_test_acc"] != ""]
         entry: dict[str, Any] = {"point": label, "runs": len(members), "finished": len(ok)}
-        for key in ("final_test_acc", "best_val_acc", "best_test_acc", "wall_s", "ttt_sim_s",
-                    "ttt_round"):
+        for key in ("final_test_acc", "final_personal_test_acc", "best_val_acc",
+                    "best_test_acc", "wall_s", "ttt_sim_s", "ttt_round"):
             entry[key] = mean_std([float(m[key]) for m in ok if m[key] != ""])
         targeted = [m for m in ok if m["target_acc"] != ""]
         entry["reached"] = (sum(m["ttt_sim_s"] != "" for m in targeted), len(targeted))
