@@ -21,8 +21,10 @@ def report_cmd(
     ] = Path("report"),
 ) -> None:
     """Plots and an HTML page; several runs overlay in one figure."""
+    from fedweave.algorithms.base import ALGORITHMS
     from fedweave.records.report import write_report
 
+    ALGORITHMS.load_all()  # the built-in algorithms' kinds (round, epoch, server update)
     try:
         output_folder(out, "--out")
         page = write_report(run_dirs, out)

@@ -90,6 +90,7 @@ class RootView(Protocol):
     attack: Any
     privacy: Any
     engine: Any
+    launcher: Any
     output: Any
     notify: Any
     distill: Any

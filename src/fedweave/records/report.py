@@ -315,14 +315,12 @@ def time_to_target(summary: dict[str, Any] | None, unit: str = "round") -> str:
 
 
 def algorithm_kind(config: dict[str, Any]) -> str:
-    """federated, decentralized, async or centralized (of the run's algorithm.name; a
-    built-in algorithm's module is imported to know it, never a plugin)."""
-    from fedweave.algorithms.base import ALGORITHMS
+    """federated, decentralized, async or centralized (of the run's algorithm.name, from
+    the registered algorithm configs: ``fedweave report`` registers the built-in algorithms
+    first, never a plugin; an unknown name counts as federated)."""
     from fedweave.config.algorithm import ALGORITHM_CONFIGS
 
     name = str(config.get("algorithm.name"))
-    if name not in ALGORITHM_CONFIGS.classes and name in ALGORITHMS.modules:
-        ALGORITHMS.load(name)
     cls = ALGORITHM_CONFIGS.classes.get(name)
     return str(getattr(cls, "kind", "federated"))
 

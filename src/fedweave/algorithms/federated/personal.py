@@ -58,7 +58,7 @@ class PersonalConfig(ServerOptConfig):
             raise ValueError(f"privacy.level={config.privacy.level}: algorithm.name="
                              f"{self.name} keeps per-client models the privacy accounting does "
                              "not cover; remove the privacy section")
-        if self.own_loop and config.engine.name == "distributed":
+        if self.own_loop and config.launcher.name == "distributed":
             raise ValueError(f"launcher.name=distributed: algorithm.name={self.name} runs its own "
                              "local update in one process; use launcher.name=single")
 
