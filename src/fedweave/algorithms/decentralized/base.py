@@ -25,7 +25,6 @@ processes, so checkpoints do not depend on the number of processes.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +42,13 @@ from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
 from fedweave.core.state import State, section
-from fedweave.distributed import is_writer
 from fedweave.robust.attacks import attack_record
 from fedweave.robust.peers import NeighbourRule, down_nodes
-from fedweave.sim.scheduler import EPS
 from fedweave.topology import node_names, plot_graph, spectral_gap
 from fedweave.training.batches import batch_schedule, batch_width
 from fedweave.training.objectives import L2, Objective
 from fedweave.training.optim import FunctionalOptimizer
-from fedweave.training.protocol import Batches, StepOutput
+from fedweave.training.protocol import Batches
 
 
 class DecentralizedConfig(AlgorithmConfig):
@@ -104,7 +101,6 @@ class StepInfo:
 
 
 StepObserver = Callable[["DecentralizedAlgorithm", StepInfo], None]
-log = logging.getLogger("fedweave")
 
 
 
@@ -164,26 +160,21 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
     def init_state(self) -> None:
         """Allocate algorithm state (duals, trackers, copies)."""
 
-
     def local_update(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         """Update the ``active`` held rows from gradients ``g`` (zero elsewhere) and ``lr``
         (one row per held node)."""
         raise NotImplementedError
-
 
     def combine(self, active: torch.Tensor, due: torch.Tensor, lr: torch.Tensor,
                 fresh: bool) -> None:
         """After the exchange: ``due`` held slots of the active nodes; ``fresh`` when every
         live slot was just refreshed synchronously (so W @ m may replace the copies)."""
 
-
     def algorithm_state(self) -> dict[str, torch.Tensor]:
         return {}
 
-
     def load_algorithm_state(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of ``algorithm_state``."""
-
 
     # ------------------------------------------------------------------ helpers
 
@@ -191,13 +182,11 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         """Rows of ``new`` for active nodes, of ``old`` elsewhere."""
         return new if self.everyone else torch.where(active.view(-1, 1), new, old)
 
-
     def sgd_step(self, active: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         """x ← local optimizer step (``train.optimizer``; per-node ``lr[N, 1]``); in place
         when every node steps (``g`` is consumed), else on a copy."""
         inplace = self.everyone and not self.observers
         self.x = self.optimizer.step(self.x, g, self.opt_state, lr, active, inplace=inplace)
-
 
     def batches(self, epoch: int) -> Batches:
         if epoch not in self._batches:
@@ -208,7 +197,6 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
                 data, self.nodes.cpu(), torch.full((self.rows,), self.S), batch, (epoch,),
                 width=batch_width(data, torch.arange(self.n), batch))  # all N, held or not
         return self._batches[epoch]
-
 
     # ------------------------------------------------------------------ one step and a round
 
@@ -272,57 +260,6 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
                 observer(self, info)
         return longest
 
-
-    def _group_grads(self, held: torch.Tensor, epoch: int, t: int,
-                     stepping: torch.Tensor | None) -> StepOutput:
-        """The engine's gradients of the ``held`` rows for step key (epoch, t); on the
-        asynchronous clock also of the companions that take the same step later in the round,
-        kept until their own event (``lookahead.py``; the same numbers, fewer engine calls)."""
-        bt = self.batches(epoch)
-        key = (epoch, t)
-        look = self._companions(key, stepping) if stepping is not None else []
-        cached = self.ahead.usable(held, key, self.x) if self.ahead.rows else []
-        if not look and not cached:
-            self.ahead.calls += 1
-            return self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
-                                     held, key, self.nodes, self.objective.data)
-        need = held.clone()
-        need[cached] = False
-        out = None
-        if bool(need.any()):
-            compute = need.clone()
-            compute[look] = True
-            out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
-                                    compute, key, self.nodes, self.objective.data)
-            self.ahead.calls += 1
-            if look:
-                self.ahead.keep(look, key, self.x, out)
-                if out.buffers:  # the companions' buffers are written at their own step
-                    kept = {k: v.clone() for k, v in out.buffers.items()}
-                    for k, v in kept.items():
-                        v[look] = self.buffers[k][look]
-                    out.buffers = kept
-        out, _ = self.ahead.take(cached, out, self.x, self.buffers)
-        return out
-
-
-    def _companions(self, key: tuple[int, int], stepping: torch.Tensor) -> list[int]:
-        """Held rows not stepping now whose next step has ``key`` and comes before this
-        round's end (asynchronous clock only)."""
-        end = self._look_end
-        if end is None or not self.ahead.enabled:
-            return []
-        lo, hi = self.part.lo, self.part.hi
-        k = self.steps_done[lo:hi]
-        same = (k // self.S == key[0]) & (k % self.S == key[1]) & ~stepping[lo:hi]
-        out = []
-        for row in torch.nonzero(same).flatten().tolist():
-            if row not in self.ahead.rows and \
-                    self._step_time(lo + row, int(k[row])) <= end * (1 + EPS):
-                out.append(row)
-        return out
-
-
     def round(self, r: int) -> RoundResult:
         self.part.start_round(r)
         self._gathered = None
@@ -362,29 +299,6 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
             train_loss=float((loss * weights).sum()), train_acc=float((acc * weights).sum()),
             bytes_up=self.bytes_up, bytes_down=self.bytes_down, sim_time=sim,
             node_train={"loss": loss.cpu(), "acc": acc.cpu()}, extras=extras)
-
-
-    def _warn_alone(self, r: int) -> None:
-        """One warning line per node whose every link has timed out (``clock.swap_timeout``):
-        from this round on it trains alone. Said once per node, by the writing process."""
-        degree = torch.zeros(self.n, dtype=torch.int64)
-        degree.index_add_(0, self.slot_own, self.alive[self.slot_edge].to(torch.int64))
-        had = torch.zeros(self.n, dtype=torch.int64)
-        had.index_add_(0, self.slot_own, torch.ones_like(self.slot_own))
-        alone = [i for i in torch.nonzero((degree == 0) & (had > 0)).flatten().tolist()
-                 if i not in self.alone]
-        if not alone:
-            return
-        self.alone.update(alone)
-        if not is_writer():
-            return
-        labels = self.model_labels()
-        timeout = self.ctx.config.clock.swap_timeout
-        for i in alone:
-            log.warning("node %s trains alone from round %d: every link timed out "
-                        "(clock.swap_timeout=%g s is shorter than its exchanges take)",
-                        labels[i], r + 1, timeout)
-
 
     # ------------------------------------------------------------------ API
 

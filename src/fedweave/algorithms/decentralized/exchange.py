@@ -33,11 +33,13 @@ An algorithm that overrides ``receive`` never takes it.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from fedweave.algorithms.decentralized.graph import PeerGraph
+from fedweave.distributed import is_writer
 from fedweave.errors import UserError
 from fedweave.robust.peers import PeerFaults
 from fedweave.sim.transport import Transport
@@ -46,6 +48,9 @@ from fedweave.topology import directed_offsets, exchange_schedule, file_schedule
 if TYPE_CHECKING:
     from fedweave.context import RunContext
     from fedweave.sim.clock import NodeProfile
+
+
+log = logging.getLogger("fedweave")
 
 
 class Exchange(PeerGraph):
@@ -60,6 +65,10 @@ class Exchange(PeerGraph):
     steps_done: torch.Tensor
     profile: NodeProfile
     async_: bool
+    alone: set[int]
+
+    if TYPE_CHECKING:  # provided by the algorithm
+        def model_labels(self) -> list[str]: ...
 
     def _init_exchange(self, ctx: RunContext) -> None:
         cfg = ctx.config
@@ -259,3 +268,23 @@ class Exchange(PeerGraph):
         self.bytes_down += len(slots) * self.msg_bytes
         self._send(slots, now)
 
+    def _warn_alone(self, r: int) -> None:
+        """One warning line per node whose every link has timed out (``clock.swap_timeout``):
+        from this round on it trains alone. Said once per node, by the writing process."""
+        degree = torch.zeros(self.n, dtype=torch.int64)
+        degree.index_add_(0, self.slot_own, self.alive[self.slot_edge].to(torch.int64))
+        had = torch.zeros(self.n, dtype=torch.int64)
+        had.index_add_(0, self.slot_own, torch.ones_like(self.slot_own))
+        alone = [i for i in torch.nonzero((degree == 0) & (had > 0)).flatten().tolist()
+                 if i not in self.alone]
+        if not alone:
+            return
+        self.alone.update(alone)
+        if not is_writer():
+            return
+        labels = self.model_labels()
+        timeout = self.ctx.config.clock.swap_timeout
+        for i in alone:
+            log.warning("node %s trains alone from round %d: every link timed out "
+                        "(clock.swap_timeout=%g s is shorter than its exchanges take)",
+                        labels[i], r + 1, timeout)

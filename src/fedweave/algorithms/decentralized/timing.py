@@ -1,4 +1,5 @@
-"""When peers step: lock-step rounds, or event-driven rounds on the shared virtual-time scheduler.
+"""When peers step: lock-step rounds, or event-driven rounds on the shared virtual-time scheduler
+(with the gradients of later steps computed ahead, ``lookahead.py``).
 
 One round is one epoch: every node takes S = max_i ⌈n_i/b_i⌉ steps. Synchronous (default): all
 nodes step together and messages arrive at once; a step lasts the slowest node's compute plus
@@ -31,7 +32,11 @@ from fedweave.training.batches import local_steps
 if TYPE_CHECKING:
     from fedweave.algorithms.decentralized.lookahead import GradientCache
     from fedweave.context import RunContext
+    from fedweave.core.population import Buffers
+    from fedweave.distributed.placement import NodePartition
     from fedweave.sim.clock import NodeProfile
+    from fedweave.training.objectives import Objective
+    from fedweave.training.protocol import Batches, GradientEngine, StepOutput
 
 
 class Timing:
@@ -47,6 +52,12 @@ class Timing:
     epoch_swap: bool
 
     ahead: GradientCache
+    x: torch.Tensor
+    buffers: Buffers
+    nodes: torch.Tensor
+    engine: GradientEngine
+    objective: Objective
+    part: NodePartition
 
     if TYPE_CHECKING:  # provided by the algorithm and by Exchange
         def _step(self, groups: list[tuple[torch.Tensor, int, int]], now: float,
@@ -55,6 +66,8 @@ class Timing:
         def _swap_epoch(self, ended: torch.Tensor, now: float) -> None: ...
 
         def _deliver(self, now: float) -> None: ...
+
+        def batches(self, epoch: int) -> Batches: ...
 
     def _init_timing(self, ctx: RunContext) -> None:
         cfg = ctx.config
@@ -84,7 +97,6 @@ class Timing:
         self.clock.now += sim
         return sim
 
-
     def _step_time(self, node: int, k: int) -> float:
         """When node's k-th (0-based) local step finishes: (k+1)·τ_i, or with train/idle
         periods φ_i + ⌊k/S⌋·T_i + (k mod S + 1)·τ_i."""
@@ -94,7 +106,6 @@ class Timing:
         start = self.phase[node] + e * self.epoch_period[node]
         return float(start + (t + 1) * self.tau[node])
 
-
     def _epoch_end(self, node: int, e: int) -> float:
         """When node's epoch e ends: the finish of its last step, or with train/idle periods
         φ_i + e·T_i + T_i (the same float as that step's time when there is no idle part)."""
@@ -103,17 +114,14 @@ class Timing:
         start = self.phase[node] + e * self.epoch_period[node]
         return float(start + self.epoch_period[node])
 
-
     def _next_step(self, node: int) -> None:
         """Queue node's next local step (``_step_time``)."""
         self.clock.at(self._step_time(node, int(self.steps_done[node])), "step", node)
-
 
     def _round_end(self, r: int) -> float:
         if not self.idle:
             return (r + 1) * self.S * float(self.tau.max())
         return (r + 1) * float(self.epoch_period.max())
-
 
     def _round_async(self, r: int, stats: dict[str, torch.Tensor]) -> float:
         """Event-driven on the scheduler: the earliest events (and every other at the same
@@ -157,3 +165,50 @@ class Timing:
         self.clock.now = end
         return end - start
 
+    def _group_grads(self, held: torch.Tensor, epoch: int, t: int,
+                     stepping: torch.Tensor | None) -> StepOutput:
+        """The engine's gradients of the ``held`` rows for step key (epoch, t); on the
+        asynchronous clock also of the companions that take the same step later in the round,
+        kept until their own event (``lookahead.py``; the same numbers, fewer engine calls)."""
+        bt = self.batches(epoch)
+        key = (epoch, t)
+        look = self._companions(key, stepping) if stepping is not None else []
+        cached = self.ahead.usable(held, key, self.x) if self.ahead.rows else []
+        if not look and not cached:
+            self.ahead.calls += 1
+            return self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                     held, key, self.nodes, self.objective.data)
+        need = held.clone()
+        need[cached] = False
+        out = None
+        if bool(need.any()):
+            compute = need.clone()
+            compute[look] = True
+            out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                    compute, key, self.nodes, self.objective.data)
+            self.ahead.calls += 1
+            if look:
+                self.ahead.keep(look, key, self.x, out)
+                if out.buffers:  # the companions' buffers are written at their own step
+                    kept = {k: v.clone() for k, v in out.buffers.items()}
+                    for k, v in kept.items():
+                        v[look] = self.buffers[k][look]
+                    out.buffers = kept
+        out, _ = self.ahead.take(cached, out, self.x, self.buffers)
+        return out
+
+    def _companions(self, key: tuple[int, int], stepping: torch.Tensor) -> list[int]:
+        """Held rows not stepping now whose next step has ``key`` and comes before this
+        round's end (asynchronous clock only)."""
+        end = self._look_end
+        if end is None or not self.ahead.enabled:
+            return []
+        lo, hi = self.part.lo, self.part.hi
+        k = self.steps_done[lo:hi]
+        same = (k // self.S == key[0]) & (k % self.S == key[1]) & ~stepping[lo:hi]
+        out = []
+        for row in torch.nonzero(same).flatten().tolist():
+            if row not in self.ahead.rows and \
+                    self._step_time(lo + row, int(k[row])) <= end * (1 + EPS):
+                out.append(row)
+        return out
