@@ -103,7 +103,6 @@ class StepInfo:
 StepObserver = Callable[["DecentralizedAlgorithm", StepInfo], None]
 
 
-
 class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
     """Base class: subclasses define the per-step update rule (see the module docstring)."""
 
