@@ -111,11 +111,15 @@ def test_live_bar_keeps_the_round_counter_at_80_columns() -> None:
 
 
 def test_a_fresh_report_process_knows_each_runs_round_unit() -> None:
-    """``fedweave report`` loads no algorithm up front: a run's kind is found from its name."""
+    """``fedweave report`` in a fresh process registers the built-in algorithms' kinds (the
+    records layer imports no algorithm): each run's round unit follows from its name."""
     import os
     import sys
 
-    code = ("from fedweave.records.report import round_unit as u; "
+    code = ("import tempfile; from typer.testing import CliRunner; from fedweave.cli import app; "
+            "CliRunner().invoke(app, ['report', tempfile.mkdtemp(), '--out', "
+            "tempfile.mkdtemp()]); "
+            "from fedweave.records.report import round_unit as u; "
             "print([u({'algorithm.name': n}) for n in ('dsgd', 'fedbuff', 'fedavg', 'nope')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
