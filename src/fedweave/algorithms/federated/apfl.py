@@ -8,12 +8,13 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import RoundResult, register_algorithm
-from fedweave.algorithms.federated.base import FederatedAlgorithm
-from fedweave.algorithms.federated.personal import PersonalConfig, Steps, refuse_batchnorm
+from fedweave.algorithms.federated.personal import (
+    PersonalConfig,
+    PersonalModels,
+    Steps,
+)
 from fedweave.context import RunContext
-from fedweave.core.client_store import ClientStore
 from fedweave.core.population import Buffers, stack_buffers
-from fedweave.core.state import State, section
 from fedweave.training.optim import FunctionalOptimizer
 
 
@@ -31,7 +32,7 @@ class APFLConfig(PersonalConfig):
 
 
 @register_algorithm("apfl", APFLConfig)
-class APFL(FederatedAlgorithm):
+class APFL(PersonalModels):
     """Client i keeps v_i and α_i (v_i = w, α_i = alpha when first seen). Per local step on a
     batch D, with the mixed model v̄ = α_i v_i + (1 − α_i) w_i:
     w_i ← w_i − η∇f_i(w_i; D);  v_i ← v_i − η α_i ∇f_i(v̄; D);
@@ -40,12 +41,10 @@ class APFL(FederatedAlgorithm):
     model of client i is α_i v_i + (1 − α_i) w."""
 
     config: APFLConfig
+    extra_columns = 1  # α_i after the personal model v_i
 
     def __init__(self, ctx: RunContext, config: APFLConfig) -> None:  # type: ignore[override]
         super().__init__(ctx, config)
-        refuse_batchnorm(ctx, "apfl")
-        x = self.server.x
-        self.store = ClientStore(ctx.data.nodes, x.numel() + 1, x.dtype, x.device)
         self.optimizer = FunctionalOptimizer(ctx.config.train)
 
     def default_row(self) -> torch.Tensor:
@@ -85,10 +84,3 @@ class APFL(FederatedAlgorithm):
             self.store.scatter(clients, torch.cat([v, a], 1))
             self.server.step(x - self.aggregate(w, local.num_samples, x))
         return self.result(plan, local)
-
-    def state(self) -> State:
-        return {**super().state(), "store": self.store.state()}
-
-    def load_state(self, state: State) -> None:
-        super().load_state(state)
-        self.store.load(section(state, "store"))

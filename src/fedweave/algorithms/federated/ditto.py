@@ -9,12 +9,8 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import RoundResult, register_algorithm
-from fedweave.algorithms.federated.base import FederatedAlgorithm
-from fedweave.algorithms.federated.personal import PersonalConfig, refuse_batchnorm
-from fedweave.context import RunContext
-from fedweave.core.client_store import ClientStore
+from fedweave.algorithms.federated.personal import PersonalConfig, PersonalModels
 from fedweave.core.population import Buffers, mean_buffers, stack_buffers
-from fedweave.core.state import State, section
 from fedweave.training.objectives import Objective, Proximal
 
 
@@ -27,19 +23,13 @@ class DittoConfig(PersonalConfig):
 
 
 @register_algorithm("ditto", DittoConfig)
-class Ditto(FederatedAlgorithm):
+class Ditto(PersonalModels):
     """Global model w trained exactly as FedAvg: w_i ← LocalSGD(w) on f_i,
     w ← ServerOpt(aggregate_i w_i). Alongside, each client's personal model v_i (w for a
     client not seen yet) takes the same local epochs on h_i(v) = f_i(v) + (λ/2)‖v − w‖²
     (w the round's global model). The personal model of client i is v_i."""
 
     config: DittoConfig
-
-    def __init__(self, ctx: RunContext, config: DittoConfig) -> None:  # type: ignore[override]
-        super().__init__(ctx, config)
-        refuse_batchnorm(ctx, "ditto")
-        x = self.server.x
-        self.store = ClientStore(ctx.data.nodes, x.numel(), x.dtype, x.device)
 
     def personal_models(self, clients: torch.Tensor) -> tuple[torch.Tensor, Buffers]:
         return self.store.gather(clients, self.server.x.detach()), \
@@ -60,10 +50,3 @@ class Ditto(FederatedAlgorithm):
             self.server.step(x - self.aggregate(local.params, local.num_samples, x))
             self.buffers = mean_buffers(local.buffers, local.num_samples)
         return self.result(plan, local)
-
-    def state(self) -> State:
-        return {**super().state(), "store": self.store.state()}
-
-    def load_state(self, state: State) -> None:
-        super().load_state(state)
-        self.store.load(section(state, "store"))

@@ -126,6 +126,28 @@ class Freeze(ParamTerm):
             g.sub_(x * (1 - self.trainable), alpha=self.weight_decay)
 
 
+class PersonalModels(FederatedAlgorithm):
+    """A global model plus one whole personal model per client seen (Ditto, pFedMe, APFL):
+    ``self.store`` holds P (+ ``extra_columns``) floats per client, refuses BatchNorm models
+    (their statistics are not kept per client) and is checkpointed with the algorithm."""
+
+    extra_columns: ClassVar[int] = 0
+
+    def __init__(self, ctx: RunContext, config: PersonalConfig) -> None:  # type: ignore[override]
+        super().__init__(ctx, config)
+        refuse_batchnorm(ctx, config.name)
+        x = self.server.x
+        self.store = ClientStore(ctx.data.nodes, x.numel() + self.extra_columns, x.dtype,
+                                 x.device)
+
+    def state(self) -> State:
+        return {**super().state(), "store": self.store.state()}
+
+    def load_state(self, state: State) -> None:
+        super().load_state(state)
+        self.store.load(section(state, "store"))
+
+
 class PartialSharing(FederatedAlgorithm):
     """A global model whose ``personal_mask`` coordinates (and, with ``personal_buffers``,
     the normalisation layers' buffers) stay on each client (module docstring)."""

@@ -8,12 +8,13 @@ import torch
 from pydantic import Field
 
 from fedweave.algorithms.base import RoundResult, register_algorithm
-from fedweave.algorithms.federated.base import FederatedAlgorithm
-from fedweave.algorithms.federated.personal import PersonalConfig, Steps, refuse_batchnorm
+from fedweave.algorithms.federated.personal import (
+    PersonalConfig,
+    PersonalModels,
+    Steps,
+)
 from fedweave.context import RunContext
-from fedweave.core.client_store import ClientStore
 from fedweave.core.population import Buffers, stack_buffers
-from fedweave.core.state import State, section
 from fedweave.training.optim import FunctionalOptimizer
 
 
@@ -34,7 +35,7 @@ class PFedMeConfig(PersonalConfig):
 
 
 @register_algorithm("pfedme", PFedMeConfig)
-class PFedMe(FederatedAlgorithm):
+class PFedMe(PersonalModels):
     """Client i: w_i ← w, θ ← w; per local step on a batch D: θ ← θ − η_p(∇f(θ; D) +
     λ(θ − w_i)) K times (θ̂ ≈ the proximal point of the Moreau envelope), then
     w_i ← w_i − η·λ(w_i − θ̂) (the run's optimizer, train.lr). Server:
@@ -44,9 +45,6 @@ class PFedMe(FederatedAlgorithm):
 
     def __init__(self, ctx: RunContext, config: PFedMeConfig) -> None:  # type: ignore[override]
         super().__init__(ctx, config)
-        refuse_batchnorm(ctx, "pfedme")
-        x = self.server.x
-        self.store = ClientStore(ctx.data.nodes, x.numel(), x.dtype, x.device)
         self.optimizer = FunctionalOptimizer(ctx.config.train)
 
     def personal_models(self, clients: torch.Tensor) -> tuple[torch.Tensor, Buffers]:
@@ -79,10 +77,3 @@ class PFedMe(FederatedAlgorithm):
             self.store.scatter(clients, theta)
             self.server.step(cfg.beta * (x - self.aggregate(w, local.num_samples, x)))
         return self.result(plan, local)
-
-    def state(self) -> State:
-        return {**super().state(), "store": self.store.state()}
-
-    def load_state(self, state: State) -> None:
-        super().load_state(state)
-        self.store.load(section(state, "store"))
