@@ -41,3 +41,52 @@ def latest_state(run_dir: Path) -> dict[str, torch.Tensor]:
 
     latest = json.loads((Path(run_dir) / "checkpoints" / "latest.json").read_text())
     return load_file(str(Path(run_dir) / "checkpoints" / latest["file"]))
+
+
+#: More variants of a command-line case whose first variant stays in the default suite: each
+#: starts fedweave in a fresh process (1–2 s of interpreter and torch import), so they run in
+#: the slow step (``pytest -m slow``, the second step of ``.ci/run``) to keep the default
+#: command under 8 minutes on 2 cores.
+SUBPROCESS_VARIANTS = {
+    "test_trust_inputs.py::test_run_name_is_one_component_under_out[absolute]",
+    "test_trust_inputs.py::test_run_name_is_one_component_under_out[300-chars]",
+    "test_trust_inputs.py::test_bad_config_file[latin-1]",
+    "test_trust_inputs.py::test_bad_config_file[duplicate-key]",
+    "test_trust_inputs.py::test_refused_overrides[topology-for-fedavg]",
+    "test_trust_inputs.py::test_refused_overrides[async-for-fedavg]",
+    "test_trust_inputs.py::test_refused_overrides[cohort-above-nodes]",
+    "test_trust_inputs.py::test_refused_overrides[hidden-0]",
+    "test_trust_inputs.py::test_refused_overrides[device-banana]",
+    "test_trust_inputs.py::test_bad_topology_file[non-utf8]",
+    "test_trust_inputs.py::test_bad_topology_file[inf-node-id]",
+    "test_trust_inputs.py::test_out_under_a_file",
+    "test_trust_inputs.py::test_out_in_proc",
+    "test_trust_rundir.py::test_structural_damage_is_one_line[nodes-file]",
+    "test_trust_rundir.py::test_structural_damage_is_one_line[checkpoints-file]",
+    "test_trust_rundir.py::test_structural_damage_is_one_line[metrics.csv-dir]",
+    "test_trust_rundir.py::test_damaged_latest_checkpoint_falls_back_and_matches"
+    "[truncated-does not match its checksum]",
+    "test_trust_rundir.py::test_damaged_latest_checkpoint_falls_back_and_matches"
+    "[missing-is missing]",
+    "test_config_cli.py::test_cli_bad_input_exits_2_without_run_dir[args1-rounds]",
+    "test_config_cli.py::test_cli_bad_input_exits_2_without_run_dir[args2-data.alpha]",
+    "test_distributed.py::test_federated_equals_single_process[scaffold-2]",
+    "test_distributed.py::test_federated_equals_single_process[centralized-2]",
+    "test_distributed.py::test_decentralized_equals_single_process[dsgd-2-all_gather]",
+    "test_trust_code.py::test_a_run_directory_never_imports_its_plugins[absolute-influence]",
+    "test_trust_code.py::test_a_run_directory_never_imports_its_plugins[absolute-prune_stage1]",
+    "test_trust_code.py::test_a_run_directory_never_imports_its_plugins[absolute-config_show]",
+    "test_trust_code.py::test_a_run_directory_never_imports_its_plugins[absolute-export]",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    found = set()
+    for item in items:
+        key = f"{Path(str(item.fspath)).name}::{item.name}"
+        if key in SUBPROCESS_VARIANTS:
+            item.add_marker(pytest.mark.slow)
+            found.add(key)
+    if len(items) > 200 and found != SUBPROCESS_VARIANTS:  # a renamed test would slip away
+        missing = sorted(SUBPROCESS_VARIANTS - found)
+        raise pytest.UsageError(f"tests/conftest.py SUBPROCESS_VARIANTS names no test: {missing}")
