@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if len(items) > 200 and found != SUBPROCESS_VARIANTS:  # a renamed test would slip away
         missing = sorted(SUBPROCESS_VARIANTS - found)
         raise pytest.UsageError(f"tests/conftest.py SUBPROCESS_VARIANTS names no test: {missing}")
+
+
+class Killed(Exception):
+    """Raised from a progress callback to kill a run in the middle."""
+
+
+def resumes_exactly(tmp_path: Path, config: Callable[..., Config], *overrides: str,
+                    rounds: int = 4) -> None:
+    """A run killed after its round-2 checkpoint is taken and resumed ends with the
+    uninterrupted run's numbers and checkpoint tensors (``config(*overrides)`` builds each)."""
+    import json
+
+    from fedweave.runner import run
+
+    args = [f"output.dir={tmp_path}", f"rounds={rounds}", *overrides]
+    full = run(config(*args, "name=full"))
+
+    def kill(r: int, total: int, row: object) -> None:
+        if r == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(config(*args, "name=killed"), progress=kill)
+    killed = next(tmp_path.glob("killed-*"))
+    assert json.loads((killed / "checkpoints/latest.json").read_text())["round"] == 1
+    resumed = run(resume=killed)
+    assert resumed.summary["final"] == full.summary["final"]
+    a, b = latest_state(full.run_dir), latest_state(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

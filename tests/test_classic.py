@@ -12,12 +12,9 @@ from fedweave.config import load_config
 from fedweave.errors import UserError
 from fedweave.runner import run
 from tests.conftest import latest_state, small_config
+from tests.conftest import resumes_exactly as shared_resumes_exactly
 
 SKEW = ["data.partition=quantity", "data.sigma=1.5"]
-
-
-class Killed(Exception):
-    pass
 
 
 def final(*overrides: str) -> torch.Tensor:
@@ -26,22 +23,7 @@ def final(*overrides: str) -> torch.Tensor:
 
 
 def resumes_exactly(tmp_path, *overrides: str) -> None:
-    """A run killed after round 2 and resumed ends with the uninterrupted run's numbers."""
-    args = [f"output.dir={tmp_path}", "rounds=4", *overrides]
-    full = run(small_config(*args, "name=full"))
-
-    def kill(r, total, row):
-        if r == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run(small_config(*args, "name=killed"), progress=kill)
-    killed = next(tmp_path.glob("killed-*"))
-    assert json.loads((killed / "checkpoints/latest.json").read_text())["round"] == 1
-    resumed = run(resume=killed)
-    assert resumed.summary["final"] == full.summary["final"]
-    a, b = latest_state(full.run_dir), latest_state(killed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    shared_resumes_exactly(tmp_path, small_config, *overrides)
 
 
 # ---------------------------------------------------------------------------------- FedNova

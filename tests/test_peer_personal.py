@@ -13,15 +13,11 @@ from fedweave.algorithms.decentralized.personal import head_columns
 from fedweave.errors import UserError
 from fedweave.models.base import register_model
 from fedweave.runner import run
-from tests.conftest import latest_state, small_config
+from tests.conftest import latest_state, resumes_exactly, small_config
 
 #: label skew (2 classes per node): a node's own head beats the consensus model on its data
 SKEWED = ["data.partition=classes", "data.classes_per_node=2", "data.nodes=6",
           "model.hidden=[32]", "train.lr=0.1", "rounds=6"]
-
-
-class Killed(Exception):
-    pass
 
 
 class AdditiveHead(nn.Module):
@@ -127,22 +123,8 @@ def test_personal_head_loop_equals_vectorized(algo):
 
 
 def test_personal_head_resumes_exactly(tmp_path):
-    args = [f"output.dir={tmp_path}", *SKEWED, "rounds=4", "algorithm.name=dsgd",
-            "algorithm.personal_head=true", "train.momentum=0.5"]
-    full = run(small_config(*args, "name=full"))
-
-    def kill(r, total, row):
-        if r == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run(small_config(*args, "name=killed"), progress=kill)
-    killed = next(tmp_path.glob("killed-*"))
-    assert json.loads((killed / "checkpoints/latest.json").read_text())["round"] == 1
-    resumed = run(resume=killed)
-    assert resumed.summary["final"] == full.summary["final"]
-    a, b = latest_state(full.run_dir), latest_state(killed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumes_exactly(tmp_path, small_config, *SKEWED, "algorithm.name=dsgd",
+                    "algorithm.personal_head=true", "train.momentum=0.5", "rounds=4")
 
 
 def test_personal_head_with_a_robust_neighbour_rule_keeps_the_heads():

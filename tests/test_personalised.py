@@ -11,7 +11,7 @@ import torch
 from fedweave.context import build_context
 from fedweave.errors import UserError
 from fedweave.runner import build_algorithm, run
-from tests.conftest import latest_state, small_config
+from tests.conftest import resumes_exactly, small_config
 
 METHODS = ["fedper", "fedrep", "fedbn", "lg_fedavg", "ditto", "pfedme", "per_fedavg", "apfl"]
 CNN = ["model.name=cnn", "model.width=0.125"]  # fedbn needs normalisation layers
@@ -148,27 +148,9 @@ def test_per_fedavg_personal_model_is_one_adaptation_step():
     assert bool(torch.isfinite(hf.server.x).all())
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name", METHODS)
 def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path, name):
-    out = [f"output.dir={tmp_path}", "rounds=3"]
-    full = run(cfg(name, *out, "name=full"))
-
-    def kill(r, total, row):
-        if r == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run(cfg(name, *out, "name=killed"), progress=kill)
-    killed = next(tmp_path.glob("killed-*"))
-    assert json.loads((killed / "checkpoints/latest.json").read_text())["round"] == 1
-    resumed = run(resume=killed)
-    assert resumed.summary["final"] == full.summary["final"]
-    a, b = latest_state(full.run_dir), latest_state(killed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumes_exactly(tmp_path, lambda *a: cfg(name, *a), rounds=3)
 
 
 @pytest.mark.parametrize("name", METHODS)
