@@ -19,6 +19,9 @@ Contenders (every one a fresh process started from this script):
   the test set evaluated every round;
 - ``batched limit`` (``limit.py``): the same SGD steps as one hand-written batched computation
   per step (training only; ``--threads``);
+- ``batched limit + evaluation`` (``limit.py --evaluate`` on the defaults config): the same,
+  plus the evaluation ``fedweave run`` does at its defaults every round (the test set and the
+  cohort's validation samples), written by hand: the limit of the default round loop;
 - ``Flower run_simulation`` (``flower_fedavg.py``): in its own venv, found by
   ``--flower-python`` or ``$FEDWEAVE_FLOWER_PYTHON`` (else ``/work/venvs/flower/bin/python`` if it
   exists); "not installed" otherwise.
@@ -27,7 +30,8 @@ Repeats are interleaved (A B C D E, A B C D E, ...) so load changes hit every co
 every process is bounded by ``--timeout``. ``whole_s`` is spawn to exit; ``round_loop_s`` is
 what the contender reports for its round loop (fedweave: summary.json ``timing.rounds_s``,
 training + evaluation + records + checkpoints; plain loop: training + evaluation; Flower: first
-round's start to the last evaluation; limit: training); ``peak_mb`` is the peak of the summed
+round's start to the last evaluation; limit: training, and evaluation with ``--evaluate``);
+``peak_mb`` is the peak of the summed
 resident memory of the contender's process tree (sampled every 0.1 s from /proc; Flower runs
 many processes). Ratios are medians of the per-repeat ratios (each repeat's contenders ran
 back to back). ``--device cuda`` runs the fedweave contenders (``vectorized``, ``loop`` and
@@ -56,6 +60,7 @@ DEFAULT_FLOWER = Path("/work/venvs/flower/bin/python")
 DEFAULTS = "fedweave run (defaults)"
 PLAIN = "plain PyTorch loop"
 LIMIT = "batched limit (limit.py)"
+LIMIT_EVAL = "batched limit + evaluation (limit.py --evaluate)"
 FLOWER = "Flower run_simulation"
 
 
@@ -161,6 +166,8 @@ def contenders(args: argparse.Namespace, out_dir: Path) -> dict[str, list[str]]:
     out[PLAIN] = [py, str(HERE / "plain_fedavg.py"), str(args.config), *rounds, *dev_arg]
     out[LIMIT] = [py, str(HERE / "limit.py"), str(args.config), *rounds,
                   "--threads", str(args.threads), *dev_arg]
+    out[LIMIT_EVAL] = [py, str(HERE / "limit.py"), str(args.defaults_config), *rounds,
+                       "--threads", str(args.threads), "--evaluate", *dev_arg]
     flower = flower_python(args.flower_python)
     if flower is not None and not cuda:
         out[FLOWER] = [str(flower), str(HERE / "flower_fedavg.py"), str(args.config), *rounds]
@@ -297,6 +304,9 @@ def _pairs(results: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, str
                 (f"whole process, Flower / fedweave {short}", FLOWER, fw, "whole_s"),
                 (f"round loop, Flower / fedweave {short}", FLOWER, fw, "round_loop_s"),
                 (f"round loop, fedweave {short} / batched limit", fw, LIMIT, "round_loop_s")]
+    if DEFAULTS in results:
+        out.append(("round loop, fedweave defaults / batched limit + evaluation", DEFAULTS,
+                    LIMIT_EVAL, "round_loop_s"))
     return out
 
 

@@ -2,7 +2,7 @@
 hand as one batched computation per step.
 
     python benchmarks/limit.py benchmarks/configs/cross-device-mlp.yaml [--threads 2]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--evaluate]
 
 For each round: the cohort (fedweave's own sampler), per client a random order of its shard
 cut into batches, the cohort's models as per-layer ``[K, out, in]`` stacks copied from the
@@ -12,6 +12,12 @@ nothing is allocated per step but the activations. The server averages the stack
 shards: the plain mean). Prints one JSON line: round-loop seconds (data already in memory),
 test accuracy at the end, the number of local steps. It supports exactly the workloads of
 ``benchmarks/configs/cross-device-*.yaml`` (Linear/ReLU stacks, plain SGD, equal shards).
+
+``--evaluate`` adds, after every round, the evaluation ``fedweave run`` does at its defaults,
+written the cheapest way: the global model on the whole test set and on the validation samples
+of the round's cohort (once; fedweave pools them and also scores them per client), the
+per-sample losses summed in float64. The round loop then holds the same work as fedweave's
+default round loop minus records and checkpoints: the limit of *that* loop.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="evaluate as fedweave's defaults do, every round (docstring)")
     args = parser.parse_args()
     dev = torch.device(args.device)
     if args.threads:
@@ -61,6 +69,17 @@ def main() -> None:
     k = cohort_size(n_clients, cfg.algorithm.clients_per_round, None)
     lr = cfg.train.lr
     gen = torch.Generator().manual_seed(cfg.seed)
+    test_x = data.features(data.test_x).flatten(1).to(dev)
+    test_y = data.test_y.to(dev)
+
+    def evaluate(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        a = x
+        for i, (w, bias) in enumerate(zip(weights, biases, strict=True)):
+            a = F.linear(a, w, bias)
+            a = a.relu() if i < len(weights) - 1 else a
+        loss = F.cross_entropy(a, y, reduction="none").double().sum()
+        return float(loss), float((a.argmax(1) == y).sum())
+
     t0 = time.perf_counter()
     for r in range(cfg.rounds):
         cohort = sample_cohort(cfg.seed, r, n_clients, k).to(dev)
@@ -89,6 +108,10 @@ def main() -> None:
                     delta = back
         weights = [w.mean(0) for w in ws]
         biases = [v.mean(0) for v in bs]
+        if args.evaluate:
+            evaluate(test_x, test_y)
+            val = torch.cat([data.val_idx[c] for c in cohort.tolist()]).to(dev)
+            evaluate(x_all[val], y_all[val])
     if dev.type == "cuda":
         torch.cuda.synchronize()
     loop_s = time.perf_counter() - t0

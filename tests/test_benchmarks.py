@@ -151,12 +151,16 @@ def test_cross_device_tiny_interleaved_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     rows = report["results"]
-    assert len(rows) == 4 and all(len(v) == 1 and "error" not in v[0] for v in rows.values())
+    assert len(rows) == 5 and all(len(v) == 1 and "error" not in v[0] for v in rows.values())
     defaults = rows["fedweave run (defaults)"][0]
     assert defaults["whole_s"] > defaults["round_loop_s"] > 0
     assert set(defaults["timing"]) >= {"setup_s", "rounds_s", "finish_s"}
     assert all(0 <= v[0]["test_acc"] <= 1 for v in rows.values())
     assert "whole process, plain loop / fedweave defaults" in report["ratios"]
+    assert "round loop, fedweave defaults / batched limit + evaluation" in report["ratios"]
+    limit = rows["batched limit (limit.py)"][0]
+    with_eval = rows["batched limit + evaluation (limit.py --evaluate)"][0]
+    assert with_eval["local_steps"] > 0 and limit["local_steps"] > 0
     assert "| contender |" in proc.stdout
 
 

@@ -1,3 +1,5 @@
+"""``python -m fedweave`` and the ``fedweave`` console script."""
+
 import os
 import sys
 
@@ -7,6 +9,17 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]
 
-from fedweave.cli import main
 
-main()
+def entry() -> None:
+    """Start again with glibc keeping freed memory (``fedweave.allocator``), then the command
+    line."""
+    from fedweave.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
+    from fedweave.cli import main
+
+    main()
+
+
+if __name__ == "__main__":
+    entry()

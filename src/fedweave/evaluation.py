@@ -84,7 +84,7 @@ def client_validation(algo: ClientModels, clients: torch.Tensor | None = None
             views = layout.views(params[m])
             bufs = {k: v[m] for k, v in buffers.items()}
             for part in (model_of == m).nonzero().squeeze(1).split(BATCH):
-                x, y = data.take(idx[part])
+                x, y = data.take_inputs(idx[part])
                 logits = functional_call(module, (views, bufs), (data.features(x),))
                 loss[part] = F.cross_entropy(logits, y, reduction="none").double().cpu()
                 hits[part] = (logits.argmax(1) == y).double().cpu()
@@ -130,7 +130,7 @@ def _chunk_hits(ctx: RunContext, params: torch.Tensor, buffers: Buffers,
     for i, p in enumerate(parts):
         idx[i, :len(p)] = p.cpu()
         real[i, :len(p)] = True
-    x, y = data.take(idx.reshape(-1))
+    x, y = data.take_inputs(idx.reshape(-1))
     x = data.features(x).reshape(k, width, *x.shape[1:])
     y = y.reshape(k, width)
 

@@ -6,6 +6,7 @@ Multi-stage runs (train → score → prune → retrain, ...) chain runners
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -84,17 +85,17 @@ def evaluate(algo: Algorithm, result: RoundResult, clients: torch.Tensor | None 
     ctx = algo.ctx
     params, buffers, labels = algo.models()
     engine, data = ctx.engine, ctx.data
-    test_loss, test_acc = engine.evaluate(params, buffers, data.test_x, data.test_y)
+    test_loss, test_acc = engine.evaluate(params, buffers, data.test_inputs(), data.test_y)
     per_node = len(labels) == data.nodes and getattr(algo, "per_node_models", False)
     if per_node:
         vals = [engine.evaluate(params[i: i + 1], {k: v[i: i + 1] for k, v in buffers.items()},
-                                *data.take(idx)) for i, idx in enumerate(data.val_idx)]
+                                *data.take_inputs(idx)) for i, idx in enumerate(data.val_idx)]
         val_loss = torch.cat([v[0] for v in vals])
         val_acc = torch.cat([v[1] for v in vals])
     else:
         idx = data.union_val() if clients is None else \
             torch.cat([data.val_idx[c] for c in clients.tolist()]).unique()
-        val_loss, val_acc = engine.evaluate(params, buffers, *data.take(idx))
+        val_loss, val_acc = engine.evaluate(params, buffers, *data.take_inputs(idx))
     train_loss = result.node_train.get("loss")
     train_acc = result.node_train.get("acc")
     rows = {}
@@ -393,7 +394,8 @@ class Runner:
              "round_log": self.round_log, "config_sha256": digest, "config": resolved,
              "backend": self.ctx.backend,
              "environment": self.environment},
-            score=score if self.history and self.history[-1]["round"] == r + 1 else None)
+            score=score if self.history and self.history[-1]["round"] == r + 1 else None,
+            background=not last)  # written beside the next round; the last one at once
         for cb in self.callbacks:
             cb.on_checkpoint(self, r)
 
@@ -448,6 +450,9 @@ class Runner:
                                         if stopper is not None else "max_sim_s")
                     break
         except BaseException as exc:
+            if self.run_dir is not None:  # a checkpoint still being written lands first
+                with contextlib.suppress(Exception):
+                    self.run_dir.checkpoints.flush()
             for cb in self.callbacks:
                 cb.on_failure(self, exc)
             raise

@@ -1,8 +1,11 @@
 """FederatedData: the whole dataset as tensors plus per-node index tensors.
 
 Batches are gathered by index (``x[idx]``), never through per-client DataLoaders, so one step of
-a whole cohort is one gather of shape [K, B, ...]. Images stay uint8 in memory and are converted
-(and optionally augmented) per batch.
+a whole cohort is one gather of shape [K, B, ...]. Images are stored as uint8; when the float32
+model inputs of the training and test images fit ``DECODED_BYTES`` and no augmentation needs the
+bytes, they are converted once (``decoded``) and batches and evaluations index those, which
+removes a conversion per batch and per evaluation (the same elementwise arithmetic: identical
+numbers); otherwise images are converted (and optionally augmented) per batch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from fedweave.data.partition import label_counts, partition, split_validation
 from fedweave.data.prune import prune_shards
 from fedweave.data.sources import Dataset, load_dataset, to_float
 from fedweave.rng import torch_generator
+
+DECODED_BYTES = 512 << 20
+"""Largest float32 copy of the training and test images kept for a run (Fashion-MNIST: 219 MB)."""
 
 
 @dataclass
@@ -48,6 +54,8 @@ class FederatedData:
     # derived from the shards, computed once (recomputed when a shard list is replaced)
     _derived: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
+    _decoded: tuple[torch.Tensor, torch.Tensor] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def _cached(self, name: str, source: list[torch.Tensor],
                 make: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
@@ -75,6 +83,31 @@ class FederatedData:
         """Model input from stored samples: uint8 images → normalised float32."""
         return to_float(x, self.mean, self.std)
 
+    def decoded(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``features`` of all training and test images, converted on first use and kept
+        (module docstring); None for float data, augmented data, or above ``DECODED_BYTES``."""
+        if self._decoded is None:
+            size = 4 * (self.x.numel() + self.test_x.numel())
+            if self.on_demand or self.augment or self.x.dtype != torch.uint8 or \
+                    self.test_x.dtype != torch.uint8 or size > DECODED_BYTES:
+                return None
+            self._decoded = (self.features(self.x), self.features(self.test_x))
+        return self._decoded
+
+    def test_inputs(self) -> torch.Tensor:
+        """The test samples as engines take them (``decoded`` when kept, else as stored)."""
+        dec = self.decoded()
+        return self.test_x if dec is None else dec[1]
+
+    def take_inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``take`` for an engine's evaluation: decoded rows when kept (``features`` passes
+        float32 through unchanged), else the stored samples."""
+        dec = self.decoded()
+        if dec is None:
+            return self.take(idx)
+        idx = idx.to(self.x.device)
+        return dec[0][idx], self.y[idx]
+
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stored samples (as stored: uint8 images, float features) and labels at the flat
         indices ``idx``, on the data's device."""
@@ -86,10 +119,14 @@ class FederatedData:
         """Float inputs and labels at ``idx`` (any shape); augmented when ``augment`` is on and
         a key (round, node, step) is given, with randomness derived from the key."""
         flat = idx.reshape(-1)
-        xb, yb = self.take(flat)
-        if self.augment and augment_key is not None and xb.dim() == 4:
-            xb = random_crop_flip(xb, torch_generator(self.seed, "augment", *augment_key))
-        xb = self.features(xb)
+        dec = self.decoded()
+        if dec is not None:
+            xb, yb = dec[0][flat.to(self.x.device)], self.y[flat.to(self.x.device)]
+        else:
+            xb, yb = self.take(flat)
+            if self.augment and augment_key is not None and xb.dim() == 4:
+                xb = random_crop_flip(xb, torch_generator(self.seed, "augment", *augment_key))
+            xb = self.features(xb)
         if self.input_noise is not None:
             xb = self.input_noise.add(flat, xb)
         return xb.reshape(*idx.shape, *xb.shape[1:]), yb.reshape(idx.shape)
@@ -108,6 +145,7 @@ class FederatedData:
     def to(self, device: torch.device) -> FederatedData:
         self.x, self.y = self.x.to(device), self.y.to(device)
         self.test_x, self.test_y = self.test_x.to(device), self.test_y.to(device)
+        self._decoded = None
         if self.input_noise is not None:
             self.input_noise = self.input_noise.to(device)
         return self

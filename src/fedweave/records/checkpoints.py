@@ -6,7 +6,10 @@ tensor file, the run's totals, best and history, the engine) with ``meta_sha256`
 of the rest of that JSON (canonical form), and ``latest.json`` names the newest one.
 Writes are atomic (temporary file, fsync, rename), the tensor file first, so a kill at any
 moment leaves the previous checkpoint intact; stray temporary or unreferenced files from a
-killed write are removed on the next save or load.
+killed write are removed on the next save or load. ``save(..., background=True)`` takes its
+snapshot (the tensors serialised, the metadata copied) at once and leaves the writing, the
+fsyncs and the retention to a thread, beside the next round; the next ``save`` or ``flush``
+waits for it and raises its error, so one write at most is in flight and they land in order.
 
 Loading verifies before it trusts: the file named must lie inside ``checkpoints/``, exist and
 match its checksum, and parse; the metadata must match its own checksum (an edited engine,
@@ -29,13 +32,15 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialise
 
 from fedweave.errors import UserError
 
@@ -76,28 +81,55 @@ class Checkpoints:
 
     def __init__(self, folder: Path, keep: str = "latest", keep_every: int = 1) -> None:
         self.folder, self.keep, self.keep_every = folder, keep, keep_every
+        self._pending: threading.Thread | None = None
+        self._failed: BaseException | None = None
 
     # ------------------------------------------------------------------ writing
     def save(self, round_done: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-             score: float | None = None) -> Path:
+             score: float | None = None, background: bool = False) -> Path:
         """Write the checkpoint after ``round_done`` rounds; ``score`` (validation accuracy)
-        ranks checkpoints for ``keep: best``."""
+        ranks checkpoints for ``keep: best``. ``background``: return once the snapshot is
+        taken and write on a thread (module docstring)."""
+        self.flush()
         self.folder.mkdir(parents=True, exist_ok=True)
+        blob = serialise({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+        snapshot = json.loads(json.dumps(meta))
+        data = self.folder / f"round-{round_done:06d}.safetensors"
+        if not background:
+            self._write(round_done, blob, snapshot, score)
+            return data
+
+        def write() -> None:
+            try:
+                self._write(round_done, blob, snapshot, score)
+            except BaseException as exc:  # raised by the next save or flush
+                self._failed = exc
+
+        self._pending = threading.Thread(target=write, name="fedweave-checkpoint", daemon=True)
+        self._pending.start()
+        return data
+
+    def flush(self) -> None:
+        """Wait for a checkpoint being written in the background; raise its error."""
+        if self._pending is not None:
+            self._pending.join()
+            self._pending = None
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
+
+    def _write(self, round_done: int, blob: bytes, meta: dict[str, Any],
+               score: float | None) -> None:
         stem = f"round-{round_done:06d}"
         data = self.folder / f"{stem}.safetensors"
-        tmp = self.folder / f".{stem}.safetensors.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, data)
+        _fsync_write(data, blob)
         entry = {"format": FORMAT, "round": round_done, "file": data.name,
-                 "sha256": sha256(data), "score": score}
+                 "sha256": hashlib.sha256(blob).hexdigest(), "score": score}
         body = {**entry, **meta}
         body["meta_sha256"] = meta_digest(body)
         _fsync_write(self.folder / f"{stem}.json", json.dumps(body, indent=2).encode())
         _fsync_write(self.folder / "latest.json", json.dumps(entry, indent=2).encode())
         self._retain(round_done)
-        return data
 
     def _entries(self) -> list[dict[str, Any]]:
         """Metadata of every checkpoint that has one, newest first (unreadable ones skipped)."""

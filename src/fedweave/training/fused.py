@@ -176,9 +176,20 @@ class FusedEngine(PerSample):
     def _stacks(self, params: torch.Tensor, k_pad: int
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Contiguous per-layer copies ``[k_pad, out, in]`` / ``[k_pad, out]`` of the rows."""
-        padded = pad_rows(params, k_pad)
-        ws = [padded[:, s].reshape(k_pad, *shape).clone() for s, shape, _ in self.layers]
-        bs = [padded[:, s].clone() if s is not None else None for _, _, s in self.layers]
+        k = params.shape[0]
+
+        def stack(cols: slice, shape: tuple[int, ...]) -> torch.Tensor:
+            # one copy per layer, straight from the (possibly expanded) rows; padding rows
+            # are copies of row 0, as ``pad_rows`` makes them
+            out = params.new_empty(k_pad, *shape)
+            out[:k] = params[:, cols].reshape(k, *shape)
+            if k_pad > k:
+                out[k:] = out[:1]
+            return out
+
+        ws = [stack(s, shape) for s, shape, _ in self.layers]
+        bs = [stack(s, (s.stop - s.start,)) if s is not None else None
+              for _, _, s in self.layers]
         return ws, bs
 
     def grads(self, params: torch.Tensor, buffers: Buffers, idx: torch.Tensor,

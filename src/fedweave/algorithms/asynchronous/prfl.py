@@ -296,7 +296,7 @@ class PRFL(AsyncAlgorithm):
         avg = (w / w.sum()) @ self.cache[have]
         data = self.ctx.data
         loss, acc = self.ctx.engine.evaluate(avg.unsqueeze(0), stack_buffers(self.buffers, 1),
-                                             data.test_x, data.test_y)
+                                             data.test_inputs(), data.test_y)
         return {"cached_average_test_acc": float(acc[0]), "cached_average_test_loss":
                 float(loss[0])}
 
@@ -322,7 +322,7 @@ class PRFL(AsyncAlgorithm):
         cfg, data = self.config, self.ctx.data
         idx = data.union_val()
         _, acc = self.ctx.engine.evaluate(self.x.unsqueeze(0), stack_buffers(self.buffers, 1),
-                                          data.x[idx], data.y[idx])
+                                          *data.take_inputs(idx))
         if float(acc[0]) > self.best_val:
             self.best_val, self.bad_val = float(acc[0]), 0
         else:

@@ -78,7 +78,7 @@ class LocalTraining(Algorithm):
         for i, idx in enumerate(data.val_idx):
             idx = idx if len(idx) else data.train_idx[i]
             buf = {k: v[i: i + 1] for k, v in self.buffers.items()}
-            out[i] = engine.evaluate(self.params[i: i + 1], buf, *data.take(idx))[1][0]
+            out[i] = engine.evaluate(self.params[i: i + 1], buf, *data.take_inputs(idx))[1][0]
         return out
 
     def round(self, r: int) -> RoundResult:

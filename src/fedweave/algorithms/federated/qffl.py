@@ -83,6 +83,6 @@ class QFFL(FederatedAlgorithm):
         buffers = stack_buffers(self.buffers, 1)
         out = torch.zeros(len(clients), dtype=torch.float64)
         for k, node in enumerate(clients.tolist()):
-            loss, _ = engine.evaluate(x, buffers, *data.take(data.train_idx[node]))
+            loss, _ = engine.evaluate(x, buffers, *data.take_inputs(data.train_idx[node]))
             out[k] = float(loss[0])
         return out
