@@ -150,6 +150,28 @@ def test_an_asynchronous_node_stops_its_clock_while_offline(tmp_path: Path) -> N
     assert times[first] == pytest.approx((first + 1) * tau + gap)
 
 
+def test_an_offline_asynchronous_node_neither_sends_nor_receives(tmp_path: Path) -> None:
+    # two-way swaps and epoch swaps: node 1 is offline through all of round 2
+    over = ["clock.asynchronous=true", "algorithm.exchange=two_way", "algorithm.epoch_swap=true"]
+    probe = algorithm(peers(*over))
+    length = probe.S * float(probe.tau.max())
+    path = trace(tmp_path / "s.json",
+                 [None, [[0, 0.999 * length], [2.001 * length, 1e12]], None, None])
+    algo = algorithm(peers(*over, f"clock.trace={path}"))
+    mine = algo.own == 1  # node 1's slots: the copies it received and its outbox
+    algo.round(0)
+    before = (algo.x[1].clone(), algo.copies["x"][mine].clone(), algo.outbox["x"][mine].clone())
+    res = algo.round(1)
+    assert int(algo.steps_done[1]) == algo.S - 1  # its last step of round 1 waits
+    assert torch.equal(algo.x[1], before[0])
+    assert torch.equal(algo.copies["x"][mine], before[1])
+    assert torch.equal(algo.outbox["x"][mine], before[2])
+    assert res.extras["exchanges_lost"] > 0 and res.extras["nodes_offline"] == 1
+    assert bool((algo.steps_done[[0, 2, 3]] == 2 * algo.S).all())
+    algo.round(2)
+    assert not torch.equal(algo.x[1], before[0])  # back online: it trains again
+
+
 def test_online_clock_inverts_the_online_time() -> None:
     avail = Availability([None, [(10.0, 20.0), (50.0, 60.0)], []], period=100.0)
     assert avail.online_clock(0, 7.5) == 7.5
