@@ -16,7 +16,11 @@ with it, the device is online at virtual time t iff t' = t mod ``period`` (t its
 period) lies in one of its windows, as FedScale's ``Client.isActive`` reads its behaviour
 trace. Offline clients are not sampled (synchronous cohorts, asynchronous dispatches), and a
 job whose upload arrives while its client is offline is lost (``clients_offline``); both
-kinds of method read the same trace through :class:`Availability`. (The CSV trace of
+kinds of method read the same trace through :class:`Availability`. Decentralized peers read
+it too (``fedweave.algorithms.decentralized.availability``): a synchronous round skips the
+nodes offline at its start; an asynchronous node's own clock runs only while it is online
+(``Availability.online_clock``) and a message needs both its ends online when it is sent and
+when it arrives. (The CSV trace of
 ``fedweave.sim.clock.node_profiles``, one row per node, is still read for speeds and
 bandwidths; it has no availability.)
 
@@ -49,6 +53,7 @@ import torch
 
 from fedweave.errors import UserError
 from fedweave.rng import numpy_rng
+from fedweave.sim.scheduler import EPS
 
 FORMAT = "fedweave-trace/1"
 AUGMENTATION = 3.0  # FedScale's compute factor (forward + backward ≈ 3 forwards)
@@ -168,27 +173,94 @@ class Availability:
 
     def next_online(self, t: float) -> float:
         """The earliest time ≥ t at which some client is online (inf if none ever is)."""
-        best = math.inf
-        for windows in self.windows:
-            if windows is None:
+        return min((self.node_next_online(i, t) for i in range(len(self.windows))),
+                   default=math.inf)
+
+    def node_next_online(self, node: int, t: float) -> float:
+        """The earliest time ≥ t at which ``node`` is online (inf if it never is again)."""
+        windows = self.windows[node]
+        if windows is None:
+            return t
+        base = 0.0
+        tt = t
+        if self.period is not None:
+            base = math.floor(t / self.period) * self.period
+            tt = t - base
+        for s, e in windows:
+            if tt < e:
+                return base + max(s, tt)
+        if self.period is not None and windows:
+            return base + self.period + windows[0][0]
+        return math.inf
+
+    def online_near(self, node: int, t: float) -> bool:
+        """Online at ``t`` or at t·(1 + EPS): instants the scheduler takes together
+        (``fedweave.sim.scheduler.EPS``) count as one."""
+        return self.online(node, t) or self.online(node, t * (1 + EPS))
+
+    def _spans(self, node: int) -> tuple[list[tuple[float, float]], list[float], float]:
+        """``node``'s windows within one period (clipped to [0, period)), the online seconds
+        before each, and their total."""
+        windows = self.windows[node] or []
+        if self.period is not None:
+            windows = [(s, min(e, self.period)) for s, e in windows if s < self.period]
+        cum = [0.0]
+        for s, e in windows:
+            cum.append(cum[-1] + (e - s))
+        return windows, cum[:-1], cum[-1]
+
+    def online_clock(self, node: int, u: float) -> float:
+        """The virtual time at which ``node`` has been online for ``u`` seconds since 0:
+
+            A_i(t) = |[0, t] ∩ online_i|,   A_i⁻¹(u) = inf{t : A_i(t) > u}
+
+        (``u`` itself for an always-online node, inf when it is never online that long). A
+        node's own clock runs only while it is online, so an instant u of that clock that
+        falls on a window's end lands on the next window's start."""
+        if self.windows[node] is None:
+            return u
+        spans, cum, total = self._spans(node)
+        if total <= 0 or (self.period is None and u >= total):
+            return math.inf
+        cycles, r = 0, u
+        if self.period is not None:
+            cycles = math.floor(u / total)
+            r = u - cycles * total
+            if r >= total:  # float rounding of the division
+                cycles, r = cycles + 1, r - total
+            r = max(r, 0.0)
+        k = bisect.bisect_right(cum, r) - 1
+        base = cycles * self.period if cycles and self.period is not None else 0.0
+        t = base + spans[k][0] + (r - cum[k])
+        for _ in range(8):  # a rounding just before the window's start
+            if self.online(node, t):
                 return t
-            base = 0.0
-            tt = t
-            if self.period is not None:
-                base = math.floor(t / self.period) * self.period
-                tt = t - base
-            for s, e in windows:
-                if tt < e:
-                    best = min(best, base + max(s, tt))
-                    break
-            else:
-                if self.period is not None and windows:
-                    best = min(best, base + self.period + windows[0][0])
-        return best
+            t = math.nextafter(t, math.inf)
+        return self.node_next_online(node, t)  # a rounding onto the window's end
 
 
 class Clock(Protocol):
     now: float
+
+
+def wait_until_online(avail: Availability, clock: Clock, who: str) -> list[int]:
+    """The clients (``who``: "client" or "node") online at ``clock.now``; when none is, at the
+    first instant one is (``clock.now`` moves there). No one ever online again is a one-line
+    :class:`UserError`."""
+    online = avail.online_nodes(clock.now)
+    if online:
+        return online
+    later = avail.next_online(clock.now)
+    if math.isinf(later):
+        raise UserError(f"clock.trace: no {who} is ever online again; give the devices "
+                        "later windows or a period")
+    for _ in range(8):  # a start time rounded just before its window
+        online = avail.online_nodes(later)
+        if online:
+            break
+        later = math.nextafter(later, math.inf)
+    clock.now = later
+    return online
 
 
 def online_cohort(avail: Availability, clock: Clock, seed: int, round_index: int,
@@ -197,14 +269,7 @@ def online_cohort(avail: Availability, clock: Clock, seed: int, round_index: int
     without replacement from those online at ``clock.now`` (stream (seed, "cohort", round));
     when none is online the round starts later, at the first instant one is (``clock.now``
     moves there)."""
-    online = avail.online_nodes(clock.now)
-    if not online:
-        later = avail.next_online(clock.now)
-        if math.isinf(later):
-            raise UserError("clock.trace: no client is ever online again; give the devices "
-                            "later windows or a period")
-        clock.now = later
-        online = avail.online_nodes(later)
+    online = wait_until_online(avail, clock, "client")
     if size >= len(online):
         return torch.tensor(online, dtype=torch.int64)
     pick = numpy_rng(seed, "cohort", round_index).choice(len(online), size, replace=False)

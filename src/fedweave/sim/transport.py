@@ -5,7 +5,9 @@ A message travels on a directed slot (from ``slot_own[s]`` to ``slot_nbr[s]``) a
 seeded U(0, ``clock.latency_jitter``) per message (``sim.clock.latency_jitter``). Faults are
 seeded draws (``sim.clock``): an exchange lost with probability ``clock.link_drop`` is never
 delivered (the receiver keeps its stale copy); an edge whose swap exceeds ``clock.swap_timeout``
-is *late* (the algorithm drops it). Asynchronous messages wait in the queue until their arrival
+is *late* (the algorithm drops it). Under a device trace with online windows a message
+travels only when both its ends are online when it is sent and when it arrives
+(``reachable``). Asynchronous messages wait in the queue until their arrival
 time and are delivered in (arrival, send) order, in *waves* of distinct slots (a slot that receives
 twice is updated twice, in order). The queue is part of the checkpoint, in a canonical
 (arrival, slot) order that does not depend on how many processes hold the slots.
@@ -90,6 +92,20 @@ class Transport:
             i, j = int(self.slot_own[s]), int(self.slot_nbr[s])
             out[n] = link_dropped(self.clock, self.seed, int(steps[i]), i, j)
         return out
+
+    def reachable(self, slots: torch.Tensor, steps: torch.Tensor, now: float) -> torch.Tensor:
+        """bool per global slot: under a device trace (``profile.availability``) the message
+        sent at ``now`` can travel, i.e. both its ends are online at ``now`` and at its
+        ``arrival`` (``Availability.online_near``); always True without one."""
+        avail = self.profile.availability
+        ok = torch.ones(len(slots), dtype=torch.bool)
+        if avail is None or not len(slots):
+            return ok
+        arrive = self.arrival(slots, steps, now).tolist()
+        own, nbr = self.slot_own[slots].tolist(), self.slot_nbr[slots].tolist()
+        for n, (i, j, t) in enumerate(zip(own, nbr, arrive, strict=True)):
+            ok[n] = all(avail.online_near(node, at) for node in (i, j) for at in (now, t))
+        return ok
 
     # ------------------------------------------------------------------ the queue
     def post(self, slots: list[int], msg: Messages, arrive: torch.Tensor) -> None:

@@ -35,9 +35,8 @@ from pydantic import Field
 
 from fedweave.aggregators import build_aggregator
 from fedweave.algorithms.base import Algorithm, RoundResult
-from fedweave.algorithms.decentralized.exchange import Exchange
+from fedweave.algorithms.decentralized.availability import PeerAvailability
 from fedweave.algorithms.decentralized.lookahead import GradientCache
-from fedweave.algorithms.decentralized.timing import Timing
 from fedweave.config import AlgorithmConfig
 from fedweave.context import RunContext
 from fedweave.core.population import Buffers, stack_buffers
@@ -103,7 +102,7 @@ class StepInfo:
 StepObserver = Callable[["DecentralizedAlgorithm", StepInfo], None]
 
 
-class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
+class DecentralizedAlgorithm(PeerAvailability, Algorithm):
     """Base class: subclasses define the per-step update rule (see the module docstring)."""
 
     config: DecentralizedConfig
@@ -263,6 +262,7 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         self.part.start_round(r)
         self._gathered = None
         up = ~down_nodes(self.ctx.config.clock, self.ctx.seed, r, self.n)
+        up, wait = self._await_online(up)  # a device trace's offline nodes (availability.py)
         if not torch.equal(up, self.up):  # crashes and rejoins: the live graph changes
             self.up = up
             self._set_mixing()
@@ -273,7 +273,7 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
         self.bytes_up = self.bytes_down = 0
         self.exchanges_lost = 0
         dropped_before = self.edges_dropped
-        sim = self._round_async(r, stats) if self.async_ else self._round_sync(r, stats)
+        sim = wait + (self._round_async(r, stats) if self.async_ else self._round_sync(r, stats))
         if self.edges_dropped > dropped_before:
             self._warn_alone(r)
         stats = self.part.gather_nodes(stats)
@@ -294,6 +294,8 @@ class DecentralizedAlgorithm(Exchange, Timing, Algorithm):
             extras["messages_rejected"] = float(self.part.gather_lists({"n": count})["n"].sum())
         if self.ctx.config.clock.node_crash:
             extras["nodes_down"] = float((~self.up).sum())
+        if self.profile.availability is not None:
+            extras["nodes_offline"] = float(self.offline)
         return RoundResult(
             train_loss=float((loss * weights).sum()), train_acc=float((acc * weights).sum()),
             bytes_up=self.bytes_up, bytes_down=self.bytes_down, sim_time=sim,

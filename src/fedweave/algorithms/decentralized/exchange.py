@@ -260,7 +260,7 @@ class Exchange(PeerGraph):
     def _swap_epoch(self, ended: torch.Tensor, now: float) -> None:
         """``epoch_swap``: the nodes of ``ended`` (bool [N]) swap messages with every live
         neighbour, both ways (reference system 001's ``diff()`` after each epoch)."""
-        live = self.alive[self.slot_edge]
+        live = self.live[self.slot_edge]
         slots = torch.nonzero(live & (ended[self.slot_own] | ended[self.slot_nbr])).flatten()
         if len(slots) == 0:
             return
