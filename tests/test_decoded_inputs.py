@@ -44,7 +44,7 @@ def test_what_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
     data.augment = True
     data._decoded = None
     assert data.decoded() is None  # random crops need the stored bytes
-    monkeypatch.setattr(federated, "DECODED_BYTES", 4 * data.x.numel())  # the test images do not fit
+    monkeypatch.setattr(federated, "DECODED_BYTES", 4 * data.x.numel())  # no room for the test set
     data.augment = False
     assert data.decoded() is None
     assert data.take_inputs(torch.tensor([0, 1]))[0].dtype == torch.uint8

@@ -91,13 +91,16 @@ def series(rows: Iterable[dict[str, str]]) -> Series:
 # ---------------------------------------------------------------------------- output
 
 
-def save(fig: Figure, stem: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Write ``fig`` as ``stem.<fmt>`` for each format (png at 110 dpi; svg, pdf vector)."""
+def save(fig: Figure, stem: Path, formats: Sequence[str] = ("png",), tight: bool = True
+         ) -> list[Path]:
+    """Write ``fig`` as ``stem.<fmt>`` for each format (png at 110 dpi; svg, pdf vector).
+    ``tight``: crop to the drawn extent (one more drawing pass); a figure already laid out
+    by ``tight_layout`` does not need it."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
         paths.append(path)
     return paths
 
@@ -205,7 +208,8 @@ def curve_figure(groups: dict[str, list[Series]], metric: str, x: str = "round",
                    [SPLIT_NAME[sp] for sp in kept], fontsize=7, loc="lower left",
                    bbox_to_anchor=(0.65, 0.13), title="split", title_fontsize=8)
         return fig
-    fig.tight_layout()
+    # fixed margins fit this figure's size and labels; tight_layout would measure every text
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.92, bottom=0.13)
     return fig
 
 
@@ -303,7 +307,7 @@ def plot_curves(runs: dict[str, list[dict[str, str]]], out_dir: Path,
         fig = curve_figure(data, metric, x, splits, rounds)
         if fig is None:
             continue
-        paths += save(fig, out_dir / stem, formats)
+        paths += save(fig, out_dir / stem, formats, tight=len(runs) > 1)  # one: laid out
         close(fig)
     return paths
 
