@@ -11,14 +11,18 @@ if sys.path and sys.path[0] in ("", os.getcwd()):
 
 
 def entry() -> None:
-    """Start again with glibc keeping freed memory (``fedweave.allocator``), then the command
-    line."""
-    from fedweave.allocator import reuse_freed_memory
+    """The command line in a process started with glibc keeping freed memory and ended without
+    module teardown (``fedweave.process``)."""
+    from fedweave.process import exit_now, reuse_freed_memory
 
     reuse_freed_memory()
     from fedweave.cli import main
 
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exc.code)
+    exit_now(0)
 
 
 if __name__ == "__main__":

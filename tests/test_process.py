@@ -1,4 +1,4 @@
-"""The command line starts with glibc keeping freed memory (``fedweave.allocator``): rounds
+"""The command line starts with glibc keeping freed memory (``fedweave.process``): rounds
 that allocate and free 40 MB blocks stop costing page faults, the user's own setting and the opt-out
 are respected, and the fresh process runs the same command once."""
 
@@ -11,13 +11,13 @@ import sys
 
 import pytest
 
-from fedweave.allocator import OPT_OUT, SETTING, TUNABLES, wanted
+from fedweave.process import OPT_OUT, SETTING, TUNABLES, wanted
 
 GLIBC = sys.platform == "linux" and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
 
 CHILD = """
 import json, os, resource, sys
-from fedweave.allocator import reuse_freed_memory
+from fedweave.process import reuse_freed_memory
 print("start", flush=True)
 reuse_freed_memory()
 import torch
@@ -66,3 +66,32 @@ def test_the_users_own_setting_and_other_platforms_are_left_alone() -> None:
     assert not wanted({OPT_OUT: "system"})
     assert wanted({TUNABLES: "glibc.rtld.nns=4"}) == GLIBC
     assert wanted({}) == GLIBC
+
+
+def ended(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_exit_now_runs_the_exit_handlers_and_keeps_the_status() -> None:
+    out = ended("import atexit, sys\n"
+                "from fedweave.process import exit_now\n"
+                "atexit.register(lambda: print('handler ran'))\n"
+                "sys.stdout.write('unflushed line')\n"
+                "exit_now(3)\n"
+                "print('never')")
+    assert out.returncode == 3
+    assert out.stdout == "unflushed linehandler ran\n"
+    out = ended("from fedweave.process import exit_now\nexit_now('bad input')")
+    assert out.returncode == 1 and out.stderr.strip() == "bad input"
+
+
+def test_exit_now_waits_for_a_running_thread() -> None:
+    out = ended("import threading, time\n"
+                "from fedweave.process import exit_now\n"
+                "def late():\n"
+                "    time.sleep(0.3)\n"
+                "    print('thread finished', flush=True)\n"
+                "threading.Thread(target=late).start()\n"
+                "exit_now(0)")
+    assert out.returncode == 0 and out.stdout == "thread finished\n"
