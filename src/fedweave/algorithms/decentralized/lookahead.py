@@ -9,10 +9,7 @@ nodes steps with key (e, t), every other held node whose *next* step has the sam
 in this round (``companions``) can have its gradient computed in the same engine call and kept
 until its own event. Desynchronised peers (``clock.phase: random``, train/idle periods, equal
 speeds) then cost one gradient call per step key instead of one per node, and a batched engine
-(which computes whole chunks of rows) stops computing N rows to use one. On the fused engine
-with the cross-entropy loss a row's numbers do not depend on the key at all (no dropout, no
-augmentation), so there every held node whose next step falls in this round is a companion,
-each computed on its own step's batch (``Timing._any_key``).
+(which computes whole chunks of rows) stops computing N rows to use one.
 
 The numbers do not change: an engine's row k depends only on x_k, its buffers, its batch and
 the key (dropout is seeded by the key and the chunk, not by which rows are active), and the
