@@ -52,24 +52,6 @@ def test_gradients_computed_ahead_give_the_same_numbers_with_fewer_engine_calls(
     assert fast.ahead.calls < plain.ahead.calls
 
 
-@pytest.mark.parametrize("chunk", [1, 3])
-def test_fused_engine_computes_drifting_peers_ahead_at_their_own_keys(chunk):
-    # random phases with train/idle periods: peers step alone at different step keys; the
-    # fused engine's rows do not depend on the key, so one call computes every peer whose
-    # model stays as it is until its own next step, each on its own batch
-    cfg = peers("model.dropout=0", "engine.name=fused", f"engine.chunk={chunk}",
-                "clock.phase=random", "clock.train_fraction=0.5", "algorithm.name=pdmm_isvr",
-                "data.nodes=5", "topology.name=ring")
-    fast, loss_fast = two_rounds(cfg)
-    plain, loss_plain = two_rounds(cfg, ahead=False)
-    assert fast._any_key()
-    assert torch.equal(fast.x, plain.x)
-    assert torch.equal(fast.steps_done, plain.steps_done)
-    assert loss_fast == loss_plain
-    assert fast.ahead.served > 0
-    assert fast.ahead.calls < 0.6 * plain.ahead.calls
-
-
 def test_peers_that_drift_apart_step_one_row_per_engine_call():
     assert stepping_together(peers("clock.phase=random", "clock.train_fraction=0.5"), 3) == 1
     assert stepping_together(peers("clock.speed_sigma=0.2"), 3) == 1

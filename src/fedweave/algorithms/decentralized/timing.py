@@ -52,8 +52,6 @@ class Timing:
     epoch_swap: bool
 
     ahead: GradientCache
-    _batches: dict[int, Batches]
-    _key_free: bool
     x: torch.Tensor
     buffers: Buffers
     nodes: torch.Tensor
@@ -170,85 +168,47 @@ class Timing:
     def _group_grads(self, held: torch.Tensor, epoch: int, t: int,
                      stepping: torch.Tensor | None) -> StepOutput:
         """The engine's gradients of the ``held`` rows for step key (epoch, t); on the
-        asynchronous clock also of the companions that take their next step later in the
-        round, kept until their own event (``lookahead.py``; the same numbers, fewer engine
-        calls): those with the same key, or with any key when the engine's rows do not depend
-        on the key (``_any_key``)."""
+        asynchronous clock also of the companions that take the same step later in the round,
+        kept until their own event (``lookahead.py``; the same numbers, fewer engine calls)."""
         bt = self.batches(epoch)
         key = (epoch, t)
-        look = self._companions(key, stepping) if stepping is not None else {}
+        look = self._companions(key, stepping) if stepping is not None else []
         cached = self.ahead.usable(held, key, self.x) if self.ahead.rows else []
-        idx, weight = bt.idx[:, t], bt.weight[:, t]
         if not look and not cached:
             self.ahead.calls += 1
-            return self.engine.grads(self.x, self.buffers, idx, weight, held, key, self.nodes,
-                                     self.objective.data)
+            return self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                     held, key, self.nodes, self.objective.data)
         need = held.clone()
         need[cached] = False
         out = None
         if bool(need.any()):
             compute = need.clone()
-            compute[list(look)] = True
-            other = [(row, k) for row, k in look.items() if k != key]
-            if other:  # companions at other keys read their own batches
-                idx, weight = idx.clone(), weight.clone()
-                for row, (e, tr) in other:
-                    idx[row] = self._batches[e].idx[row, tr]
-                    weight[row] = self._batches[e].weight[row, tr]
-            out = self.engine.grads(self.x, self.buffers, idx, weight, compute, key,
-                                    self.nodes, self.objective.data)
+            compute[look] = True
+            out = self.engine.grads(self.x, self.buffers, bt.idx[:, t], bt.weight[:, t],
+                                    compute, key, self.nodes, self.objective.data)
             self.ahead.calls += 1
             if look:
-                for kk in set(look.values()):
-                    self.ahead.keep([r for r, kr in look.items() if kr == kk], kk, self.x, out)
+                self.ahead.keep(look, key, self.x, out)
                 if out.buffers:  # the companions' buffers are written at their own step
                     kept = {k: v.clone() for k, v in out.buffers.items()}
                     for k, v in kept.items():
-                        v[list(look)] = self.buffers[k][list(look)]
+                        v[look] = self.buffers[k][look]
                     out.buffers = kept
         out, _ = self.ahead.take(cached, out, self.x, self.buffers)
         return out
 
-    def _any_key(self) -> bool:
-        """Whether a row's gradient depends only on its model row and its batch, not on the
-        step key (which seeds dropout and augmentation in the loop and vectorized engines): the
-        fused engine with the cross-entropy data term, all rows in this process."""
-        if not hasattr(self, "_key_free"):
-            from fedweave.training.fused import FusedEngine
-            from fedweave.training.objectives import CROSS_ENTROPY
-
-            data = self.objective.data
-            self._key_free = isinstance(self.engine, FusedEngine) and \
-                (data is None or type(data) is type(CROSS_ENTROPY)) and \
-                self.part.lo == 0 and self.part.hi == self.n
-        return self._key_free
-
-    def _companions(self, key: tuple[int, int], stepping: torch.Tensor
-                    ) -> dict[int, tuple[int, int]]:
-        """Held rows not stepping now, without a kept gradient, whose next step comes before
-        this round's end and has ``key`` (or, ``_any_key``, any key of an epoch whose batches
-        are built): row → its step key (asynchronous clock only)."""
+    def _companions(self, key: tuple[int, int], stepping: torch.Tensor) -> list[int]:
+        """Held rows not stepping now whose next step has ``key`` and comes before this
+        round's end (asynchronous clock only)."""
         end = self._look_end
         if end is None or not self.ahead.enabled:
-            return {}
+            return []
         lo, hi = self.part.lo, self.part.hi
         k = self.steps_done[lo:hi]
-        epoch, t = k // self.S, k % self.S
-        if self._any_key():
-            cand = torch.isin(epoch, torch.tensor(sorted(self._batches))) & ~stepping[lo:hi]
-        else:
-            cand = (epoch == key[0]) & (t == key[1]) & ~stepping[lo:hi]
-        if self.ahead.rows:
-            cand[list(self.ahead.rows)] = False
-        rows = torch.nonzero(cand).flatten()
-        if len(rows) == 0:
-            return {}
-        rows = rows[self._step_times(lo + rows, k[rows]) <= end * (1 + EPS)]
-        return {row: (int(epoch[row]), int(t[row])) for row in rows.tolist()}
-
-    def _step_times(self, nodes: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """``_step_time`` of several nodes at once (float64 [len(nodes)])."""
-        if not self.idle:
-            return (k + 1) * self.tau[nodes]
-        e, t = k // self.S, k % self.S
-        return self.phase[nodes] + e * self.epoch_period[nodes] + (t + 1) * self.tau[nodes]
+        same = (k // self.S == key[0]) & (k % self.S == key[1]) & ~stepping[lo:hi]
+        out = []
+        for row in torch.nonzero(same).flatten().tolist():
+            if row not in self.ahead.rows and \
+                    self._step_time(lo + row, int(k[row])) <= end * (1 + EPS):
+                out.append(row)
+        return out
