@@ -1,7 +1,7 @@
 """Asynchronous peer-to-peer runs against synchronous ones on the same work, and one process
 against one process per peer, interleaved in one run.
 
-    python benchmarks/async_peers.py [--rounds 3] [--repeats 2] [--procs 3]
+    python benchmarks/async_peers.py [--rounds 3] [--repeats 2] [--procs 3 [2 ...]]
         [--baseline-src DIR] [--json benchmarks/results/async-peers.json]
 
 The workload is reference system 001's 3-node ring (``configs/seed001-ring3-pdmm-isvr.yaml``:
@@ -23,9 +23,11 @@ sync s/round of the same code, and per node step for ``speeds``). With ``--basel
 ``src`` folder of another fedweave version, e.g. ``git archive <commit> src | tar -x -C DIR``)
 every contender also runs on that code, interleaved, so the table has before/after rows.
 
-``--procs N``: the ``equal`` workload as a whole command, ``fedweave run`` against
-``fedweave run --procs N`` (one process per peer, point-to-point messages): ``whole_s`` spawn to
-exit, ``rounds_s`` summary.json's round loop.
+``--procs N [M ...]``: the ``equal`` workload as a whole command, ``fedweave run`` against
+``fedweave run --procs N`` (and ``--procs M``, ...; one process per peer with N = 3,
+point-to-point messages), interleaved: ``whole_s`` spawn to exit, ``rounds_s`` summary.json's
+round loop, ``comm_wait_s`` the seconds the ranks spent waiting for each other in the round loop
+(the sum of the per-rank logs' column, mean over ranks).
 """
 
 from __future__ import annotations
@@ -125,7 +127,25 @@ def whole(src: Path, config: Path, sets: list[str], procs: int, out: Path, timeo
         return {"error": proc.stderr.strip().splitlines()[-1][:200] if proc.stderr else "?"}
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"whole_s": wall, "rounds_s": summary["timing"]["rounds_s"],
-            "test_acc": summary["final"]["test_acc"]}
+            "comm_wait_s": comm_wait(run_dir), "test_acc": summary["final"]["test_acc"]}
+
+
+def comm_wait(run_dir: Path) -> float:
+    """Mean over ranks of the seconds waited for the other ranks (``nodes/rank<r>.log``'s
+    ``comm_wait_s`` column, one value per evaluated round and held node); 0 for one process."""
+    totals = []
+    for log in sorted(run_dir.glob("nodes/rank*.log")):
+        rows = [line.split(",") for line in log.read_text().splitlines()]
+        head = next((r for r in rows if "comm_wait_s" in r), None)
+        if head is None:
+            continue
+        col = head.index("comm_wait_s")
+        seen: dict[str, float] = {}
+        for r in rows:
+            if len(r) == len(head) and r is not head and r[0].isdigit():
+                seen[r[0]] = float(r[col])  # one value per round (the rank's nodes share it)
+        totals.append(sum(seen.values()))
+    return statistics.mean(totals) if totals else 0.0
 
 
 def median(values: list[float]) -> float:
@@ -136,7 +156,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--procs", type=int, default=3, help="0: skip the --procs comparison")
+    ap.add_argument("--procs", type=int, nargs="+", default=[3],
+                    help="process counts compared with one process (0: skip)")
     ap.add_argument("--baseline-src", type=Path, default=None)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json", type=Path, default=None)
@@ -161,15 +182,17 @@ def main() -> None:
                   + (f"{median(r['round_s']):.3f} s/round" if "round_s" in r else r["error"]),
                   file=sys.stderr, flush=True)
     procs: dict[str, list[dict[str, Any]]] = {}
-    if args.procs > 1:
+    counts = [n for n in args.procs if n > 1]
+    if counts:
         with tempfile.TemporaryDirectory() as tmp:
             sets = [*base, "clock.asynchronous=true", f"rounds={args.rounds + 1}"]
             for rep in range(args.repeats):
-                for n in (1, args.procs):
+                for n in (1, *counts):
                     r = whole(codes["this"], CONFIG, sets, n, Path(tmp), args.timeout)
                     procs.setdefault(f"--procs {n}", []).append(r)
                     print(f"  [{rep + 1}/{args.repeats}] procs {n}: "
-                          + (f"{r['whole_s']:.1f} s whole, {r['rounds_s']:.2f} s rounds"
+                          + (f"{r['whole_s']:.1f} s whole, {r['rounds_s']:.2f} s rounds, "
+                             f"{r['comm_wait_s']:.2f} s waiting"
                              if "whole_s" in r else r["error"]), file=sys.stderr, flush=True)
     print(f"\nPDMM-ISVR on {'Fashion-MNIST' if fashion else 'digits'}; ring3: reference system "
           "001's 3-node ring, 1500 samples, MLP 64 with dropout; ecl8: its 8-node graph and "
@@ -202,14 +225,16 @@ def main() -> None:
         print(f"| {load} | {code} | {clock} | {mode} | {row['engine']} ({row['chunk']}) "
               f"| {s_round:.3f} | {steps:.0f} | {row['ratio']:.2f} | {row['ratio_per_step']:.2f} |")
     if procs:
-        print("\n| command | whole s | round loop s | test acc |\n| --- | ---: | ---: | ---: |")
+        print("\n| command | whole s | round loop s | waiting s | test acc |\n"
+              "| --- | ---: | ---: | ---: | ---: |")
         for name, runs in procs.items():
             ok = [r for r in runs if "whole_s" in r]
             if not ok:
-                print(f"| fedweave run {name} | {runs[0].get('error')} | | |")
+                print(f"| fedweave run {name} | {runs[0].get('error')} | | | |")
                 continue
             print(f"| fedweave run {name} | {median([r['whole_s'] for r in ok]):.1f} | "
-                  f"{median([r['rounds_s'] for r in ok]):.2f} | {ok[0]['test_acc']:.4f} |")
+                  f"{median([r['rounds_s'] for r in ok]):.2f} | "
+                  f"{median([r['comm_wait_s'] for r in ok]):.2f} | {ok[0]['test_acc']:.4f} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fedweave.cli import app
@@ -75,14 +76,56 @@ def test_hosts_prints_one_torchrun_command_per_host_of_a_seed_hosts_file(tmp_pat
     hosts.write_text(json.dumps({"hosts": [
         {"name": f"node{i}", "addr": f"10.0.0.{i + 1}", "port": str(10000 + i)}
         for i in range(3)]}))
-    res = runner.invoke(app, ["hosts", str(hosts), "exp.yaml", "--port", "29500"])
+    res = runner.invoke(app, ["hosts", str(hosts), "exp.yaml"])
     assert res.exit_code == 0, res.output
-    lines = res.output.splitlines()
+    lines = res.stdout.splitlines()
     assert lines[0::2] == ["# on 10.0.0.1", "# on 10.0.0.2", "# on 10.0.0.3"]
     for i, cmd in enumerate(lines[1::2]):
-        # static rendezvous: the c10d one would ignore --node-rank and order hosts by name
+        # static rendezvous on the first entry's addr:port (the c10d one would ignore
+        # --node-rank and order hosts by name)
         assert cmd == (f"torchrun --nnodes 3 --node-rank {i} --nproc-per-node 1 "
-                       "--master-addr 10.0.0.1 --master-port 29500 -m fedweave run exp.yaml")
+                       "--master-addr 10.0.0.1 --master-port 10000 -m fedweave run exp.yaml")
+    # torch.distributed listens on the rendezvous port only: one warning names the others
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "node1 (10001), node2 (10002) are not used" in warnings[0]
+    # --port replaces the first entry's port
+    res = runner.invoke(app, ["hosts", str(hosts), "exp.yaml", "--port", "29500"])
+    assert res.exit_code == 0, res.output
+    assert all("--master-addr 10.0.0.1 --master-port 29500 " in cmd
+               for cmd in res.stdout.splitlines()[1::2])
+
+
+def test_hosts_sharing_one_port_print_no_warning(tmp_path):
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps({"a": {"addr": "h1", "port": 9000},
+                                 "b": {"addr": "h2", "port": "9000"}}))
+    res = runner.invoke(app, ["hosts", str(hosts), "exp.yaml"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr == ""
+    assert res.stdout.splitlines()[3] == ("torchrun --nnodes 2 --node-rank 1 --nproc-per-node 1 "
+                                          "--master-addr h1 --master-port 9000 -m fedweave run "
+                                          "exp.yaml")
+
+
+@pytest.mark.parametrize(("second", "match"), [
+    ({"name": "node1", "addr": "127.0.0.1", "port": 10000}, "both use 127.0.0.1:10000"),
+    ({"name": "node1", "addr": "localhost", "port": "70000"}, "port '70000'; a port is an"),
+    ({"name": "node1", "addr": "localhost", "port": 0}, "port 0; a port is an integer"),
+    ({"name": "node1", "addr": "localhost", "port": "10001x"}, "port '10001x'"),
+    ({"name": "node1", "addr": "localhost", "port": 10001.5}, "port 10001.5"),
+    ({"name": "node1", "addr": "localhost", "port": True}, "port True"),
+    ({"name": "node0", "addr": "localhost", "port": 10001}, "node0 is listed twice"),
+])
+def test_hosts_with_conflicting_or_invalid_ports_exits_2_with_one_line(tmp_path, second, match):
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps({"hosts": [
+        {"name": "node0", "addr": "localhost", "port": "10000"}, second]}))
+    res = runner.invoke(app, ["hosts", str(hosts), "exp.yaml"])
+    assert res.exit_code == 2
+    assert res.stdout == ""
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ")
+    assert match in res.stderr
 
 
 def test_hosts_with_a_malformed_file_exits_2(tmp_path):

@@ -52,6 +52,24 @@ def test_gradients_computed_ahead_give_the_same_numbers_with_fewer_engine_calls(
     assert fast.ahead.calls < plain.ahead.calls
 
 
+def test_companions_found_in_python_or_on_tensors_are_the_same():
+    algo = Runner(peers("data.nodes=6", "clock.speed_sigma=0.2"), None).algo
+    gen = torch.Generator().manual_seed(0)
+    found = []
+    for trial in range(60):
+        algo.steps_done = torch.randint(0, 3 * algo.S, (algo.n,), generator=gen)
+        stepping = torch.rand(algo.n, generator=gen) < 0.3
+        key = divmod(int(algo.steps_done[trial % algo.n]), algo.S)
+        algo._look_end = algo._step_time(trial % algo.n, 2 * algo.S)  # some steps fall after
+        both = []
+        for python_rows in (64, 0):
+            algo.python_rows = python_rows
+            both.append(algo._companions(key, stepping))
+        assert both[0] == both[1]
+        found += both[0]
+    assert len(found) > 20
+
+
 def test_peers_that_drift_apart_step_one_row_per_engine_call():
     assert stepping_together(peers("clock.phase=random", "clock.train_fraction=0.5"), 3) == 1
     assert stepping_together(peers("clock.speed_sigma=0.2"), 3) == 1

@@ -287,17 +287,17 @@ def test_hosts_commands_start_a_peer_to_peer_run(reference: dict[str, Path],
     this machine as if on 3 hosts: one node per host, the single-process result."""
     from fedweave.distributed.launcher import torchrun_commands
 
+    port = 29000 + os.getpid() % 1000  # the first entry's port is the rendezvous
     hosts = tmp_path / "hosts.json"
     hosts.write_text(json.dumps({"hosts": [
-        {"name": f"node{i}", "addr": "127.0.0.1", "port": 10000 + i} for i in range(3)]}))
+        {"name": f"node{i}", "addr": "127.0.0.1", "port": port + i} for i in range(3)]}))
     config = _config(tmp_path, ASYNC_P2P, "admm_sgd", "hosts")
-    port = 29000 + os.getpid() % 1000
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop(KILL_ENV, None)
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run",
                                *cmd.split()[1:]], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-             for _, cmd in torchrun_commands(hosts, str(config), port)]
+             for _, cmd in torchrun_commands(hosts, str(config))]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-2000:] for o in outs]
     _assert_same_run(reference["async"], _only_run_dir(config))

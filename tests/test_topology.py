@@ -251,8 +251,9 @@ def test_seed_edge_consensus_list_format(tmp_path: Path):
     assert edges == [(0, 1), (0, 2), (1, 2)]
     assert addrs == ["localhost:9997", "localhost:9998", "localhost:9999"]
     # hosts as a mapping reorder the nodes
-    hosts = _write(tmp_path / "h.json", {n: {"addr": "h", "port": 1} for n in reversed(names)})
-    assert load_seed_node_list(tmp_path / "n.json", hosts)[1] == ["h:1"] * 3
+    hosts = _write(tmp_path / "h.json", {n: {"addr": n, "port": 1} for n in reversed(names)})
+    assert load_seed_node_list(tmp_path / "n.json", hosts)[1] == [f"{n}:1" for n in
+                                                                  reversed(names)]
 
 
 @pytest.mark.parametrize(
@@ -286,6 +287,15 @@ def test_bad_files_and_mixing(tmp_path: Path):
         load_seed_node_list(_write(tmp_path / "m.json", {"nodes": {"a": {"edges": []}}}), hosts)
     with pytest.raises(UserError, match=r"topology\.mixing"):
         mixing_matrix(nx.path_graph(2), "bogus")
+
+
+def test_a_run_refuses_a_hosts_file_with_conflicting_ports(tmp_path: Path):
+    node_list = _write(tmp_path / "n.json", {"nodes": {"a": {"edges": ["b"]}, "b": {}}})
+    hosts = _write(tmp_path / "h.json", {"hosts": [{"name": "a", "addr": "x", "port": "7"},
+                                                   {"name": "b", "addr": "x", "port": 7}]})
+    cfg = TopologyConfig(name="edges", file=node_list, hosts=hosts)
+    with pytest.raises(UserError, match="hosts a and b both use x:7"):
+        build_graph(cfg, 2, seed=0)
 
 
 def test_register_topology():

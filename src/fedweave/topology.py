@@ -334,17 +334,65 @@ def directed_offsets(cfg: TopologyConfig, edges: torch.Tensor, period: int) -> t
     return torch.tensor([offsets.get((i, j), -1) for i, j in pairs], dtype=torch.int64)
 
 
-def read_hosts(path: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class Host:
+    """One entry of reference system 001's ``hosts.json``."""
+
+    name: str
+    addr: str
+    port: int
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def read_host_list(path: Path) -> list[Host]:
+    """The entries of a ``hosts.json`` in file order: ``{"hosts": [{"name", "addr", "port"},
+    ...]}`` or the mapping ``{"node0": {"addr": ..., "port": ...}}``. Refused with one line: a
+    name listed twice, a port that is not an integer 1–65535 (``"10000"`` and ``10000`` are
+    both accepted, as in the reference's files), two entries on the same address and port
+    (``localhost``, ``127.0.0.1`` and ``::1`` count as one address)."""
     data = _read_json(path, "topology.hosts")
-    if isinstance(data, dict) and isinstance(data.get("hosts"), list):
-        data = {str(h.get("name")): h for h in data["hosts"] if isinstance(h, dict)}
     error = UserError(f"{path}: expected {{'hosts': [{{'name', 'addr', 'port'}}, ...]}}")
-    if not isinstance(data, dict):
+    if isinstance(data, dict) and isinstance(data.get("hosts"), list):
+        if not all(isinstance(h, dict) for h in data["hosts"]):
+            raise error
+        pairs = [(str(h.get("name")), h) for h in data["hosts"]]
+    elif isinstance(data, dict):
+        pairs = [(str(name), h) for name, h in data.items()]
+    else:
         raise error
-    try:
-        return {str(name): f"{h['addr']}:{h['port']}" for name, h in data.items()}
-    except (KeyError, TypeError):
-        raise error from None
+    hosts: list[Host] = []
+    seen: dict[tuple[str, int], str] = {}
+    for name, h in pairs:
+        if not isinstance(h, dict) or "addr" not in h or "port" not in h:
+            raise error
+        if any(name == other.name for other in hosts):
+            raise UserError(f"{path}: host {name} is listed twice; give every host its own name")
+        port = h["port"]
+        if not (isinstance(port, int) and not isinstance(port, bool)) and \
+                not (isinstance(port, str) and re.fullmatch(r"[0-9]{1,5}", port)):
+            raise UserError(f"{path}: host {name} has port {port!r}; a port is an integer "
+                            "1-65535")
+        if not 1 <= int(port) <= 65535:
+            raise UserError(f"{path}: host {name} has port {port!r}; a port is an integer "
+                            "1-65535")
+        host = Host(name, str(h["addr"]), int(port))
+        addr = host.addr.strip("[]").lower()
+        key = ("loopback" if addr in _LOOPBACK else addr, host.port)
+        if key in seen:
+            raise UserError(f"{path}: hosts {seen[key]} and {name} both use {host.addr}:"
+                            f"{host.port}; give each host on one address its own port")
+        seen[key] = name
+        hosts.append(host)
+    if not hosts:
+        raise error
+    return hosts
+
+
+def read_hosts(path: Path) -> dict[str, str]:
+    """``{name: "addr:port"}`` of a ``hosts.json`` in file order (``read_host_list``)."""
+    return {h.name: f"{h.addr}:{h.port}" for h in read_host_list(path)}
 
 
 def mixing_matrix(graph: nx.Graph, kind: str) -> torch.Tensor:

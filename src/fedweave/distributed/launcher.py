@@ -227,17 +227,39 @@ def _cause(failed: list[tuple[int, int]], stopped: list[int], timeout_s: float,
                         "ranks were stopped")
 
 
-def torchrun_commands(hosts: Path, config: str, port: int = 29400) -> list[tuple[str, str]]:
+def torchrun_commands(hosts: Path, config: str,
+                     port: int | None = None) -> list[tuple[str, str]]:
     """One ``(host, command)`` per entry of reference system 001's ``hosts.json``: entry i of
-    the file is rank i, one process per host, the store on the first host. The commands use
-    torchrun's *static* rendezvous (``--node-rank`` with ``--master-addr``/``--master-port``):
-    the c10d rendezvous ignores ``--node-rank`` and orders hosts by name. With ``data.nodes`` =
-    number of hosts (and ``topology.file``/``hosts`` in ``config``) host i computes node i."""
-    from fedweave.topology import read_hosts
+    the file is rank i, one process per host, the rendezvous store on the first entry's
+    ``addr:port`` (``port`` replaces its port). The commands use torchrun's *static* rendezvous
+    (``--node-rank`` with ``--master-addr``/``--master-port``): the c10d rendezvous ignores
+    ``--node-rank`` and orders hosts by name. With ``data.nodes`` = number of hosts (and
+    ``topology.file``/``hosts`` in ``config``) host i computes node i. The other entries' ports
+    are not used: ``unused_ports``."""
+    from fedweave.topology import read_host_list
 
-    addrs = list(read_hosts(hosts).values())
-    head = addrs[0].rsplit(":", 1)[0]
-    return [(addr.rsplit(":", 1)[0],
-             f"torchrun --nnodes {len(addrs)} --node-rank {i} --nproc-per-node 1 "
-             f"--master-addr {head} --master-port {port} -m fedweave run {config}")
-            for i, addr in enumerate(addrs)]
+    entries = read_host_list(hosts)
+    head = entries[0]
+    master = head.addr.strip("[]")
+    store = head.port if port is None else port
+    return [(h.addr, f"torchrun --nnodes {len(entries)} --node-rank {i} --nproc-per-node 1 "
+                     f"--master-addr {master} --master-port {store} -m fedweave run {config}")
+            for i, h in enumerate(entries)]
+
+
+def unused_ports(hosts: Path, port: int | None = None) -> str | None:
+    """The warning for a ``hosts.json`` whose entries after the first give ports other than
+    the rendezvous port (the first's, or ``port``), or None. torch.distributed listens on one
+    port, the rendezvous store on the first host; the other ranks connect to it and exchange
+    over ports the OS picks (gloo, NCCL), so those entries' ports cannot be honoured."""
+    from fedweave.topology import read_host_list
+
+    head, *rest = read_host_list(hosts)
+    store = head.port if port is None else port
+    other = [h for h in rest if h.port != store]
+    if not other:
+        return None
+    listed = ", ".join(f"{h.name} ({h.port})" for h in other)
+    return (f"{hosts}: the ports of {listed} are not used: torch.distributed listens only on "
+            f"the rendezvous port of the first host, {head.name} ({head.addr}:{store}); "
+            "the other hosts connect to it and exchange over ports the system picks")

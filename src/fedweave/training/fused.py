@@ -201,7 +201,9 @@ class FusedEngine(PerSample):
         if params.device.type == "cpu" and not bool(active.all()):
             # on a CPU skip the chunks without an active row (a peer stepping alone computes
             # its own chunk, not every node's): the kept chunks keep their rows together
-            live = [sl for sl in chunks(k, self.chunk) if bool(active[sl].any())]
+            c = self.chunk
+            live = [slice(s, min(k, s + c)) for s in  # one pass, not one test per chunk
+                    (torch.nonzero(active).flatten() // c * c).unique().tolist()]
             if len(live) < -(-k // self.chunk):
                 return self._chunks_only(live, params, buffers, idx, weight, active, key,
                                          nodes)

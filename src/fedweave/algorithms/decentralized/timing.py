@@ -52,6 +52,8 @@ class Timing:
     epoch_swap: bool
 
     ahead: GradientCache
+    #: up to this many held rows the companions are found in Python, above on tensors
+    python_rows = 64
     x: torch.Tensor
     buffers: Buffers
     nodes: torch.Tensor
@@ -83,6 +85,8 @@ class Timing:
         self.phase = epoch_phases(cfg.clock, cfg.seed, self.epoch_period)
         #: the current asynchronous round's end (gradients may be computed ahead until then)
         self._look_end: float | None = None
+        #: τ, φ and T as Python floats (``_step_time``)
+        self._floats: tuple[list[float], list[float], list[float]] | None = None
 
     def _round_sync(self, r: int, stats: dict[str, torch.Tensor]) -> float:
         """Every node steps S times in lock step; a step lasts the slowest node's compute
@@ -99,12 +103,15 @@ class Timing:
 
     def _step_time(self, node: int, k: int) -> float:
         """When node's k-th (0-based) local step finishes: (k+1)·τ_i, or with train/idle
-        periods φ_i + ⌊k/S⌋·T_i + (k mod S + 1)·τ_i."""
+        periods φ_i + ⌊k/S⌋·T_i + (k mod S + 1)·τ_i. In Python floats (the same float64
+        operations as on the tensors, without a tensor operation per term on every event)."""
+        if self._floats is None:
+            self._floats = (self.tau.tolist(), self.phase.tolist(), self.epoch_period.tolist())
+        tau, phase, period = self._floats
         if not self.idle:
-            return float((k + 1) * self.tau[node])
+            return (k + 1) * tau[node]
         e, t = divmod(k, self.S)
-        start = self.phase[node] + e * self.epoch_period[node]
-        return float(start + (t + 1) * self.tau[node])
+        return phase[node] + e * period[node] + (t + 1) * tau[node]
 
     def _epoch_end(self, node: int, e: int) -> float:
         """When node's epoch e ends: the finish of its last step, or with train/idle periods
@@ -205,9 +212,15 @@ class Timing:
             return []
         lo, hi = self.part.lo, self.part.hi
         k = self.steps_done[lo:hi]
-        same = (k // self.S == key[0]) & (k % self.S == key[1]) & ~stepping[lo:hi]
+        if hi - lo <= self.python_rows:  # in Python (a tensor operation costs more per event)
+            busy = stepping[lo:hi].tolist()
+            rows = [r for r, kr in enumerate(k.tolist())
+                    if not busy[r] and divmod(kr, self.S) == key]
+        else:
+            same = (k // self.S == key[0]) & (k % self.S == key[1]) & ~stepping[lo:hi]
+            rows = torch.nonzero(same).flatten().tolist()
         out = []
-        for row in torch.nonzero(same).flatten().tolist():
+        for row in rows:
             if row not in self.ahead.rows and \
                     self._step_time(lo + row, int(k[row])) <= end * (1 + EPS):
                 out.append(row)
