@@ -34,16 +34,21 @@ def data_list(root: Annotated[Path | None, typer.Option("--root")] = None) -> No
 @data_app.command("download")
 def data_download(name: str, root: Annotated[Path | None, typer.Option("--root")] = None
                   ) -> None:
-    """Download a dataset (checksum-verified) into the data root."""
-    from fedweave.data.download import download_dataset
+    """Download a dataset (checksum-verified) into the data root; femnist, shakespeare and
+    celeba: LEAF's raw sources into <root>/<name>/raw/, then the LEAF command to run."""
+    from fedweave.data.download import LEAF_RAW, download_dataset, leaf_next_step
     from fedweave.data.sources import default_root
 
     try:
-        path = download_dataset(name, output_folder(root or default_root(), "--root"))
+        folder = output_folder(root or default_root(), "--root")
+        path = download_dataset(name, folder)
     except UserError as exc:
         fail(str(exc), 2)
         return
-    console.print(f"{name} → {path}")
+    console.print(f"{name} → {path}", markup=False, highlight=False)
+    if name in LEAF_RAW:
+        console.print(leaf_next_step(name, folder), markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 @data_app.command("show")

@@ -21,7 +21,8 @@ from fedweave.data.sources.cache import decoded_cache
 
 FEMNIST_CLASSES = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _LEAF = "LEAF (github.com/TalwalkarLab/leaf, data/femnist/preprocess.sh)"
-FEMNIST_HOW = f"generate it with {_LEAF} and copy data/train and data/test there, or set data.root"
+FEMNIST_HOW = (f"`fedweave data download femnist` fetches LEAF's raw sources and says how to "
+               f"generate it with {_LEAF}; copy data/train and data/test there, or set data.root")
 FEMNIST_FIX = f"regenerate it with {_LEAF}"
 
 

@@ -55,7 +55,8 @@ User = tuple[str, list[Any], list[Any]]
 
 def _how(name: str) -> str:
     extra = (" and the images to celeba/raw/img_align_celeba/" if name == "celeba" else "")
-    return (f"generate it with {_LEAF.format(name=name)}, copy data/train and data/test to "
+    return (f"`fedweave data download {name}` fetches LEAF's raw sources and says how to "
+            f"generate it with {_LEAF.format(name=name)}; copy data/train and data/test to "
             f"{name}/train and {name}/test{extra}, or set data.root")
 
 
