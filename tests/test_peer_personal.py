@@ -158,3 +158,15 @@ def test_personal_head_on_two_processes_gives_the_single_process_numbers(tmp_pat
     assert one == two
     a, b = latest_state(tmp_path / "p1"), latest_state(tmp_path / "p2")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dfedper_is_dsgd_with_a_personal_head() -> None:
+    named = run(small_config("algorithm.name=dfedper", "topology.name=ring", *SKEWED[:4],
+                             "rounds=2"), write=False)
+    keyed = run(small_config("algorithm.name=dsgd", "algorithm.personal_head=true",
+                             "topology.name=ring", *SKEWED[:4], "rounds=2"), write=False)
+    rows = [{k: v for k, v in r.items() if k != "wall_time"} for r in named.history]
+    assert rows == [{k: v for k, v in r.items() if k != "wall_time"} for r in keyed.history]
+    with pytest.raises(UserError, match="personal_head"):
+        run(small_config("algorithm.name=dfedper", "algorithm.personal_head=false"),
+            write=False)

@@ -114,7 +114,7 @@ BUILTIN_ALGORITHMS = {
     **{name: f"fedweave.algorithms.asynchronous.{name}"
        for name in ("fedasync", "fedbuff", "fedfix", "prfl")},
     **{name: f"fedweave.algorithms.decentralized.{module}" for name, module in (
-        ("dsgd", "dsgd"), ("gossip", "gossip"), ("cadmm", "cadmm"),
+        ("dsgd", "dsgd"), ("dfedper", "dfedper"), ("gossip", "gossip"), ("cadmm", "cadmm"),
         ("gradient_tracking", "tracking"), ("d2", "tracking"),
         ("pdmm_sgd", "edge_consensus"), ("admm_sgd", "edge_consensus"),
         ("pdmm_isvr", "isvr"), ("admm_isvr", "isvr"))},
