@@ -152,6 +152,7 @@ ALGO_BASE: dict[str, list[str]] = {
     **{name: PERSONAL for name in ("fedper", "fedrep", "lg_fedavg", "ditto", "pfedme",
                                    "per_fedavg", "apfl")},
     "fedbn": ["model.name=cnn", "model.width=0.125", "data.client_test_fraction=0.3"],
+    "dfedper": ["model.name=mlp", "model.hidden=[8]"],  # a body to mix
 }
 
 ALGO_CONTEXT: dict[str, tuple[list[str], Any]] = {

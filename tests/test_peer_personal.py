@@ -167,6 +167,6 @@ def test_dfedper_is_dsgd_with_a_personal_head() -> None:
                              "topology.name=ring", *SKEWED[:4], "rounds=2"), write=False)
     rows = [{k: v for k, v in r.items() if k != "wall_time"} for r in named.history]
     assert rows == [{k: v for k, v in r.items() if k != "wall_time"} for r in keyed.history]
-    with pytest.raises(UserError, match="personal_head"):
+    with pytest.raises(UserError, match="personal_head"):  # not a key of dfedper
         run(small_config("algorithm.name=dfedper", "algorithm.personal_head=false"),
             write=False)

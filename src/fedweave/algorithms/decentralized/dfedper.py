@@ -11,9 +11,7 @@ of its own, so sweeps and scripts can list it beside the federated personalised 
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
+from typing import ClassVar, Literal
 
 from fedweave.algorithms.base import register_algorithm
 from fedweave.algorithms.decentralized.dsgd import DSGD, DSGDConfig
@@ -21,9 +19,8 @@ from fedweave.algorithms.decentralized.dsgd import DSGD, DSGDConfig
 
 class DFedPerConfig(DSGDConfig):
     name: Literal["dfedper"] = "dfedper"  # type: ignore[assignment]
-    personal_head: Literal[True] = Field(True, description="the model's last Linear layer "
-                                         "stays personal (always, for dfedper; dsgd has it "
-                                         "off by default)")
+    #: not a key: the head is always personal (``dsgd`` is the same algorithm without it)
+    personal_head: ClassVar[bool] = True  # type: ignore[misc]
 
 
 @register_algorithm("dfedper", DFedPerConfig)
