@@ -100,13 +100,18 @@ class Touched(Callback):
         for c, (t, v) in enumerate(zip(data.train_idx, data.val_idx, strict=True)):
             owner[t], owner[v] = c, c
         self.owner, self.rounds, self.current = owner, {}, set()  # type: ignore[var-annotated]
-        take = data.take
+        take, take_inputs = data.take, data.take_inputs  # every read of samples
 
         def spy(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             self.current.update(self.owner[idx.reshape(-1).cpu()].unique().tolist())
             return take(idx)
 
+        def spy_inputs(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.current.update(self.owner[idx.reshape(-1).cpu()].unique().tolist())
+            return take_inputs(idx)
+
         data.take = spy  # type: ignore[method-assign]
+        data.take_inputs = spy_inputs  # type: ignore[method-assign]
 
     def should_stop(self, runner: Any) -> bool:
         self.rounds[len(self.rounds) + 1] = self.current

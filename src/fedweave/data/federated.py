@@ -119,9 +119,8 @@ class FederatedData:
         """Float inputs and labels at ``idx`` (any shape); augmented when ``augment`` is on and
         a key (round, node, step) is given, with randomness derived from the key."""
         flat = idx.reshape(-1)
-        dec = self.decoded()
-        if dec is not None:
-            xb, yb = dec[0][flat.to(self.x.device)], self.y[flat.to(self.x.device)]
+        if self.decoded() is not None:
+            xb, yb = self.take_inputs(flat)
         else:
             xb, yb = self.take(flat)
             if self.augment and augment_key is not None and xb.dim() == 4:
