@@ -26,7 +26,8 @@ def _numbers(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if k != "wall_time"} for row in history]
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if i else c
+                                  for i, c in enumerate(CASES)])  # one case in the default run
 def test_decoded_inputs_give_the_same_bits(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     kept = run(small_config("rounds=2", *CASES[case]), write=False)
     monkeypatch.setattr(federated, "DECODED_BYTES", 0)  # convert per batch, as stored

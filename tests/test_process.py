@@ -48,6 +48,7 @@ def child(env: dict[str, str]) -> tuple[list[str], dict[str, object]]:
     return lines[:-1], json.loads(lines[-1])
 
 
+@pytest.mark.slow  # two interpreters importing torch
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
 def test_freed_blocks_are_reused_without_page_faults() -> None:
     env = {k: v for k, v in os.environ.items() if k not in (TUNABLES, OPT_OUT)}
