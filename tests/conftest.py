@@ -102,9 +102,10 @@ class Killed(Exception):
 
 
 def resumes_exactly(tmp_path: Path, config: Callable[..., Config], *overrides: str,
-                    rounds: int = 4) -> None:
-    """A run killed after its round-2 checkpoint is taken and resumed ends with the
-    uninterrupted run's numbers and checkpoint tensors (``config(*overrides)`` builds each)."""
+                    rounds: int = 4, kill_at: int = 2) -> tuple[Path, Path]:
+    """A run killed in round ``kill_at`` + 1 (its rows written, its checkpoint not) and resumed
+    ends with the uninterrupted run's numbers and checkpoint tensors (``config(*overrides)``
+    builds each). Returns the run directories (uninterrupted, killed and resumed)."""
     import json
 
     from fedweave.runner import run
@@ -113,14 +114,16 @@ def resumes_exactly(tmp_path: Path, config: Callable[..., Config], *overrides: s
     full = run(config(*args, "name=full"))
 
     def kill(r: int, total: int, row: object) -> None:
-        if r == 2:
+        if r == kill_at:
             raise Killed
 
     with pytest.raises(Killed):
         run(config(*args, "name=killed"), progress=kill)
     killed = next(tmp_path.glob("killed-*"))
-    assert json.loads((killed / "checkpoints/latest.json").read_text())["round"] == 1
+    assert json.loads((killed / "checkpoints/latest.json").read_text())["round"] == kill_at - 1
     resumed = run(resume=killed)
     assert resumed.summary["final"] == full.summary["final"]
+    assert full.run_dir is not None
     a, b = latest_state(full.run_dir), latest_state(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return full.run_dir, killed

@@ -4,17 +4,12 @@ import csv
 import json
 
 import pytest
-import torch
 
 from fedweave.config import load_config
 from fedweave.errors import DivergenceError
 from fedweave.records.rundir import METRIC_COLUMNS, NODE_COLUMNS
 from fedweave.runner import run
-from tests.conftest import latest_state, needs_fashion, small_config
-
-
-class Killed(Exception):
-    pass
+from tests.conftest import needs_fashion, resumes_exactly, small_config
 
 
 def metrics_without_wall(path):
@@ -47,24 +42,10 @@ def test_run_directory_contract(tmp_out):
 
 @pytest.mark.parametrize("algorithm", ["fedavg", "scaffold", "clustered"])
 def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path, algorithm):
-    overrides = [f"output.dir={tmp_path}", "rounds=5", f"algorithm.name={algorithm}",
-                 "train.momentum=0.5", "algorithm.fraction=0.6"]
-    full = run(small_config(*overrides, "name=full"))
-
-    def kill_at_round_3(r, total, row):
-        if r == 3:  # round 3's rows are written, its checkpoint is not
-            raise Killed
-
-    with pytest.raises(Killed):
-        run(small_config(*overrides, "name=killed"), progress=kill_at_round_3)
-    killed_dir = next(tmp_path.glob("killed-*"))
-    assert json.loads((killed_dir / "checkpoints/latest.json").read_text())["round"] == 2
-    resumed = run(resume=killed_dir)
-    assert resumed.summary["final"] == full.summary["final"]
-    assert metrics_without_wall(killed_dir) == metrics_without_wall(full.run_dir)
-    a = latest_state(full.run_dir)
-    b = latest_state(killed_dir)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full, killed = resumes_exactly(tmp_path, small_config, f"algorithm.name={algorithm}",
+                                   "train.momentum=0.5", "algorithm.fraction=0.6", rounds=5,
+                                   kill_at=3)  # round 3's rows are written, its checkpoint not
+    assert metrics_without_wall(killed) == metrics_without_wall(full)
 
 
 def test_divergence_is_reported_with_the_fix(tmp_out):
