@@ -148,9 +148,10 @@ class _Child:
         pass
 
 
+@pytest.mark.parametrize("fork", [True, False])
 @pytest.mark.parametrize("user", [None, "ACTIVE"])
 def test_procs_children_get_passive_openmp_unless_the_user_chose(
-        user: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+        user: str | None, fork: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     from fedweave.distributed import launcher
 
     if user is None:
@@ -159,6 +160,8 @@ def test_procs_children_get_passive_openmp_unless_the_user_chose(
         monkeypatch.setenv(WAIT_ENV, user)
     _Child.envs = []
     monkeypatch.setattr(launcher.subprocess, "Popen", _Child)
+    monkeypatch.setattr(launcher, "_can_fork", lambda: fork)
+    monkeypatch.setattr(launcher, "_fork_rank", lambda args, env, me: _Child(args, env))
     assert launcher.launch_local(2, ["run"]) == 0
     assert [e[WAIT_ENV] for e in _Child.envs] == [user or "PASSIVE"] * 2
     assert [e["LOCAL_WORLD_SIZE"] for e in _Child.envs] == ["2", "2"]

@@ -53,9 +53,10 @@ def _preflight(config: Any) -> None:
 def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str],
             out: Path | None, resume: Path | None, run_dir: Path | None,
             overrides: list[str]) -> None:
-    from fedweave.distributed.launcher import launch_local, recorded_timeout
+    from fedweave.distributed.launcher import forkable_parent, launch_local, recorded_timeout
     from fedweave.plugins import load_config
 
+    forkable_parent()
     try:  # validate once, before any rank starts (one line, not one per rank)
         if resume is None:
             cfg = load_config(config, overrides, imports)

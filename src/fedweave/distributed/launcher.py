@@ -1,10 +1,21 @@
 """Starting distributed runs: ``fedweave run --procs N`` on one host, and the torchrun commands
 for reference system 001's ``hosts.json``.
 
-``launch_local`` starts N ranks of ``python -m fedweave <args>`` itself (torch.distributed's
+``launch_local`` starts N ranks of ``fedweave <args>`` itself (torch.distributed's
 env:// rendezvous on a free localhost port: ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``,
 ``LOCAL_RANK``, ``WORLD_SIZE``), instead of going through torchrun, so that it controls the
-ranks' lives:
+ranks' lives.
+
+On Linux the ranks are forked from the launcher, which has imported torch and fedweave
+already (``forkable_parent``): a rank starts in milliseconds instead of paying its own
+interpreter start and ``import torch`` (seconds each, and N of them compete for the cores).
+The launcher keeps torch at one thread until it forks: a child of a process whose OpenMP
+runtime has started a thread team hangs on its first parallel region (libgomp). Elsewhere,
+or when the launcher runs other threads, each rank is a fresh ``python -m fedweave``
+(``fedweave.distributed.spawn``). The numbers are the same either way: a rank builds its run
+from the config alone.
+
+What the launcher does with its ranks:
 
 - the ranks die with the launcher, however it dies (``kill -9`` included): each rank is
   started with ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (Linux; elsewhere the launcher still
@@ -35,17 +46,23 @@ killer), or the launcher itself was stopped by signal N.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn, Protocol
 
 from fedweave.distributed import FAILURE_ENV, LAUNCHED_ENV
 from fedweave.distributed.spawn import die_with_parent, fedweave_argv
@@ -102,11 +119,124 @@ def _signal_of(code: int | None) -> int | None:
     return signal.SIGTERM if code == 128 + signal.SIGTERM else None
 
 
+_FORKABLE = [False]
+
+
+def forkable_parent() -> None:
+    """Import torch in the launcher at one thread, before anything runs a torch op, so that
+    its ranks can be forked from it (module docstring). torch reads its C++ log level once,
+    when it loads, so the ranks' quiet one (``TORCH_CPP_LOG_LEVEL=ERROR`` unless set) is set
+    first; a launcher that had imported torch already starts fresh processes."""
+    fresh = "torch" not in sys.modules
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    import torch
+
+    torch.set_num_threads(1)
+    _FORKABLE[0] = fresh
+
+
+class Rank(Protocol):
+    """What the launcher needs of a rank (``subprocess.Popen``'s methods)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def wait(self) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+
+
+class ForkedRank:
+    """A rank forked from the launcher, seen through ``Popen``'s methods (a return code is
+    ``-N`` for a rank killed by signal N, as with ``Popen``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+
+def _can_fork() -> bool:
+    """Fork ranks: on Linux, after ``forkable_parent`` imported torch, with torch still at one
+    thread and no other thread running in the launcher (a lock held by one would never be
+    released in the child)."""
+    torch = sys.modules.get("torch")
+    return (sys.platform.startswith("linux") and _FORKABLE[0] and torch is not None
+            and torch.get_num_threads() == 1 and threading.active_count() == 1)
+
+
+def _fork_rank(args: list[str], env: dict[str, str], launcher: int) -> ForkedRank:
+    """Fork a rank that runs ``fedweave *args`` with ``env`` and never returns here."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return ForkedRank(pid)
+    _rank_main(args, env, launcher)
+
+
+def _rank_main(args: list[str], env: dict[str, str], launcher: int) -> NoReturn:
+    """A forked rank: the command line with ``args``, ended by ``os._exit`` whatever happens,
+    so that nothing of the launcher's stack runs in it."""
+    status = 1
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        _rank_setup(launcher)()
+        from fedweave.cli import main
+
+        sys.argv = ["fedweave", *args]
+        main()
+        status = 0
+    except SystemExit as exc:
+        code = exc.code
+        status = code if isinstance(code, int) else 0 if code is None else 1
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+
+
+def _start_rank(args: list[str], env: dict[str, str], launcher: int) -> Rank:
+    """A rank: forked when the launcher allows it (``_can_fork``), else a fresh process."""
+    if _can_fork():
+        return _fork_rank(args, env, launcher)
+    return subprocess.Popen(fedweave_argv(*args), env=env, preexec_fn=_rank_setup(launcher))
+
+
 def launch_local(procs: int, args: list[str], timeout_s: float = 300.0) -> int:
-    """Run ``python -m fedweave *args`` as ``procs`` ranks on this host; returns the exit code
-    (module docstring). ``timeout_s``: the run's ``launcher.timeout_s``."""
-    with tempfile.TemporaryDirectory(prefix="fedweave-ranks-") as failures:
+    """Run ``fedweave *args`` as ``procs`` ranks on this host; returns the exit code (module
+    docstring). ``timeout_s``: the run's ``launcher.timeout_s``."""
+    # not a TemporaryDirectory: its clean-up at exit would run in forked ranks too
+    failures = tempfile.mkdtemp(prefix="fedweave-ranks-")
+    me = os.getpid()
+    try:
         return _launch(procs, args, timeout_s, Path(failures))
+    finally:
+        if os.getpid() == me:
+            shutil.rmtree(failures, ignore_errors=True)
 
 
 def _launch(procs: int, args: list[str], timeout_s: float, failures: Path) -> int:
@@ -115,7 +245,7 @@ def _launch(procs: int, args: list[str], timeout_s: float, failures: Path) -> in
     # where a resume would continue: the directory given, else the one rank 0 printed
     where = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--resume", "--dir")),
                  "<the run directory printed above>")
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[Rank] = []
     for rank in range(procs):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(procs),
@@ -123,8 +253,7 @@ def _launch(procs: int, args: list[str], timeout_s: float, failures: Path) -> in
                FAILURE_ENV: str(failures)}
         env.setdefault(WAIT_ENV, "PASSIVE")  # fedweave.training.threads (the user's kept)
         env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-        children.append(subprocess.Popen(fedweave_argv(*args), env=env,
-                                         preexec_fn=_rank_setup(me)))
+        children.append(_start_rank(args, env, me))
 
     def send(sig: int) -> None:
         for c in children:

@@ -26,6 +26,7 @@ import atexit
 import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -315,12 +316,30 @@ def local_device(requested: torch.device) -> torch.device:
     return device
 
 
+def _wait_for_store(timeout_s: float) -> None:
+    """Wait (at most ``timeout_s``) until rank 0's rendezvous store accepts connections.
+    ``fedweave run --procs`` starts its ranks within milliseconds of each other, so the
+    others often reach the rendezvous before rank 0 listens, and torch's client retries a
+    refused connection only after a back-off of about half a second (a quarter of the
+    whole run for a small job); polling the port every 5 ms avoids it."""
+    where = (os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "0")))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(where, timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.005)
+
+
 def init_comm(timeout_s: float, device: torch.device) -> Comm:
     """Join the process group (env:// as set by torchrun) once per process."""
     global _COMM
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1 and not dist.is_initialized():
+        if rank > 0 and os.environ.get(LAUNCHED_ENV):
+            _wait_for_store(timeout_s)
         dist.init_process_group(backend_for(device), timeout=timedelta(seconds=timeout_s),
                                 device_id=device if device.type == "cuda" else None)
     if dist.is_initialized():

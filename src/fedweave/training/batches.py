@@ -11,14 +11,12 @@ sample ⌊m/n_i⌋ or ⌈m/n_i⌉ times per epoch) in a random order, as referen
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from fedweave.config import TrainConfig
 from fedweave.data.federated import FederatedData
 from fedweave.memory import require_memory
-from fedweave.rng import torch_generator
+from fedweave.rng import derive_seed
 from fedweave.training.protocol import Batches
 
 
@@ -57,21 +55,33 @@ def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor
     if width is None:
         width = batch_width(data, nodes, batch_size) if k_count else 1
     check_schedule(k_count, s_max, width)
-    idx = torch.zeros(k_count, s_max, width, dtype=torch.int64)
-    weight = torch.zeros(k_count, s_max, width)
-    for k, node in enumerate(nodes.tolist()):
+    gen = torch.Generator()  # reseeded per row: the same draws as a fresh generator each
+    rows: list[torch.Tensor] = []
+    full = True  # every row fills the whole [s_max, width] block (no padding)
+    for k, (node, s) in enumerate(zip(nodes.tolist(), steps.tolist(), strict=True)):
         shard = data.train_idx[node]
-        n, s = len(shard), int(steps[k])
+        n = len(shard)
         b = min(batch_size, n)
         row_key = key if row_keys is None else (int(row_keys[k]),)
-        gen = torch_generator(data.seed, purpose, *row_key, node)
+        gen.manual_seed(derive_seed(data.seed, purpose, *row_key, node))
         need = s * b
-        stream = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(need / n))])
+        stream = (torch.randperm(n, generator=gen) if need <= n else
+                  torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-need // n))]))
         if shuffle:
             stream = stream[:need][torch.randperm(need, generator=gen)]
-        idx[k] = shard[0]  # padding (weight 0) stays inside the node's own shard
-        idx[k, :s, :b] = shard[stream[:need]].view(s, b)
-        weight[k, :s, :b] = 1.0
+        rows.append(shard[stream[:need]])
+        full = full and s == s_max and b == width
+    if full and k_count:
+        idx = torch.stack(rows).view(k_count, s_max, width)
+        weight = torch.ones(k_count, s_max, width)
+    else:
+        idx = torch.zeros(k_count, s_max, width, dtype=torch.int64)
+        weight = torch.zeros(k_count, s_max, width)
+        for k, (row, s) in enumerate(zip(rows, steps.tolist(), strict=True)):
+            b = len(row) // s if s else 0
+            idx[k] = data.train_idx[int(nodes[k])][0]  # padding (weight 0) stays in the shard
+            idx[k, :s, :b] = row.view(s, b)
+            weight[k, :s, :b] = 1.0
     return Batches(idx.to(data.x.device), weight.to(data.x.device), steps)
 
 
