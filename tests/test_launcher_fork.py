@@ -49,7 +49,9 @@ def test_the_launcher_forks_only_at_one_torch_thread_and_without_other_threads(
 def test_a_forked_rank_runs_the_command_line_and_exits_with_its_status(
         args: list[str], status: int, capfd: pytest.CaptureFixture[str]) -> None:
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1"}
-    rank = launcher._fork_rank(args, env, os.getpid())
+    from fedweave.cli import main
+
+    rank = launcher._fork_rank(main, args, env, os.getpid())
     assert rank.wait() == status
     assert rank.poll() == status
     out, err = capfd.readouterr()
@@ -77,7 +79,8 @@ def test_the_failure_folder_is_removed_by_the_launcher_only(monkeypatch: pytest.
                                                             ) -> None:
     seen: list[Path] = []
 
-    def fake(procs: int, args: list[str], timeout_s: float, failures: Path) -> int:
+    def fake(procs: int, args: list[str], timeout_s: float, failures: Path,
+             entry: object) -> int:
         seen.append(failures)
         assert failures.is_dir()
         return 0

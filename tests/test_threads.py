@@ -161,8 +161,8 @@ def test_procs_children_get_passive_openmp_unless_the_user_chose(
     _Child.envs = []
     monkeypatch.setattr(launcher.subprocess, "Popen", _Child)
     monkeypatch.setattr(launcher, "_can_fork", lambda: fork)
-    monkeypatch.setattr(launcher, "_fork_rank", lambda args, env, me: _Child(args, env))
-    assert launcher.launch_local(2, ["run"]) == 0
+    monkeypatch.setattr(launcher, "_fork_rank", lambda entry, args, env, me: _Child(args, env))
+    assert launcher.launch_local(2, ["run"], entry=lambda: None) == 0
     assert [e[WAIT_ENV] for e in _Child.envs] == [user or "PASSIVE"] * 2
     assert [e["LOCAL_WORLD_SIZE"] for e in _Child.envs] == ["2", "2"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, NoReturn
 
 import typer
@@ -11,6 +12,24 @@ from rich.markup import escape
 app = typer.Typer(add_completion=True, no_args_is_help=False,
                   help="fedweave: federated, decentralized and one-shot learning research.")
 console = Console(stderr=True)
+
+
+def main() -> None:
+    """Console-script entry point: unexpected errors exit 1 with the traceback (in a rank of
+    a multi-process run: one line naming the rank, the traceback kept in a file). The
+    commands are registered on ``app`` by importing ``fedweave.cli``."""
+    from fedweave.distributed import report_rank_crash, under_torchrun
+    from fedweave.errors import UserError
+
+    try:
+        app()
+    except UserError as exc:  # raised outside a command's own handling
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:
+        if under_torchrun():
+            report_rank_crash(exc)
+        raise
 
 
 def _version(value: bool) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedweave.cli.common import ImportOpt, SetOpt, app, console, fail
+from fedweave.cli.common import ImportOpt, SetOpt, app, console, fail, main
 from fedweave.errors import UserError
 
 
@@ -79,7 +79,7 @@ def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str]
         args += ["--resume", str(resume)]
     if run_dir is not None:
         args += ["--dir", str(run_dir)]
-    code = launch_local(procs, args, timeout_s)
+    code = launch_local(procs, args, timeout_s, main)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # the ranks are gone: skip torch's teardown (seconds on a busy machine)

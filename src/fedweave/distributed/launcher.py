@@ -180,28 +180,29 @@ def _can_fork() -> bool:
             and torch.get_num_threads() == 1 and threading.active_count() == 1)
 
 
-def _fork_rank(args: list[str], env: dict[str, str], launcher: int) -> ForkedRank:
-    """Fork a rank that runs ``fedweave *args`` with ``env`` and never returns here."""
+def _fork_rank(entry: Callable[[], None], args: list[str], env: dict[str, str],
+               launcher: int) -> ForkedRank:
+    """Fork a rank that runs the command line ``entry`` on ``args`` with ``env`` and never
+    returns here."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid:
         return ForkedRank(pid)
-    _rank_main(args, env, launcher)
+    _rank_main(entry, args, env, launcher)
 
 
-def _rank_main(args: list[str], env: dict[str, str], launcher: int) -> NoReturn:
-    """A forked rank: the command line with ``args``, ended by ``os._exit`` whatever happens,
-    so that nothing of the launcher's stack runs in it."""
+def _rank_main(entry: Callable[[], None], args: list[str], env: dict[str, str],
+               launcher: int) -> NoReturn:
+    """A forked rank: ``entry`` with ``sys.argv`` = ``fedweave *args``, ended by ``os._exit``
+    whatever happens, so that nothing of the launcher's stack runs in it."""
     status = 1
     try:
         os.environ.clear()
         os.environ.update(env)
         _rank_setup(launcher)()
-        from fedweave.cli import main
-
         sys.argv = ["fedweave", *args]
-        main()
+        entry()
         status = 0
     except SystemExit as exc:
         code = exc.code
@@ -219,27 +220,33 @@ def _rank_main(args: list[str], env: dict[str, str], launcher: int) -> NoReturn:
         os._exit(status)
 
 
-def _start_rank(args: list[str], env: dict[str, str], launcher: int) -> Rank:
-    """A rank: forked when the launcher allows it (``_can_fork``), else a fresh process."""
-    if _can_fork():
-        return _fork_rank(args, env, launcher)
+def _start_rank(entry: Callable[[], None] | None, args: list[str], env: dict[str, str],
+                launcher: int) -> Rank:
+    """A rank: forked to run ``entry`` when given and the launcher allows it (``_can_fork``),
+    else a fresh process."""
+    if entry is not None and _can_fork():
+        return _fork_rank(entry, args, env, launcher)
     return subprocess.Popen(fedweave_argv(*args), env=env, preexec_fn=_rank_setup(launcher))
 
 
-def launch_local(procs: int, args: list[str], timeout_s: float = 300.0) -> int:
+def launch_local(procs: int, args: list[str], timeout_s: float = 300.0,
+                 entry: Callable[[], None] | None = None) -> int:
     """Run ``fedweave *args`` as ``procs`` ranks on this host; returns the exit code (module
-    docstring). ``timeout_s``: the run's ``launcher.timeout_s``."""
+    docstring). ``timeout_s``: the run's ``launcher.timeout_s``. ``entry``: the command line's
+    main function, for ranks forked from this process (without it each rank is a fresh
+    process)."""
     # not a TemporaryDirectory: its clean-up at exit would run in forked ranks too
     failures = tempfile.mkdtemp(prefix="fedweave-ranks-")
     me = os.getpid()
     try:
-        return _launch(procs, args, timeout_s, Path(failures))
+        return _launch(procs, args, timeout_s, Path(failures), entry)
     finally:
         if os.getpid() == me:
             shutil.rmtree(failures, ignore_errors=True)
 
 
-def _launch(procs: int, args: list[str], timeout_s: float, failures: Path) -> int:
+def _launch(procs: int, args: list[str], timeout_s: float, failures: Path,
+            entry: Callable[[], None] | None = None) -> int:
     port = free_port()
     me = os.getpid()
     # where a resume would continue: the directory given, else the one rank 0 printed
@@ -253,7 +260,7 @@ def _launch(procs: int, args: list[str], timeout_s: float, failures: Path) -> in
                FAILURE_ENV: str(failures)}
         env.setdefault(WAIT_ENV, "PASSIVE")  # fedweave.training.threads (the user's kept)
         env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-        children.append(_start_rank(args, env, me))
+        children.append(_start_rank(entry, args, env, me))
 
     def send(sig: int) -> None:
         for c in children:

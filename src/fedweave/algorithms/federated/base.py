@@ -169,10 +169,9 @@ class CohortAlgorithm(Algorithm):
                     for node, t in zip(cohort.tolist(), times.tolist(), strict=True)]
             self.offline = sum(lost)
             drops = [d or o for d, o in zip(drops, lost, strict=True)]
-        for k, dropped in enumerate(drops):
-            self.clock.at(start + float(times[k]), "arrival", k, tag=int(dropped),
-                          value=float(times[k]))
-        arrived = torch.zeros(len(cohort), dtype=torch.bool)
+        for k, (dropped, t) in enumerate(zip(drops, times.tolist(), strict=True)):
+            self.clock.at(start + t, "arrival", k, tag=int(dropped), value=t)
+        arrivals = [False] * len(cohort)
         duration = 0.0
         deadline = clock_cfg.deadline_s
         late = 0
@@ -182,8 +181,9 @@ class CohortAlgorithm(Algorithm):
                 late += 1
                 duration = deadline
                 continue
-            arrived[event.node] = not event.tag
+            arrivals[event.node] = not event.tag
             duration = max(duration, event.value)
+        arrived = torch.tensor(arrivals, dtype=torch.bool)
         if deadline is not None and late == len(cohort) and r == 0:
             raise UserError(f"clock.deadline_s={deadline:g}: no member of the first cohort "
                             f"finishes in time (the fastest job takes {float(times.min()):.3g} "
