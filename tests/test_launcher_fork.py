@@ -88,3 +88,36 @@ def test_the_failure_folder_is_removed_by_the_launcher_only(monkeypatch: pytest.
     monkeypatch.setattr(launcher, "_launch", fake)
     assert launcher.launch_local(2, ["run"]) == 0
     assert seen and not seen[0].exists()
+
+
+_RECORDING_CLI = """
+import sys
+from fedweave.distributed import launcher
+record = sys.argv[1]
+start = launcher._start_rank
+def recording(entry, args, env, me):
+    rank = start(entry, args, env, me)
+    with open(record, "a") as f:
+        f.write(type(rank).__name__ + "\\n")
+    return rank
+launcher._start_rank = recording
+from fedweave.cli import main
+sys.argv = ["fedweave", *sys.argv[2:]]
+main()
+"""
+
+
+def test_the_command_line_forks_its_ranks(tmp_path: Path) -> None:
+    """``fedweave run --procs 2`` reaches the launcher before torch is imported, so its
+    ranks are forked (a fresh interpreter per rank costs seconds)."""
+    import subprocess
+    import sys
+
+    kinds = tmp_path / "kinds.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _RECORDING_CLI, str(kinds), "run", "--procs", "2",
+         "--set", "rounds=1", "--set", "data.nodes=4", "--set", "output.plots=false",
+         "--dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert kinds.read_text().split() == ["ForkedRank", "ForkedRank"]
+    assert (tmp_path / "run" / "summary.json").is_file()

@@ -54,9 +54,10 @@ def _launch(procs: int, config: Path | None, set_: list[str], imports: list[str]
             out: Path | None, resume: Path | None, run_dir: Path | None,
             overrides: list[str]) -> None:
     from fedweave.distributed.launcher import forkable_parent, launch_local, recorded_timeout
+
+    forkable_parent()  # before anything imports torch (fedweave.plugins does)
     from fedweave.plugins import load_config
 
-    forkable_parent()
     try:  # validate once, before any rank starts (one line, not one per rank)
         if resume is None:
             cfg = load_config(config, overrides, imports)
@@ -105,7 +106,6 @@ def run_cmd(
     143); a second one stops at once.
     """
     from fedweave.distributed import is_writer, under_torchrun
-    from fedweave.plugins import load_config
 
     if procs is not None and procs > max_procs():
         fail(f"--procs {procs}: more local processes than this machine can run ({os.cpu_count()}"
@@ -117,6 +117,8 @@ def run_cmd(
     if procs is not None and procs > 1 and not under_torchrun():
         _launch(procs, config, list(set_ or []), list(imports or []), out, resume, run_dir,
                 overrides)
+    from fedweave.plugins import load_config  # imports torch: after _launch prepared it
+
     writer = is_writer()
     from fedweave.cli.progress import TerminalProgress
     from fedweave.interrupt import Interrupted, StopOnSignal
