@@ -59,7 +59,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn, Protocol
@@ -186,21 +186,28 @@ def _fork_rank(entry: Callable[[], None], args: list[str], env: dict[str, str],
     returns here."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # SIGINT/SIGTERM held until the child has set its own handling (it ignores the
+    # terminal's SIGINT), so none reaches it with the launcher's handlers
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return ForkedRank(pid)
-    _rank_main(entry, args, env, launcher)
+    _rank_main(entry, args, env, launcher, held)
 
 
 def _rank_main(entry: Callable[[], None], args: list[str], env: dict[str, str],
-               launcher: int) -> NoReturn:
+               launcher: int, held: Iterable[int] = ()) -> NoReturn:
     """A forked rank: ``entry`` with ``sys.argv`` = ``fedweave *args``, ended by ``os._exit``
-    whatever happens, so that nothing of the launcher's stack runs in it."""
+    whatever happens, so that nothing of the launcher's stack runs in it. ``held``: the
+    signal mask to restore once the rank's own handling is set."""
     status = 1
     try:
         os.environ.clear()
         os.environ.update(env)
         _rank_setup(launcher)()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         sys.argv = ["fedweave", *args]
         entry()
         status = 0
