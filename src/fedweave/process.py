@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 import threading
+from typing import NoReturn
 
 TUNABLES = "GLIBC_TUNABLES"
 OPT_OUT = "FEDWEAVE_MALLOC"
@@ -64,6 +65,27 @@ def reuse_freed_memory() -> None:
     os.execv(sys.executable, sys.orig_argv)
 
 
+def exit_status(code: object) -> int:
+    """The status ``sys.exit(code)`` ends a process with (a message: printed, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def end_process(status: int) -> NoReturn:
+    """Run the ``atexit`` handlers, flush the standard streams and end with ``os._exit``."""
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say
+            stream.flush()
+    os._exit(status)
+
+
 def exit_now(code: object = 0) -> None:
     """End the process with ``code`` (as ``sys.exit`` takes it) without module teardown
     (module docstring); returns only by raising ``SystemExit`` where that is not safe."""
@@ -72,16 +94,4 @@ def exit_now(code: object = 0) -> None:
                for t in threading.enumerate())
     if busy or (dist is not None and dist.is_available() and dist.is_initialized()):
         raise SystemExit(code)
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:  # sys.exit("message"): the message on stderr, status 1
-        print(code, file=sys.stderr)
-        status = 1
-    atexit._run_exitfuncs()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say
-            stream.flush()
-    os._exit(status)
+    end_process(exit_status(code))

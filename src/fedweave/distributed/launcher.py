@@ -46,9 +46,7 @@ killer), or the launcher itself was stopped by signal N.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import logging
 import os
 import shutil
 import signal
@@ -67,6 +65,7 @@ from typing import NoReturn, Protocol
 from fedweave.distributed import FAILURE_ENV, LAUNCHED_ENV
 from fedweave.distributed.spawn import die_with_parent, fedweave_argv
 from fedweave.errors import UserError
+from fedweave.process import end_process, exit_status
 from fedweave.training.threads import WAIT_ENV
 
 KILL_GRACE_S = 3.0
@@ -212,19 +211,11 @@ def _rank_main(entry: Callable[[], None], args: list[str], env: dict[str, str],
         entry()
         status = 0
     except SystemExit as exc:
-        code = exc.code
-        status = code if isinstance(code, int) else 0 if code is None else 1
-        if isinstance(code, str):
-            print(code, file=sys.stderr)
+        status = exit_status(exc.code)
     except BaseException:
         traceback.print_exc()
     finally:
-        with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(status)
+        end_process(status)
 
 
 def _start_rank(entry: Callable[[], None] | None, args: list[str], env: dict[str, str],
@@ -244,12 +235,10 @@ def launch_local(procs: int, args: list[str], timeout_s: float = 300.0,
     process)."""
     # not a TemporaryDirectory: its clean-up at exit would run in forked ranks too
     failures = tempfile.mkdtemp(prefix="fedweave-ranks-")
-    me = os.getpid()
     try:
         return _launch(procs, args, timeout_s, Path(failures), entry)
-    finally:
-        if os.getpid() == me:
-            shutil.rmtree(failures, ignore_errors=True)
+    finally:  # a forked rank never returns here (``_rank_main``)
+        shutil.rmtree(failures, ignore_errors=True)
 
 
 def _launch(procs: int, args: list[str], timeout_s: float, failures: Path,

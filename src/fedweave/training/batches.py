@@ -56,8 +56,7 @@ def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor
         width = batch_width(data, nodes, batch_size) if k_count else 1
     check_schedule(k_count, s_max, width)
     gen = torch.Generator()  # reseeded per row: the same draws as a fresh generator each
-    rows: list[torch.Tensor] = []
-    full = True  # every row fills the whole [s_max, width] block (no padding)
+    rows: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []  # (shard, samples, s, b)
     for k, (node, s) in enumerate(zip(nodes.tolist(), steps.tolist(), strict=True)):
         shard = data.train_idx[node]
         n = len(shard)
@@ -69,18 +68,16 @@ def batch_schedule(data: FederatedData, nodes: torch.Tensor, steps: torch.Tensor
                   torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-need // n))]))
         if shuffle:
             stream = stream[:need][torch.randperm(need, generator=gen)]
-        rows.append(shard[stream[:need]])
-        full = full and s == s_max and b == width
-    if full and k_count:
-        idx = torch.stack(rows).view(k_count, s_max, width)
+        rows.append((shard, shard[stream[:need]], s, b))
+    if k_count and all(s == s_max and b == width for _, _, s, b in rows):  # no padding
+        idx = torch.stack([picked for _, picked, _, _ in rows]).view(k_count, s_max, width)
         weight = torch.ones(k_count, s_max, width)
     else:
         idx = torch.zeros(k_count, s_max, width, dtype=torch.int64)
         weight = torch.zeros(k_count, s_max, width)
-        for k, (row, s) in enumerate(zip(rows, steps.tolist(), strict=True)):
-            b = len(row) // s if s else 0
-            idx[k] = data.train_idx[int(nodes[k])][0]  # padding (weight 0) stays in the shard
-            idx[k, :s, :b] = row.view(s, b)
+        for k, (shard, picked, s, b) in enumerate(rows):
+            idx[k] = shard[0]  # padding (weight 0) stays inside the node's own shard
+            idx[k, :s, :b] = picked.view(s, b)
             weight[k, :s, :b] = 1.0
     return Batches(idx.to(data.x.device), weight.to(data.x.device), steps)
 
